@@ -1,0 +1,82 @@
+"""A batched KV cache in which every sequence keeps its own set of valid slots.
+
+Sequences in one batch accept different numbers of draft tokens, so one shared cache length cannot
+describe them. Each forward appends the same number of slots to every row; a row that has fewer
+tokens to feed fills the rest with masked holes, and rolling a row back masks its rejected slots.
+Nothing accepted is ever recomputed: rollback only flips mask bits. `compact` reclaims the holes.
+"""
+
+import torch
+from transformers import DynamicCache
+
+
+class SlotCache:
+    def __init__(self, batch_size: int, dtype: torch.dtype, device: torch.device):
+        self.kv = DynamicCache()
+        self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+        self.dtype = dtype
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Tokens each row holds; also the position id of its next token."""
+        return self.valid.sum(-1)
+
+    def extend(self, chunk_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reserve slots for a (B, T) chunk and return its (B,1,T,S+T) additive mask and position ids.
+
+        A token sees the valid slots of its own row up to itself. Holes see themselves only, which keeps
+        their (discarded) attention finite.
+        """
+        batch, width = chunk_valid.shape
+        positions = self.lengths[:, None] + chunk_valid.cumsum(-1) - 1
+        positions = positions.clamp_min(0)
+        past = self.valid.shape[1]
+        self.valid = torch.cat([self.valid, chunk_valid], dim=1)
+        slots = torch.arange(past + width, device=chunk_valid.device)
+        query_slots = past + torch.arange(width, device=chunk_valid.device)
+        causal = slots[None, :] <= query_slots[:, None]  # (T, S+T)
+        visible = causal[None] & self.valid[:, None, :]
+        visible |= slots[None, None, :] == query_slots[None, :, None]
+        mask = torch.zeros(visible.shape, dtype=self.dtype, device=visible.device)
+        mask.masked_fill_(~visible, torch.finfo(self.dtype).min)
+        return mask[:, None], positions
+
+    def truncate(self, lengths: torch.Tensor) -> None:
+        """Keep only the first `lengths[b]` valid slots of each row (rejected drafts become holes)."""
+        self.valid &= self.valid.cumsum(-1) <= lengths[:, None]
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (finished sequences leave the batch), then drop the holes."""
+        self.valid = self.valid[rows]
+        for layer in self.kv.layers:
+            if layer.is_initialized:
+                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+        self.compact()
+
+    def holes(self) -> int:
+        """Slots the widest row does not need: what `compact` would reclaim."""
+        return self.valid.shape[1] - int(self.lengths.max()) if self.valid.numel() else 0
+
+    def compact(self) -> None:
+        """Gather each row's valid slots to the right end, dropping slots that are holes in every row."""
+        if self.valid.shape[0] == 0:
+            return
+        lengths = self.lengths
+        width = int(lengths.max())
+        if width == self.valid.shape[1]:
+            return
+        # stable order: holes first, then valid slots in their original order
+        order = torch.argsort(self.valid.to(torch.int8), dim=-1, stable=True)[:, -width:] if width else None
+        if order is None:
+            self.valid = self.valid[:, :0]
+        else:
+            self.valid = self.valid.gather(1, order)
+        for layer in self.kv.layers:
+            if not layer.is_initialized:
+                continue
+            if order is None:
+                layer.keys, layer.values = layer.keys[:, :, :0], layer.values[:, :, :0]
+                continue
+            index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+            layer.keys = layer.keys.gather(2, index)
+            layer.values = layer.values.gather(2, index.expand(-1, -1, -1, layer.values.shape[3]))

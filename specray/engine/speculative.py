@@ -1,0 +1,311 @@
+"""Batched speculative decoding with a per-sequence lookahead.
+
+One round: every sequence's stop policy decides, token by token, how far its draft goes (a sequence
+that stops waits in the batch as a masked hole while the others keep drafting); the target verifies
+all ragged proposals in one forward; each sequence accepts its own prefix and both KV caches roll
+back per row. The first round's verification is also the target's prefill. With no policy the same
+loop is plain target-only decoding, so baselines share every line of overhead but the draft.
+"""
+
+import inspect
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import torch
+
+from specray.engine.kv_cache import SlotCache
+from specray.engine.sampling import Sampling, distribution, draw, soft_distribution, token_stats, verify
+from specray.engine.traces import TraceBuffer
+from specray.policies.base import Decision, DraftStep, Outcome, StopPolicy
+from specray.policies.cost import CostGate, CostModel
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 128
+    sampling: Sampling = Sampling()
+    seed: int = 0
+    stop_strings: tuple[str, ...] = ()
+
+
+@dataclass
+class SequenceResult:
+    tokens: list[int]  # generated tokens only
+    text: str
+    iterations: int
+    drafted: int
+    accepted: int
+    wall_ms: float
+    stop_reason: str  # eos | max_new_tokens | stop_string
+
+
+@dataclass
+class Generation:
+    sequences: list[SequenceResult]
+    traces: pa.Table
+
+
+@dataclass
+class _Sequence:
+    row: int
+    prompt_id: str
+    tokens: list[int]
+    prompt_len: int
+    target_len: int = 0  # tokens already in the target's KV cache
+    draft_len: int = 0  # tokens (prompt, output or pending proposal) in the draft's KV cache
+    iterations: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    idle_rounds: int = 0  # rounds since the cost gate last let this row draft
+    stop_reason: str | None = None
+    wall_ms: float = 0.0
+
+    @property
+    def generated(self) -> int:
+        return len(self.tokens) - self.prompt_len
+
+
+@dataclass
+class _Proposal:
+    tokens: list[int] = field(default_factory=list)
+    dists: list[torch.Tensor] = field(default_factory=list)  # what each token was drawn from
+    soft: list[float] = field(default_factory=list)  # q of each token, as traces record it
+    entropy: list[float] = field(default_factory=list)
+    topk: list[list[float]] = field(default_factory=list)
+    stop_reason: str = "none"
+
+
+class SpeculativeEngine:
+    """A draft+target pair and the measured costs of running it."""
+
+    probe_every = 8  # a row the cost gate keeps from drafting still tries one token this often
+
+    def __init__(self, target, draft, tokenizer, cost_model: CostModel | None = None):
+        self.target, self.draft, self.tokenizer = target, draft, tokenizer
+        self.costs = cost_model or CostModel()
+        self.dtype = next(target.parameters()).dtype
+        self.device = next(target.parameters()).device
+        eos = getattr(target.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        self._keeps_logits = {m: "logits_to_keep" in inspect.signature(m.forward).parameters for m in (target, draft)}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[list[int]],
+        policy: StopPolicy | None,
+        config: GenerationConfig = GenerationConfig(),
+        prompt_ids: list[str] | None = None,
+        domain: str = "unknown",
+        run_id: str = "",
+    ) -> Generation:
+        """Decode a batch; `policy=None` is target-only decoding."""
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("empty prompt: every prompt needs at least one token")
+        start = time.perf_counter()
+        ids = prompt_ids or [str(i) for i in range(len(prompts))]
+        seqs = [_Sequence(i, ids[i], list(p), len(p)) for i, p in enumerate(prompts)]
+        trace = TraceBuffer(run_id, domain, policy.name if policy else "target", policy.version if policy else "")
+        if policy is not None:
+            policy.reset(len(prompts))
+        tcache = SlotCache(len(prompts), self.dtype, self.device)
+        dcache = SlotCache(len(prompts), self.dtype, self.device)
+        generator = torch.Generator().manual_seed(config.seed)
+        active = list(seqs)
+        while active:
+            budget = self._budgets(active, policy, config)
+            t0 = time.perf_counter()
+            proposals = self._draft(active, budget, policy, dcache, config.sampling, generator)
+            t1 = time.perf_counter()
+            target_probs, soft_target = self._verify(active, proposals, tcache, config.sampling)
+            t2 = time.perf_counter()
+            draft_ms, verify_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+            accepted = []
+            for seq, proposal, p, p_soft in zip(active, proposals, target_probs, soft_target):
+                k = len(proposal.tokens)
+                dists = torch.stack(proposal.dists) if k else p[:0]
+                verdict = verify(p, dists, proposal.tokens, generator)
+                trace.add_draft(
+                    seq.prompt_id, seq.iterations, seq.generated, proposal.tokens, proposal.soft,
+                    p_soft[torch.arange(k), torch.tensor(proposal.tokens, dtype=torch.long)].tolist(), proposal.entropy, proposal.topk,
+                    verdict.n_accepted, proposal.stop_reason, draft_ms, verify_ms,
+                )
+                self._commit(seq, proposal.tokens[: verdict.n_accepted] + [verdict.next_token], k, config)
+                seq.wall_ms = (time.perf_counter() - start) * 1e3
+                accepted.append(verdict.n_accepted)
+            if policy is not None:
+                drafted = torch.tensor([len(p.tokens) for p in proposals])
+                policy.observe(Outcome(torch.tensor([s.row for s in active]), drafted, torch.tensor(accepted)))
+            tcache.truncate(torch.tensor([s.target_len for s in active]))
+            dcache.truncate(torch.tensor([s.draft_len for s in active]))
+            active = self._retire(active, tcache, dcache)
+        results = [
+            SequenceResult(
+                s.tokens[s.prompt_len :],
+                self.tokenizer.decode(s.tokens[s.prompt_len :], skip_special_tokens=True),
+                s.iterations, s.drafted, s.accepted, s.wall_ms, s.stop_reason,
+            )
+            for s in seqs
+        ]
+        return Generation(results, trace.table())
+
+    def _budgets(self, active: list[_Sequence], policy: StopPolicy | None, config: GenerationConfig) -> torch.Tensor:
+        """Tokens each row may draft: the policy's budget, never past max_new_tokens, gated by cost."""
+        if policy is None:
+            return torch.zeros(len(active), dtype=torch.long)
+        rows = torch.tensor([s.row for s in active])
+        remaining = torch.tensor([config.max_new_tokens - s.generated - 1 for s in active])
+        budget = torch.minimum(policy.budget(rows), remaining).clamp_min(0)
+        gate = self._gate(policy, len(active))
+        if gate is not None:
+            worth = gate.worth_drafting(policy.acceptance[rows])
+            probe = torch.tensor([s.idle_rounds >= self.probe_every for s in active])
+            allowed = worth | probe
+            budget[~allowed] = 0
+            for seq, ok in zip(active, allowed.tolist()):
+                seq.idle_rounds = 0 if ok else seq.idle_rounds + 1
+        return budget
+
+    def _gate(self, policy: StopPolicy | None, batch_size: int) -> CostGate | None:
+        if policy is None or not getattr(policy, "cost_aware", False):
+            return None
+        if not self.costs.calibrated(batch_size):
+            from specray.engine.calibration import measure_costs
+
+            measure_costs(self, batch_size)
+        return CostGate(self.costs, batch_size)
+
+    def forward(self, model, cache: SlotCache, chunks: list[list[int]], keep: int):
+        """Append ragged per-row chunks (left-padded with holes); logits of the last `keep` slots, last hidden."""
+        width = max(len(c) for c in chunks)
+        ids = torch.zeros(len(chunks), width, dtype=torch.long)
+        valid = torch.zeros(len(chunks), width, dtype=torch.bool)
+        for i, chunk in enumerate(chunks):
+            if chunk:
+                ids[i, width - len(chunk) :] = torch.tensor(chunk)
+                valid[i, width - len(chunk) :] = True
+        mask, positions = cache.extend(valid.to(self.device))
+        extra = {"logits_to_keep": keep} if self._keeps_logits[model] else {}
+        out = model(
+            input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions,
+            past_key_values=cache.kv, use_cache=True, output_hidden_states=model is self.draft, **extra,
+        )
+        hidden = out.hidden_states[-1][:, -1].float().cpu() if model is self.draft else None
+        return out.logits[:, -keep:].float().cpu(), hidden
+
+    def _draft(self, active, budget, policy, cache, sampling, generator) -> list[_Proposal]:
+        """Draft token by token; each row stops when its policy, its budget, the cost gate or EOS says so."""
+        proposals = [_Proposal() for _ in active]
+        drafting = budget > 0
+        if not drafting.any():
+            return proposals
+        gate = self._gate(policy, len(active))
+        rows = torch.tensor([s.row for s in active])
+        survival, expected = torch.ones(len(active)), torch.ones(len(active))
+        chunks = [s.tokens[s.draft_len :] for s in active]  # rows that skipped rounds catch up here
+        depth = 0
+        while drafting.any():
+            t0 = time.perf_counter()
+            logits, hidden = self.forward(self.draft, cache, chunks, keep=1)
+            if max(len(c) for c in chunks) == 1:
+                self.costs.observe_draft(len(active), (time.perf_counter() - t0) * 1e3)
+            for seq, chunk in zip(active, chunks):
+                seq.draft_len += len(chunk)
+            depth += 1
+            idx = drafting.nonzero().squeeze(-1)
+            logits = logits[idx, -1]
+            dist = distribution(logits, sampling)
+            tokens = draw(dist, generator)
+            stats = token_stats(soft_distribution(logits, sampling), tokens)
+            position = torch.tensor([active[i].generated + depth - 1 for i in idx.tolist()])
+            step = DraftStep(rows[idx], depth, position, tokens, stats.token_prob, stats.entropy, stats.topk_probs, hidden[idx])
+            accept_prob = policy.accept_prob(step)
+            wanted = policy.decide(step, accept_prob)
+            decision = wanted if gate is None else gate.decide(wanted, depth, accept_prob, survival[idx], expected[idx])
+            survival[idx] *= accept_prob
+            expected[idx] += survival[idx]
+            for j, i in enumerate(idx.tolist()):
+                proposal, token = proposals[i], int(tokens[j])
+                if decision[j] != Decision.DROP:
+                    proposal.tokens.append(token)
+                    proposal.dists.append(dist[j])
+                    proposal.soft.append(float(stats.token_prob[j]))
+                    proposal.entropy.append(float(stats.entropy[j]))
+                    proposal.topk.append(stats.topk_probs[j].tolist())
+                reason = self._stop_reason(int(wanted[j]), int(decision[j]), token, len(proposal.tokens), int(budget[i]))
+                if reason:
+                    proposal.stop_reason = reason
+                    drafting[i] = False
+            chunks = [[p.tokens[-1]] if drafting[i] else [] for i, p in enumerate(proposals)]
+        return proposals
+
+    def _stop_reason(self, wanted: int, decision: int, token: int, drafted: int, budget: int) -> str | None:
+        if decision != wanted:
+            return "cost"
+        if decision != Decision.CONTINUE:
+            return "policy"
+        if token in self.eos:
+            return "eos"
+        if drafted >= budget:
+            return "k_max"
+        return None
+
+    def _verify(self, active, proposals, cache, sampling):
+        """One target forward over every row's pending tokens plus its proposal (ragged)."""
+        chunks = [s.tokens[s.target_len :] + p.tokens for s, p in zip(active, proposals)]
+        keep = max(len(p.tokens) for p in proposals) + 1
+        t0 = time.perf_counter()
+        logits, _ = self.forward(self.target, cache, chunks, keep=keep)
+        if all(len(s.tokens) - s.target_len == 1 for s in active):  # not a prefill
+            self.costs.observe_verify(len(active), keep, (time.perf_counter() - t0) * 1e3)
+        target_probs, soft = [], []
+        for seq, chunk, proposal, row_logits in zip(active, chunks, proposals, logits):
+            seq.target_len += len(chunk)
+            row_logits = row_logits[keep - len(proposal.tokens) - 1 :]
+            target_probs.append(distribution(row_logits, sampling))
+            soft.append(soft_distribution(row_logits, sampling))
+        return target_probs, soft
+
+    def _commit(self, seq: _Sequence, new_tokens: list[int], drafted: int, config: GenerationConfig) -> None:
+        """Append the round's output, roll the caches' bookkeeping back, and apply stop conditions."""
+        n_accepted = len(new_tokens) - 1
+        kept_len = len(seq.tokens) + n_accepted  # the caches keep everything up to the last accepted draft
+        seq.target_len = kept_len
+        seq.draft_len = min(seq.draft_len, kept_len)
+        seq.iterations += 1
+        seq.drafted += drafted
+        seq.accepted += n_accepted
+        for token in new_tokens:
+            seq.tokens.append(token)
+            if token in self.eos:
+                seq.stop_reason = "eos"
+                break
+            if seq.generated >= config.max_new_tokens:
+                seq.stop_reason = "max_new_tokens"
+                break
+        if config.stop_strings and seq.stop_reason is None:
+            self._apply_stop_strings(seq, config.stop_strings, len(new_tokens))
+
+    def _apply_stop_strings(self, seq: _Sequence, stops: tuple[str, ...], new: int) -> None:
+        """End at the first token whose text completes a stop string (the same cut target-only makes)."""
+        output = seq.tokens[seq.prompt_len :]
+        for end in range(max(1, len(output) - new + 1), len(output) + 1):
+            text = self.tokenizer.decode(output[:end], skip_special_tokens=True)
+            if any(s in text for s in stops):
+                del seq.tokens[seq.prompt_len + end :]
+                seq.stop_reason = "stop_string"
+                return
+
+    def _retire(self, active: list[_Sequence], tcache: SlotCache, dcache: SlotCache) -> list[_Sequence]:
+        """Finished sequences leave the batch so they cost nothing; holes are reclaimed when they pile up."""
+        keep = [i for i, s in enumerate(active) if s.stop_reason is None]
+        if len(keep) < len(active):
+            rows = torch.tensor(keep, dtype=torch.long)
+            tcache.select_rows(rows)
+            dcache.select_rows(rows)
+        else:
+            for cache in (tcache, dcache):
+                if cache.holes() > max(64, int(cache.lengths.max())):
+                    cache.compact()
+        return [active[i] for i in keep]

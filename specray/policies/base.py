@@ -1,0 +1,79 @@
+"""The stop-policy seam: after every draft token, per sequence, "stop drafting now?".
+
+The engine hands a policy what the draft just produced (`DraftStep`) and, after verification, what the
+target accepted (`Outcome`). Everything that varies between strategies lives behind this interface,
+as transformers' `CandidateGenerator` does for candidate strategies.
+
+Rows are indices into the batch the policy was `reset` for; they stay fixed while sequences finish,
+so per-sequence state is a plain tensor indexed by row.
+"""
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+
+
+class Decision(IntEnum):
+    CONTINUE = 0  # keep this token and draft another
+    STOP = 1  # keep this token and verify now
+    DROP = 2  # discard this token and verify what came before
+
+
+@dataclass(frozen=True)
+class DraftStep:
+    rows: torch.Tensor  # (n,) batch rows still drafting
+    depth: int  # 1-based position of this token within the current draft
+    position: torch.Tensor  # (n,) 0-based index of this token among generated tokens
+    token: torch.Tensor  # (n,)
+    token_prob: torch.Tensor  # (n,) the draft's probability of its own token
+    entropy: torch.Tensor  # (n,)
+    topk_probs: torch.Tensor  # (n, TOPK)
+    hidden: torch.Tensor  # (n, H) the draft's last hidden state that produced this token
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rows: torch.Tensor  # (n,) rows that took part in this verification
+    drafted: torch.Tensor  # (n,) tokens proposed
+    accepted: torch.Tensor  # (n,) leading proposed tokens the target accepted
+
+
+class StopPolicy:
+    """Base: a running acceptance estimate per row, no lookahead limit of its own beyond `k_max`."""
+
+    name = "policy"
+    version = "builtin"
+    prior_acceptance = 0.6  # per-token acceptance assumed before any verification
+    ema_decay = 0.8
+
+    def __init__(self, k_max: int = 8):
+        if k_max < 1:
+            raise ValueError(f"k_max must be >= 1, got {k_max}")
+        self.k_max = k_max
+        self.acceptance = torch.zeros(0)
+
+    def reset(self, batch_size: int) -> None:
+        """A new batch of sequences begins."""
+        self.acceptance = torch.full((batch_size,), self.prior_acceptance)
+
+    def budget(self, rows: torch.Tensor) -> torch.Tensor:
+        """Most tokens each row may draft this round (0 = do not draft)."""
+        return torch.full((len(rows),), self.k_max, dtype=torch.long)
+
+    def accept_prob(self, step: DraftStep) -> torch.Tensor:
+        """Estimated probability that the target accepts this token, given the ones before were."""
+        return self.acceptance[step.rows]
+
+    def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
+        """Decision per row (a `Decision` code); the base never stops early."""
+        return torch.full((len(step.rows),), Decision.CONTINUE, dtype=torch.long)
+
+    def observe(self, outcome: Outcome) -> None:
+        """Verification results; updates the per-row acceptance estimate (accepted / evaluated)."""
+        drafted = outcome.drafted
+        has = drafted > 0
+        evaluated = torch.minimum(outcome.accepted + 1, drafted).clamp_min(1)
+        rate = outcome.accepted.float() / evaluated
+        rows = outcome.rows[has]
+        self.acceptance[rows] = self.ema_decay * self.acceptance[rows] + (1 - self.ema_decay) * rate[has]

@@ -1,0 +1,31 @@
+"""`heuristic`: K += 2 after a fully accepted draft, else K = max(1, K - 1), K <= k_max.
+
+The schedule of transformers' `num_assistant_tokens_schedule="heuristic"`, kept per sequence.
+"""
+
+import torch
+
+from specray.policies.base import Outcome, StopPolicy
+
+
+class HeuristicPolicy(StopPolicy):
+    name = "heuristic"
+
+    def __init__(self, k_start: int = 4, k_max: int = 10, cost_aware: bool = True):
+        super().__init__(k_max=k_max)
+        self.k_start, self.cost_aware = min(k_start, k_max), cost_aware
+        self.k = torch.zeros(0, dtype=torch.long)
+
+    def reset(self, batch_size: int) -> None:
+        super().reset(batch_size)
+        self.k = torch.full((batch_size,), self.k_start, dtype=torch.long)
+
+    def budget(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.k[rows].clone()
+
+    def observe(self, outcome: Outcome) -> None:
+        super().observe(outcome)
+        has = outcome.drafted > 0
+        rows = outcome.rows[has]
+        all_accepted = outcome.accepted[has] == outcome.drafted[has]
+        self.k[rows] = torch.where(all_accepted, self.k[rows] + 2, self.k[rows] - 1).clamp(1, self.k_max)

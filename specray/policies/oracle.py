@@ -1,0 +1,36 @@
+"""`oracle` (offline): draft exactly the tokens the target would accept.
+
+Knows the target's greedy continuation of every prompt (from a target-only run), keeps a draft token
+while it matches and drops the first one that does not. The upper bound of any stop policy and the
+source of the labels learned policies train on.
+"""
+
+import torch
+
+from specray.policies.base import Decision, DraftStep, StopPolicy
+
+
+class OraclePolicy(StopPolicy):
+    name = "oracle"
+    cost_aware = False
+
+    def __init__(self, references: list[list[int]], k_max: int = 64):
+        super().__init__(k_max=k_max)
+        self.references = references
+
+    def reset(self, batch_size: int) -> None:
+        if batch_size != len(self.references):
+            raise ValueError(f"oracle has references for {len(self.references)} prompts, batch has {batch_size}")
+        super().reset(batch_size)
+
+    def _matches(self, step: DraftStep) -> torch.Tensor:
+        refs = [self.references[r] for r in step.rows.tolist()]
+        return torch.tensor(
+            [p < len(ref) and ref[p] == t for ref, p, t in zip(refs, step.position.tolist(), step.token.tolist())]
+        )
+
+    def accept_prob(self, step: DraftStep) -> torch.Tensor:
+        return self._matches(step).float()
+
+    def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
+        return torch.where(accept_prob > 0, Decision.CONTINUE, Decision.DROP)

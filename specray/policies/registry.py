@@ -1,0 +1,54 @@
+"""A versioned store of learned stop policies: `<registry>/<kind>/<version>/<domain>.{safetensors,json}`.
+
+`<registry>/<kind>/LATEST` names the newest version and is switched atomically after the version's
+directory is complete, so a reader sees either the old version or the new one, never half of one.
+Older versions stay in place and loadable by name.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from specray.policies.artifacts import ArtifactError, save_artifact
+
+GLOBAL = "global"  # fallback for domains without a model of their own
+
+
+def latest_version(registry: str | Path, kind: str) -> str:
+    pointer = Path(registry) / kind / "LATEST"
+    if not pointer.is_file():
+        raise ArtifactError(f"no {kind} policy in registry: {pointer} does not exist")
+    return pointer.read_text().strip()
+
+
+def artifact_stem(registry: str | Path, kind: str, domain: str, version: str | None = None) -> tuple[Path, str]:
+    """The stem to load for this domain (or the global fallback) and the version it belongs to."""
+    version = version or latest_version(registry, kind)
+    directory = Path(registry) / kind / version
+    for name in (domain, GLOBAL):
+        if Path(directory, f"{name}.json").is_file():
+            return directory / name, version
+    raise ArtifactError(f"{directory}: no artifact for domain '{domain}' and no '{GLOBAL}' fallback")
+
+
+def publish(registry: str | Path, kind: str, artifacts: dict[str, tuple[dict[str, torch.Tensor], dict]]) -> str:
+    """Write a new version holding one artifact per domain, then point LATEST at it."""
+    root = Path(registry) / kind
+    root.mkdir(parents=True, exist_ok=True)
+    existing = [int(p.name[1:]) for p in root.glob("v[0-9]*") if p.is_dir()]
+    version = f"v{max(existing, default=0) + 1:04d}"
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        for domain, (tensors, meta) in artifacts.items():
+            save_artifact(staging / domain, tensors, {**meta, "version": version, "domain": domain})
+        staging.rename(root / version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    pointer = root / ".LATEST.tmp"
+    pointer.write_text(version)
+    os.replace(pointer, root / "LATEST")
+    return version

@@ -1,0 +1,72 @@
+"""`specdecpp`: SpecDec++'s acceptance head (arXiv 2405.19715) on the draft's last hidden state.
+
+D residual blocks x + SiLU(Wx), then a linear layer, predict P(accept) per token; drafting stops
+once the chance that at least one token of the draft is rejected, 1 − prod P, reaches h.
+"""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from specray.policies.artifacts import load_artifact, require_shapes
+from specray.policies.base import Decision, DraftStep, StopPolicy
+
+
+class ResBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + nn.functional.silu(self.linear(x))
+
+
+class AcceptanceHead(nn.Module):
+    def __init__(self, hidden_size: int, depth: int = 3):
+        super().__init__()
+        self.blocks = nn.Sequential(*[ResBlock(hidden_size) for _ in range(depth)])
+        self.out = nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logit of P(accept)."""
+        return self.out(self.blocks(hidden.float())).squeeze(-1)
+
+    @classmethod
+    def load(cls, stem: str | Path) -> tuple["AcceptanceHead", dict]:
+        tensors, meta = load_artifact(stem, "specdecpp")
+        require_shapes(stem, tensors, {"out.weight": (1, -1), "out.bias": (1,)})
+        hidden, depth = tensors["out.weight"].shape[1], int(meta.get("depth", 0))
+        blocks = {f"blocks.{i}.linear.{p}": s for i in range(depth) for p, s in (("weight", (hidden, hidden)), ("bias", (hidden,)))}
+        require_shapes(stem, tensors, blocks)
+        head = cls(hidden, depth)
+        head.load_state_dict(tensors)
+        return head.eval(), meta
+
+
+class SpecDecPPPolicy(StopPolicy):
+    name = "specdecpp"
+
+    def __init__(self, head: AcceptanceHead, h: float = 0.7, k_max: int = 10, version: str = "unversioned", cost_aware: bool = True):
+        super().__init__(k_max=k_max)
+        if not 0.0 <= h <= 1.0:
+            raise ValueError(f"specdecpp h must be in [0, 1], got {h}")
+        self.head, self.h, self.version, self.cost_aware = head, h, version, cost_aware
+        self.survival = torch.ones(0)
+
+    def reset(self, batch_size: int) -> None:
+        super().reset(batch_size)
+        self.survival = torch.ones(batch_size)
+
+    def accept_prob(self, step: DraftStep) -> torch.Tensor:
+        width = self.head.out.weight.shape[1]
+        if step.hidden.shape[-1] != width:
+            raise ValueError(f"specdecpp head expects hidden size {width}, the draft has {step.hidden.shape[-1]}")
+        with torch.no_grad():
+            return torch.sigmoid(self.head(step.hidden))
+
+    def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
+        if step.depth == 1:
+            self.survival[step.rows] = 1.0
+        self.survival[step.rows] *= accept_prob
+        return torch.where(1 - self.survival[step.rows] >= self.h, Decision.STOP, Decision.CONTINUE)

@@ -1,0 +1,56 @@
+"""Arrow schemas of what a run stores: one trace row per drafted token, one result row per prompt.
+
+Kept free of torch so that training and analysis can read traces without importing the engine.
+"""
+
+import pyarrow as pa
+
+TRACE_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("domain", pa.string()),
+        ("iteration", pa.int32()),  # 0-based draft/verify round within the prompt
+        ("depth", pa.int16()),  # 1-based position inside this round's draft
+        ("gen_position", pa.int32()),  # 0-based index of the token among generated tokens
+        ("draft_token", pa.int32()),
+        ("draft_prob", pa.float32()),  # q(token) under the draft's (warped) distribution
+        ("target_prob", pa.float32()),  # p(token) under the target's (warped) distribution
+        ("accept_prob", pa.float32()),  # min(1, p / q)
+        ("accepted", pa.bool_()),
+        ("evaluated", pa.bool_()),  # false for tokens after the first rejection
+        ("entropy", pa.float32()),  # entropy of the draft distribution, nats
+        ("topk_probs", pa.list_(pa.float32())),  # the draft's top-10 probabilities
+        ("policy", pa.string()),
+        ("policy_version", pa.string()),
+        ("lookahead", pa.int16()),  # tokens proposed this round
+        ("stop_reason", pa.string()),  # why drafting stopped this round
+        ("draft_ms", pa.float32()),  # wall time of this round's drafting (whole batch)
+        ("verify_ms", pa.float32()),  # wall time of this round's verification (whole batch)
+    ]
+)
+
+RESULT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("domain", pa.string()),
+        ("prompt", pa.string()),
+        ("output_text", pa.string()),
+        ("output_tokens", pa.list_(pa.int32())),
+        ("prompt_tokens", pa.int32()),
+        ("new_tokens", pa.int32()),
+        ("iterations", pa.int32()),
+        ("drafted", pa.int32()),
+        ("accepted", pa.int32()),
+        ("wall_ms", pa.float32()),
+        ("stop_reason", pa.string()),  # eos | max_new_tokens | stop_string
+        ("policy", pa.string()),
+        ("policy_version", pa.string()),
+        ("target", pa.string()),
+        ("draft", pa.string()),
+    ]
+)
+
+ERROR_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
+
+TOPK = 10  # width of `topk_probs`, and of DISCO's probability features

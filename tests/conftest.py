@@ -1,0 +1,72 @@
+"""Tiny seeded models built in code: a target, and a draft that agrees with it only partly."""
+
+import copy
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+VOCAB = 64
+EOS = 2
+
+
+def tiny_tokenizer(vocab: int = VOCAB) -> PreTrainedTokenizerFast:
+    words = ["<pad>", "<bos>", "<eos>"] + [f"w{i}" for i in range(3, vocab)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+
+
+def tiny_llama(seed: int = 0, layers: int = 2, vocab: int = VOCAB, hidden: int = 32, dtype=torch.float64, eos_boost: float = 1.0) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        initializer_range=0.35, eos_token_id=EOS, bos_token_id=1, pad_token_id=0, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(dtype).eval()
+    with torch.no_grad():
+        model.lm_head.weight[EOS] *= eos_boost
+    model.generation_config.pad_token_id = 0
+    return model.requires_grad_(False)
+
+
+def perturbed(model: LlamaForCausalLM, noise: float, seed: int = 1) -> LlamaForCausalLM:
+    """A draft that shares the target's shape and drifts from it by relative Gaussian noise."""
+    draft = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(noise * p.std() * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    return draft
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def target():
+    return tiny_llama(seed=0)
+
+
+@pytest.fixture(scope="session")
+def draft(target):
+    return perturbed(target, noise=0.05)
+
+
+def random_prompts(n: int, seed: int = 0, low: int = 3, high: int = 12) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(low, high, (n,), generator=generator).tolist()
+    return [torch.randint(3, VOCAB, (length,), generator=generator).tolist() for length in lengths]
+
+
+def reference_greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """Target-only greedy decoding by transformers itself, one prompt at a time (no padding)."""
+    out = model.generate(
+        torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False,
+        eos_token_id=EOS, pad_token_id=0, attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+    )
+    return out[0, len(prompt):].tolist()
