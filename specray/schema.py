@@ -53,4 +53,6 @@ RESULT_SCHEMA = pa.schema(
 
 ERROR_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
 
+DOMAINS = ("code", "math", "logic", "chat")  # what the detector predicts and budgets are kept for
+
 TOPK = 10  # width of `topk_probs`, and of DISCO's probability features

@@ -1,0 +1,320 @@
+"""The job's configuration: typed dataclasses merged by omegaconf from YAML and `key=value` overrides.
+
+Everything a run needs is decided here, up front, so that a typo or an impossible value fails in
+the first second with the full key named, instead of an hour later on a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import GrammarParseError, OmegaConfBaseException
+from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
+from omegaconf.grammar_parser import parse
+
+from specray.policies.spec import parse_spec
+from specray.schema import DOMAINS
+
+ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variables ${oc.env:...} may read
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+TRUNCATE = ("none", "left")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run id becomes a directory name
+
+
+class ConfigError(ValueError):
+    """A configuration that must not start a job; the message names every offending key."""
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None  # Parquet file/dir, JSONL, or a `datasets` dir; None = built-in demo prompts
+    prompt_column: str = "prompt"
+    id_column: str = "id"
+    domain_column: str = "domain"
+    limit: Optional[int] = None
+    truncate: str = "none"  # none | left
+
+
+@dataclass
+class ModelsConfig:
+    target: str = "embedded"
+    draft: str = "embedded-draft"
+    dtype: str = "float32"  # one of DTYPES
+    device: str = "auto"  # one of DEVICES
+    trust_remote_code: bool = False
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k cut
+    seed: int = 0
+    batch_size: int = 8
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DomainPolicyConfig:
+    """One domain's overrides; a None field falls back to `policy.default` and the policy's own budget."""
+
+    name: Optional[str] = None
+    k_max: Optional[int] = None
+    threshold: Optional[float] = None
+
+
+@dataclass
+class PerDomainConfig:
+    code: DomainPolicyConfig = field(default_factory=DomainPolicyConfig)
+    math: DomainPolicyConfig = field(default_factory=DomainPolicyConfig)
+    logic: DomainPolicyConfig = field(default_factory=DomainPolicyConfig)
+    chat: DomainPolicyConfig = field(default_factory=DomainPolicyConfig)
+
+
+@dataclass
+class PolicyConfig:
+    default: str = "heuristic"
+    per_domain: PerDomainConfig = field(default_factory=PerDomainConfig)
+    registry: Optional[str] = None  # directory of trained, versioned policies
+
+
+@dataclass
+class ClusterConfig:
+    address: Optional[str] = None  # None = a local ray.init()
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0  # 0 = CPU workers; Ray accepts fractions
+    max_in_flight: int = 2  # batches queued per worker (backpressure)
+    batch_timeout_s: float = 600.0
+    max_retries: int = 2
+
+
+@dataclass
+class OutputConfig:
+    dir: Optional[str] = None  # None = ./runs/<run_id>
+    rows_per_file: int = 50_000
+
+
+@dataclass
+class JobConfig:
+    run_id: Optional[str] = None  # None = generated; name an old one (with its output.dir) to resume
+    data: DataConfig = field(default_factory=DataConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def load_config(path: str | None, overrides: list[str]) -> JobConfig:
+    """Merge defaults < YAML file < `key=value` overrides, resolve, validate, fill run_id and output.dir."""
+    sources = [_read_yaml(path)] if path else []
+    sources.append(_read_dotlist(overrides))
+    for source in sources:
+        _check_interpolations(OmegaConf.to_container(source, resolve=False))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(JobConfig), *sources)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc)) from None
+    cfg = _fill_run_defaults(cfg)
+    problems = _config_problems(cfg)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+def config_to_yaml(cfg: JobConfig) -> str:
+    """The resolved config as YAML, so a run can store exactly what produced its outputs."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def _read_yaml(path: str) -> Any:
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path!r}: no such file")
+    try:
+        source = OmegaConf.load(path)
+    except (OmegaConfBaseException, OSError, ValueError) as exc:
+        raise ConfigError(f"config file {path!r}: {exc}") from None
+    if not OmegaConf.is_dict(source):
+        raise ConfigError(f"config file {path!r}: expected a mapping of keys at the top level")
+    return source
+
+
+def _read_dotlist(overrides: list[str]) -> Any:
+    malformed = [item for item in overrides if "=" not in item]
+    if malformed:
+        raise ConfigError(f"override {malformed[0]!r}: expected key=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: OmegaConfBaseException) -> str:
+    """omegaconf's first message line, prefixed by the full dotted key it is about."""
+    key = getattr(exc, "full_key", None) or "<config>"
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, GrammarParseError):
+        return f"{key}: malformed interpolation ({message})"
+    if key.startswith("policy.per_domain.") and key.count(".") == 2 and "not in" in message:
+        return f"{key}: unknown domain; expected one of {', '.join(DOMAINS)}"
+    if "not in" in message:
+        return f"{key}: unknown key ({message})"
+    return f"{key}: {message}"
+
+
+def _check_interpolations(raw: Any, prefix: str = "") -> None:
+    """Allow only ${node.refs} and ${oc.env:SPECRAY_*}: a config must not run code or read the environment."""
+    items = raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, list) else ()
+    for key, value in items:
+        full_key = f"{prefix}[{key}]" if isinstance(raw, list) else f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, (dict, list)):
+            _check_interpolations(value, full_key)
+        elif isinstance(value, str) and "${" in value:
+            _check_interpolation(full_key, value)
+
+
+def _check_interpolation(key: str, value: str) -> None:
+    try:
+        tree = parse(value, parser_rule="configValue", lexer_mode="DEFAULT_MODE")
+    except GrammarParseError as exc:
+        raise ConfigError(f"{key}: malformed interpolation {value!r} ({exc})") from None
+    for resolver in _resolver_calls(tree):
+        name = resolver.resolverName().getText()
+        if name != "oc.env":
+            raise ConfigError(f"{key}: resolver {name!r} is not allowed; use ${{a.b}} or ${{oc.env:SPECRAY_...}}")
+        args = resolver.sequence().element() if resolver.sequence() else []
+        variable = args[0].getText() if args else ""
+        if not ENV_ALLOWED.fullmatch(variable):
+            raise ConfigError(f"{key}: environment variable {variable!r} is not allowed; only SPECRAY_* can be read")
+
+
+def _resolver_calls(tree: Any) -> list[Any]:
+    found = [tree] if isinstance(tree, OmegaConfGrammarParser.InterpolationResolverContext) else []
+    for child in tree.getChildren() if hasattr(tree, "getChildren") else ():
+        found.extend(_resolver_calls(child))
+    return found
+
+
+def _fill_run_defaults(cfg: JobConfig) -> JobConfig:
+    run_id = cfg.run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    out_dir = cfg.output.dir or str(Path("runs") / run_id)
+    return replace(cfg, run_id=run_id, output=replace(cfg.output, dir=out_dir))
+
+
+def _config_problems(cfg: JobConfig) -> list[str]:
+    """Every value omegaconf's types cannot rule out, as `key: expected ..., got ...` lines."""
+    return [
+        *_data_problems(cfg.data),
+        *_models_problems(cfg.models),
+        *_generation_problems(cfg.generation),
+        *_policy_problems(cfg.policy),
+        *_cluster_problems(cfg.cluster),
+        *_output_problems(cfg.output),
+        *_check("run_id", RUN_ID.fullmatch(cfg.run_id or ""), "letters, digits, '.', '_' or '-'", cfg.run_id),
+    ]
+
+
+def _check(key: str, ok: Any, expected: str, value: Any) -> list[str]:
+    return [] if ok else [f"{key}: expected {expected}, got {value!r}"]
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(choices)
+
+
+def _in_unit(value: float | None) -> bool:
+    return value is None or 0 <= value <= 1
+
+
+def _data_problems(data: DataConfig) -> list[str]:
+    local_path = data.path is not None and "://" not in data.path
+    return [
+        *_check("data.prompt_column", data.prompt_column, "a column name", data.prompt_column),
+        *_check("data.id_column", data.id_column, "a column name", data.id_column),
+        *_check("data.domain_column", data.domain_column, "a column name", data.domain_column),
+        *_check("data.limit", data.limit is None or data.limit >= 1, "null or an integer >= 1", data.limit),
+        *_check("data.truncate", data.truncate in TRUNCATE, _one_of(TRUNCATE), data.truncate),
+        *_check("data.path", not local_path or Path(data.path).exists(), "an existing file or directory", data.path),
+    ]
+
+
+def _models_problems(models: ModelsConfig) -> list[str]:
+    return [
+        *_check("models.target", models.target, "a model name or path", models.target),
+        *_check("models.draft", models.draft, "a model name or path", models.draft),
+        *_check("models.dtype", models.dtype in DTYPES, _one_of(DTYPES), models.dtype),
+        *_check("models.device", models.device in DEVICES, _one_of(DEVICES), models.device),
+    ]
+
+
+def _generation_problems(gen: GenerationConfig) -> list[str]:
+    return [
+        *_check("generation.max_new_tokens", gen.max_new_tokens >= 1, "an integer >= 1", gen.max_new_tokens),
+        *_check("generation.temperature", gen.temperature >= 0, "a number >= 0 (0 = greedy)", gen.temperature),
+        *_check("generation.top_p", 0 < gen.top_p <= 1, "a number in (0, 1]", gen.top_p),
+        *_check("generation.top_k", gen.top_k >= 0, "an integer >= 0 (0 = off)", gen.top_k),
+        *_check("generation.seed", gen.seed >= 0, "an integer >= 0", gen.seed),
+        *_check("generation.batch_size", gen.batch_size >= 1, "an integer >= 1", gen.batch_size),
+        *_check("generation.stop", all(gen.stop), "non-empty stop strings", gen.stop),
+    ]
+
+
+def policy_spec_problem(spec: str) -> str | None:
+    """Why `spec` ("static:4", "heuristic", "confidence:0.4,refit=true", ...) is not a policy spec, or None."""
+    try:
+        parse_spec(spec)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _policy_problems(policy: PolicyConfig) -> list[str]:
+    specs = {"policy.default": policy.default}
+    problems = []
+    for domain in DOMAINS:
+        key, override = f"policy.per_domain.{domain}", getattr(policy.per_domain, domain)
+        if override.name is not None:
+            specs[f"{key}.name"] = override.name
+        k_max, threshold = override.k_max, override.threshold
+        problems += _check(f"{key}.k_max", k_max is None or k_max >= 1, "null or an integer >= 1", k_max)
+        problems += _check(f"{key}.threshold", _in_unit(threshold), "null or a number in [0, 1]", threshold)
+    problems += [f"{key}: {policy_spec_problem(spec)}" for key, spec in specs.items() if policy_spec_problem(spec)]
+    registry = Path(policy.registry) if policy.registry is not None else None
+    usable = registry is None or registry.is_dir() or not registry.exists()  # made by the first retraining
+    return problems + _check("policy.registry", usable, "a directory", policy.registry)
+
+
+def _cluster_problems(c: ClusterConfig) -> list[str]:
+    return [
+        *_check("cluster.address", c.address is None or c.address, "null (local) or an address", c.address),
+        *_check("cluster.num_workers", c.num_workers >= 1, "an integer >= 1", c.num_workers),
+        *_check("cluster.gpus_per_worker", c.gpus_per_worker >= 0, "a number >= 0 (0 = CPU)", c.gpus_per_worker),
+        *_check("cluster.max_in_flight", c.max_in_flight >= 1, "an integer >= 1", c.max_in_flight),
+        *_check("cluster.batch_timeout_s", c.batch_timeout_s > 0, "a number > 0", c.batch_timeout_s),
+        *_check("cluster.max_retries", c.max_retries >= 0, "an integer >= 0", c.max_retries),
+    ]
+
+
+def _output_problems(output: OutputConfig) -> list[str]:
+    return [
+        *_check("output.rows_per_file", output.rows_per_file >= 1, "an integer >= 1", output.rows_per_file),
+        *_check("output.dir", _creatable_dir(Path(output.dir or ".")), "a writable directory", output.dir),
+    ]
+
+
+def _creatable_dir(path: Path) -> bool:
+    """True when `path` is a writable dir, or its nearest existing ancestor is one (so it can be made)."""
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)

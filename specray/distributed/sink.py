@@ -1,0 +1,348 @@
+"""The driver's Parquet sink: results/ and traces/ partitioned by domain, errors/, and a manifest.
+
+Each file is written under `_tmp/`, fsync'd and renamed into place; then one manifest record lists
+the files and the ids they commit. Only that record makes them count: on open, files it does not
+name (a crash between rename and record) are deleted, so a resumed run writes every id exactly once
+and traces/ never holds rows of a result that was not committed.
+
+Layout under out_dir:
+    results/domain=<d>/part-*.parquet   traces/domain=<d>/part-*.parquet   errors/part-*.parquet
+    manifest.jsonl   config.yaml   _tmp/ (ignored by pyarrow readers)   .lock
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from specray.schema import DOMAINS
+from specray.distributed.manifest import (
+    ManifestError,
+    append_record,
+    create_manifest,
+    fsync_dir,
+    read_records,
+    repair_tail,
+    write_atomic,
+)
+from specray.schema import ERROR_SCHEMA, RESULT_SCHEMA, TRACE_SCHEMA
+
+MANIFEST = "manifest.jsonl"
+CONFIG = "config.yaml"
+TMP = "_tmp"
+LOCK = ".lock"
+SCHEMAS = {"results": RESULT_SCHEMA, "traces": TRACE_SCHEMA, "errors": ERROR_SCHEMA}
+DOMAIN_PARTITIONING = ds.partitioning(pa.schema([("domain", pa.string())]), flavor="hive")
+
+
+class SinkError(RuntimeError):
+    """The output dir cannot be written by this run (another run's data, a live writer, missing files)."""
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """What produced a run; target, draft and the schema version must match for a resume."""
+
+    run_id: str
+    target: str
+    draft: str
+    config_yaml: str = ""  # stored as config.yaml when the run starts
+
+
+def schema_version() -> str:
+    """A fingerprint of the stored schemas, so a column change refuses to mix old and new files."""
+    spec = {name: [(f.name, str(f.type)) for f in schema] for name, schema in SCHEMAS.items()}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class RunSink:
+    """Buffers commits per domain, writes Parquet atomically, records them in the manifest. Single-threaded."""
+
+    def __init__(self, out_dir: str | Path, run_meta: RunMeta, rows_per_file: int = 50_000):
+        if rows_per_file < 1:
+            raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
+        self.out_dir = Path(out_dir).resolve()
+        self.meta = run_meta
+        self.rows_per_file = rows_per_file
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _acquire_lock(self.out_dir / LOCK)
+        try:
+            records = _open_manifest(self.out_dir, run_meta)
+        except BaseException:
+            self._lock.close()
+            raise
+        self.run_id: str = records[0]["run_id"]  # a resumed run keeps the id its first session chose
+        self._seq = len(records) - 1
+        self._committed = _ids(records)
+        self._pending: set[str] = set()
+        self._results: dict[str, list[pa.Table]] = {}
+        self._traces: dict[str, list[pa.Table]] = {}
+        self._errors: list[pa.Table] = []
+        self._broken = False
+
+    def committed_ids(self) -> set[str]:
+        """Ids durably committed, as results or as errors: the scheduler skips these."""
+        return set(self._committed)
+
+    def commit(self, results: pa.Table, traces: pa.Table, errors: pa.Table | None = None) -> int:
+        """Accept a batch; ids already committed or pending are dropped (a retried batch is harmless).
+
+        Buffered until a domain holds `rows_per_file` rows; call flush() when it must be durable now.
+        Returns how many ids were newly accepted.
+        """
+        results, traces = _conform(results, "results"), _conform(traces, "traces")
+        errors = _conform(errors if errors is not None else ERROR_SCHEMA.empty_table(), "errors")
+        _check_batch(results, traces, errors)
+        results, errors = results.filter(self._new(results["id"])), errors.filter(self._new(errors["id"]))
+        traces = traces.filter(pc.is_in(traces["prompt_id"], value_set=results["id"].combine_chunks()))
+        for domain in pc.unique(results["domain"]).to_pylist():
+            self._results.setdefault(domain, []).append(results.filter(pc.equal(results["domain"], domain)))
+            self._traces.setdefault(domain, []).append(traces.filter(pc.equal(traces["domain"], domain)))
+        if errors.num_rows:
+            self._errors.append(errors)
+        accepted = results["id"].to_pylist() + errors["id"].to_pylist()
+        self._pending.update(accepted)
+        self._flush_full()
+        return len(accepted)
+
+    def flush(self) -> None:
+        """Write everything buffered and record it; when this returns, every accepted id is committed."""
+        self._write(list(self._results), with_errors=True)
+
+    def close(self) -> None:
+        """Flush, then release the output dir."""
+        try:
+            self.flush()
+        finally:
+            self._lock.close()
+
+    def __enter__(self) -> RunSink:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _new(self, ids: pa.ChunkedArray) -> pa.Array:
+        """Mask of ids neither committed nor pending; O(batch), however large the run has grown."""
+        return pa.array([i not in self._committed and i not in self._pending for i in ids.to_pylist()], pa.bool_())
+
+    def _flush_full(self) -> None:
+        full = [d for d in self._results if max(_rows(self._results[d]), _rows(self._traces[d])) >= self.rows_per_file]
+        with_errors = _rows(self._errors) >= self.rows_per_file
+        if full or with_errors:
+            self._write(full, with_errors)
+
+    def _write(self, domains: list[str], with_errors: bool) -> None:
+        if self._broken:
+            raise SinkError(f"{self.out_dir}: a manifest append failed; open a new RunSink to resume from the manifest")
+        seq, written = self._seq + 1, []
+        ids = [i for d in domains for t in self._results[d] for i in t["id"].to_pylist()]
+        error_ids = [i for t in self._errors for i in t["id"].to_pylist()] if with_errors else []
+        try:
+            for domain in domains:
+                written += self._write_table("results", domain, self._results[domain], seq)
+                written += self._write_table("traces", domain, self._traces[domain], seq)
+            if with_errors:
+                written += self._write_table("errors", None, self._errors, seq)
+            if not written:
+                return
+            for directory in {d for path in written for d in path.parents if d.is_relative_to(self.out_dir)}:
+                fsync_dir(directory)  # new partition dirs included, so the renames survive power loss
+        except BaseException:
+            for path in written:  # never recorded: remove now rather than leave them for the next open
+                path.unlink(missing_ok=True)
+            raise
+        files = [path.relative_to(self.out_dir).as_posix() for path in written]
+        self._broken = True  # if the append fails, only the manifest knows whether it landed
+        append_record(self.out_dir / MANIFEST, _commit_record(seq, self.meta.run_id, files, ids, error_ids))
+        self._broken = False
+        self._seq = seq
+        self._committed.update(ids + error_ids)
+        self._pending.difference_update(ids + error_ids)
+        for domain in domains:
+            del self._results[domain], self._traces[domain]
+        if with_errors:
+            self._errors = []
+
+    def _write_table(self, kind: str, domain: str | None, parts: list[pa.Table], seq: int) -> list[Path]:
+        table = pa.concat_tables(parts) if parts else SCHEMAS[kind].empty_table()
+        if domain is not None:
+            table = table.drop_columns(["domain"])  # the hive path carries it
+        directory = _table_dir(self.out_dir, kind, domain)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for start in range(0, table.num_rows, self.rows_per_file):
+            tmp = self.out_dir / TMP / f"{uuid.uuid4().hex}.parquet"
+            _write_parquet(table.slice(start, self.rows_per_file), tmp)
+            final = directory / f"part-{seq:06d}-{len(paths):03d}-{uuid.uuid4().hex[:8]}.parquet"
+            os.replace(tmp, final)
+            paths.append(final)
+        return paths
+
+
+def read_results(out_dir: str | Path) -> pa.Table:
+    """Every committed result row (RESULT_SCHEMA); files no manifest record names are never read."""
+    return _read(Path(out_dir).resolve(), "results")
+
+
+def read_traces(out_dir: str | Path) -> pa.Table:
+    """Every committed trace row (TRACE_SCHEMA)."""
+    return _read(Path(out_dir).resolve(), "traces")
+
+
+def read_errors(out_dir: str | Path) -> pa.Table:
+    """Every committed error row (ERROR_SCHEMA)."""
+    return _read(Path(out_dir).resolve(), "errors")
+
+
+def _read(out_dir: Path, kind: str) -> pa.Table:
+    records = read_records(out_dir / MANIFEST)
+    files = [str(_confined(out_dir, f)) for f in _files(records) if f.startswith(f"{kind}/")]
+    if not files:
+        return SCHEMAS[kind].empty_table()
+    partitioned = kind != "errors"
+    dataset = ds.dataset(
+        files,
+        schema=SCHEMAS[kind],
+        format="parquet",
+        partitioning=DOMAIN_PARTITIONING if partitioned else None,
+        partition_base_dir=str(out_dir / kind) if partitioned else None,
+    )
+    return dataset.to_table()
+
+
+def _acquire_lock(path: Path) -> Any:
+    """An exclusive lock held for the sink's life; the kernel drops it when the process dies, even by SIGKILL."""
+    handle = open(path, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SinkError(f"{path.parent}: another process is writing to this output dir") from None
+    return handle
+
+
+def _open_manifest(out_dir: Path, meta: RunMeta) -> list[dict[str, Any]]:
+    """Start a run or resume one: check it is ours, drop uncommitted files, return the records."""
+    manifest = out_dir / MANIFEST
+    if manifest.exists():
+        repair_tail(manifest)
+        records = read_records(manifest)
+        problem = _incompatibility(records[0], meta)
+        if problem:
+            raise SinkError(f"{out_dir} holds another run's outputs ({problem}); use a new output.dir")
+    else:
+        stray = [p for kind in SCHEMAS for p in _files_under(out_dir / kind)]
+        if stray:
+            raise SinkError(f"{out_dir} holds data but no {MANIFEST} (e.g. {stray[0]}); refusing to mix runs")
+        header = {"run_id": meta.run_id, "target": meta.target, "draft": meta.draft, "schema_version": schema_version()}
+        create_manifest(manifest, {**header, "created": time.time()}, out_dir / TMP)
+        records = read_records(manifest)
+    _remove_uncommitted(out_dir, set(_files(records)))
+    if meta.config_yaml and not (out_dir / CONFIG).exists():
+        write_atomic(out_dir / CONFIG, meta.config_yaml.encode(), out_dir / TMP)
+    return records
+
+
+def _incompatibility(header: dict[str, Any], meta: RunMeta) -> str | None:
+    expected = {"target": meta.target, "draft": meta.draft, "schema_version": schema_version()}
+    diffs = [f"{key} {header.get(key)!r} != {value!r}" for key, value in expected.items() if header.get(key) != value]
+    return "; ".join(diffs) or None
+
+
+def _remove_uncommitted(out_dir: Path, committed: set[str]) -> None:
+    """Delete _tmp/ and every Parquet file no record names; fail if a recorded file has vanished."""
+    shutil.rmtree(out_dir / TMP, ignore_errors=True)
+    for kind in SCHEMAS:
+        for path in _files_under(out_dir / kind):
+            if path.relative_to(out_dir).as_posix() not in committed:
+                path.unlink()
+    missing = [f for f in sorted(committed) if not _confined(out_dir, f).is_file()]
+    if missing:
+        raise SinkError(f"{out_dir}: committed file {missing[0]} is missing ({len(missing)} in all)")
+
+
+def _files_under(directory: Path) -> list[Path]:
+    """Parquet files below `directory`, without following symlinked dirs."""
+    return [Path(root) / name for root, _, names in os.walk(directory) for name in names if name.endswith(".parquet")]
+
+
+def _confined(out_dir: Path, relative: str) -> Path:
+    """A manifest path resolved under out_dir; a record pointing outside it is corruption, not a file to open."""
+    path = (out_dir / relative).resolve()
+    if not path.is_relative_to(out_dir) or relative.split("/")[0] not in SCHEMAS:
+        raise ManifestError(f"{out_dir / MANIFEST}: file {relative!r} lies outside results/, traces/, errors/")
+    return path
+
+
+def _table_dir(out_dir: Path, kind: str, domain: str | None) -> Path:
+    if domain is None:
+        return out_dir / kind
+    if domain not in DOMAINS:
+        raise ValueError(f"domain {domain!r} is not one of {', '.join(DOMAINS)}")
+    return out_dir / kind / f"domain={domain}"
+
+
+def _conform(table: pa.Table, kind: str) -> pa.Table:
+    """`table` with exactly the schema's columns, in order and cast; a missing or extra column is a bug upstream."""
+    schema = SCHEMAS[kind]
+    missing, extra = set(schema.names) - set(table.column_names), set(table.column_names) - set(schema.names)
+    if missing or extra:
+        raise ValueError(f"{kind}: missing columns {sorted(missing)}, unexpected columns {sorted(extra)}")
+    return table.select(schema.names).cast(schema)
+
+
+def _check_batch(results: pa.Table, traces: pa.Table, errors: pa.Table) -> None:
+    """Reject what would break exactly-once: null or repeated ids, unknown domains, orphan trace rows."""
+    ids = pa.concat_arrays([results["id"].combine_chunks(), errors["id"].combine_chunks()])
+    if ids.null_count:
+        raise ValueError("results/errors: null id")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise ValueError("results/errors: an id appears twice in one commit")
+    unknown = set(pc.unique(results["domain"]).to_pylist()) - set(DOMAINS)
+    if unknown:
+        raise ValueError(f"results: domain {sorted(unknown, key=str)[0]!r} is not one of {', '.join(DOMAINS)}")
+    if traces["domain"].null_count:
+        raise ValueError("traces: null domain")
+    for domain in pc.unique(traces["domain"]).to_pylist():
+        mine = traces.filter(pc.equal(traces["domain"], domain))["prompt_id"]
+        owners = results.filter(pc.equal(results["domain"], domain))["id"].combine_chunks()
+        if not pc.all(pc.is_in(mine, value_set=owners)).as_py():
+            raise ValueError(f"traces: rows in domain {domain!r} whose prompt_id has no result of that domain here")
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _commit_record(seq: int, run_id: str, files: list[str], ids: list[str], error_ids: list[str]) -> dict[str, Any]:
+    return {"seq": seq, "run_id": run_id, "time": time.time(), "files": files, "ids": ids, "error_ids": error_ids}
+
+
+def _files(records: list[dict[str, Any]]) -> list[str]:
+    return [f for record in records[1:] for f in record["files"]]
+
+
+def _ids(records: list[dict[str, Any]]) -> set[str]:
+    return {i for record in records[1:] for i in (*record["ids"], *record["error_ids"])}
+
+
+def _rows(tables: list[pa.Table]) -> int:
+    return sum(t.num_rows for t in tables)

@@ -1,0 +1,119 @@
+"""Speculative sampling draws from exactly the target's (warped) distribution."""
+
+import itertools
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from conftest import EOS, perturbed, tiny_llama, tiny_tokenizer
+from specray.engine.sampling import Sampling, distribution, verify
+from specray.engine.speculative import GenerationConfig, SpeculativeEngine
+from specray.policies.factory import make_policy
+
+VOCAB = 8
+PROMPT = [3, 5, 4]
+
+
+@pytest.fixture(scope="module")
+def small_pair():
+    target = tiny_llama(seed=4, vocab=VOCAB, hidden=16)
+    return target, perturbed(target, noise=0.6, seed=5)
+
+
+def exact_two_token_distribution(target, sampling: Sampling) -> dict[tuple[int, ...], float]:
+    """P(first two generated tokens) under target-only sampling, computed from the target's logits."""
+    with torch.no_grad():
+        first = distribution(target(torch.tensor([PROMPT])).logits[0, -1], sampling)
+        probs = {}
+        for t1 in range(VOCAB):
+            if first[t1] == 0:
+                continue
+            if t1 == EOS:
+                probs[(t1,)] = float(first[t1])
+                continue
+            second = distribution(target(torch.tensor([PROMPT + [t1]])).logits[0, -1], sampling)
+            for t2 in range(VOCAB):
+                if second[t2] > 0:
+                    probs[(t1, t2)] = float(first[t1] * second[t2])
+    return probs
+
+
+def sampled_counts(engine, policy_spec, sampling, n_batches=16, batch=256):
+    counts = {}
+    for seed in range(n_batches):
+        config = GenerationConfig(max_new_tokens=2, sampling=sampling, seed=seed)
+        out = engine.generate([PROMPT] * batch, make_policy(policy_spec), config)
+        for seq in out.sequences:
+            counts[tuple(seq.tokens)] = counts.get(tuple(seq.tokens), 0) + 1
+    return counts
+
+
+def assert_matches(counts, probs):
+    assert set(counts) <= set(probs), f"sampled sequences the target gives no mass: {set(counts) - set(probs)}"
+    keys = sorted(probs, key=probs.get)
+    total = sum(counts.values())
+    observed, expected, pool_o, pool_e = [], [], 0, 0.0
+    for key in keys:  # pool rare cells so every expected count is at least 5
+        pool_o, pool_e = pool_o + counts.get(key, 0), pool_e + probs[key] * total
+        if pool_e >= 5:
+            observed.append(pool_o)
+            expected.append(pool_e)
+            pool_o, pool_e = 0, 0.0
+    observed[-1] += pool_o
+    expected[-1] += pool_e
+    assert len(observed) >= 5
+    expected = [e * total / sum(expected) for e in expected]  # the exact masses sum to 1 up to rounding
+    assert chisquare(observed, expected).pvalue > 1e-3
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=5), Sampling(temperature=1.3, top_p=0.8)],
+    ids=["t1", "topk", "topp"],
+)
+def test_sampling_keeps_the_target_distribution(small_pair, sampling):
+    target, draft = small_pair
+    engine = SpeculativeEngine(target, draft, tiny_tokenizer())
+    probs = exact_two_token_distribution(target, sampling)
+    counts = sampled_counts(engine, "static:3", sampling)
+    assert_matches(counts, probs)
+
+
+def test_the_test_can_fail(small_pair):
+    """Sampling from the draft alone is detectably different from the target distribution."""
+    target, draft = small_pair
+    sampling = Sampling(temperature=1.0)
+    engine = SpeculativeEngine(draft, draft, tiny_tokenizer())
+    counts = sampled_counts(engine, "target", sampling)
+    with pytest.raises(AssertionError):
+        assert_matches(counts, exact_two_token_distribution(target, sampling))
+
+
+def test_rejections_happen(small_pair):
+    target, draft = small_pair
+    engine = SpeculativeEngine(target, draft, tiny_tokenizer())
+    out = engine.generate([PROMPT] * 256, make_policy("static:3"), GenerationConfig(max_new_tokens=2, sampling=Sampling(1.0)))
+    accepted = out.traces.column("accepted").to_pylist()
+    assert 0.2 < sum(accepted) / len(accepted) < 0.95
+
+
+def test_verify_resamples_from_the_residual():
+    target = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    draft = torch.tensor([[0.0, 1.0, 0.0]])
+    generator = torch.Generator().manual_seed(0)
+    outcomes = [verify(target, draft, [1], generator) for _ in range(2000)]
+    accepted = [v for v in outcomes if v.n_accepted == 1]
+    rejected = [v for v in outcomes if v.n_accepted == 0]
+    assert abs(len(accepted) / 2000 - 0.5) < 0.05  # min(1, p/q) = 0.5
+    assert {v.next_token for v in rejected} == {0}  # residual max(0, p - q) puts all mass on token 0
+    assert {v.next_token for v in accepted} == {0, 1, 2}  # bonus token from the next distribution
+
+
+def test_greedy_verify_accepts_exactly_the_argmax():
+    greedy = Sampling()
+    target = distribution(torch.tensor([[0.1, 2.0, 0.3], [3.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), greedy)
+    draft = distribution(torch.tensor([[0.0, 5.0, 0.0], [0.0, 5.0, 0.0]]), greedy)
+    verdict = verify(target, draft, [1, 1], None)
+    assert (verdict.n_accepted, verdict.next_token) == (1, 0)
+    assert list(itertools.chain(distribution(torch.tensor([[1.0, 1.0]]), greedy).tolist()))[0] == [1.0, 0.0]
