@@ -1,0 +1,219 @@
+"""`specray bench`: every policy against target-only decoding, on the same pair, prompts and machine, in one process.
+
+Speed claims are ratios measured side by side here, never absolute numbers carried from elsewhere.
+Batches are formed per domain (as the job shards them), so per-domain rows time only their own
+batches. Greedy runs also check that every policy reproduced the target-only tokens exactly.
+"""
+
+import json
+import platform
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from specray.data.builtin import builtin_path
+from specray.data.readers import ReaderConfig, read_prompts
+from specray.engine.sampling import Sampling
+from specray.engine.speculative import GenerationConfig, SpeculativeEngine
+from specray.models import DEFAULT_DRAFT, DEFAULT_TARGET, encode_prompt, load_pair
+from specray.policies.factory import make_policy
+from specray.policies.spec import POLICIES, parse_spec
+
+TARGET = "target"
+
+
+@dataclass
+class Tally:
+    """What one policy did on one domain."""
+
+    seconds: float = 0.0
+    prompts: int = 0
+    tokens: int = 0
+    iterations: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    outputs: dict[str, list[int]] = field(default_factory=dict)
+
+
+def load_bench_prompts(path: str | None, limit: int | None) -> list[dict]:
+    """Rows {"id", "prompt", "domain"}; a malformed row is an error here, since a benchmark must not skip work silently."""
+    rows, errors = [], []
+    for batch in read_prompts(path or builtin_path("heldout"), ReaderConfig(limit=limit)):
+        rows += [{"id": r.id, "prompt": r.prompt, "domain": r.domain or "all"} for r in batch.rows]
+        errors += batch.errors
+    if errors:
+        listed = "; ".join(f"{e.id}: {e.reason}" for e in errors[:5])
+        raise ValueError(f"{path}: {len(errors)} malformed prompt rows ({listed})")
+    return rows
+
+
+def domain_batches(rows: list[dict], batch_size: int) -> list[list[dict]]:
+    by_domain = defaultdict(list)
+    for row in rows:
+        by_domain[row["domain"]].append(row)
+    return [rows[i : i + batch_size] for rows in by_domain.values() for i in range(0, len(rows), batch_size)]
+
+
+def run_policy(engine, spec, batches, config, registry, references) -> dict[str, Tally]:
+    tallies = defaultdict(Tally)
+    for batch in tqdm(batches, desc=spec, leave=False):
+        domain = batch[0]["domain"]
+        refs = [references[r["id"]] for r in batch] if references else None
+        policy = make_policy(spec, domain=domain, registry=registry, references=refs)
+        start = time.perf_counter()
+        out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain)
+        tally = tallies[domain]
+        tally.seconds += time.perf_counter() - start
+        for row, seq in zip(batch, out.sequences):
+            tally.prompts += 1
+            tally.tokens += len(seq.tokens)
+            tally.iterations += seq.iterations
+            tally.drafted += seq.drafted
+            tally.accepted += seq.accepted
+            tally.outputs[row["id"]] = seq.tokens
+    return tallies
+
+
+def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
+    """Per-domain tallies plus their sum under "all"."""
+    total = Tally()
+    for t in tallies.values():
+        for name in ("seconds", "prompts", "tokens", "iterations", "drafted", "accepted"):
+            setattr(total, name, getattr(total, name) + getattr(t, name))
+        total.outputs.update(t.outputs)
+    return {**tallies, "all": total} if len(tallies) > 1 else {"all": total}
+
+
+def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally], greedy: bool) -> list[dict]:
+    rows = []
+    for domain, t in tallies.items():
+        base = baseline[domain]
+        tps = t.tokens / t.seconds if t.seconds else 0.0
+        base_tps = base.tokens / base.seconds if base.seconds else 0.0
+        rows.append(
+            {
+                "policy": spec,
+                "domain": domain,
+                "n_prompts": t.prompts,
+                "n_tokens": t.tokens,
+                "tokens_per_s": round(tps, 3),
+                "speedup_vs_target": round(tps / base_tps, 4) if base_tps else None,
+                "mean_accepted_per_iter": round(t.accepted / t.iterations, 4) if t.iterations else 0.0,
+                "acceptance_rate": round(t.accepted / t.drafted, 4) if t.drafted else None,
+                "identical_to_target": (t.outputs == base.outputs) if greedy else None,
+            }
+        )
+    return rows
+
+
+def device_name(model) -> str:
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def run_bench(
+    target: str | None,
+    draft: str | None,
+    prompts_path: str | None,
+    policies: list[str],
+    max_new_tokens: int = 64,
+    batch_size: int = 1,
+    sampling: Sampling = Sampling(),
+    limit: int | None = None,
+    registry: str | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> dict:
+    for spec in policies:
+        parse_spec(spec)  # a typo fails before any model loads
+    if "oracle" in policies and not sampling.greedy:
+        raise ValueError("the oracle policy is defined for greedy decoding only")
+    pair = load_pair(target or DEFAULT_TARGET, draft or DEFAULT_DRAFT, dtype=dtype, device=device)
+    rows = load_bench_prompts(prompts_path, limit)
+    for row in rows:
+        row["tokens"] = encode_prompt(pair.tokenizer, row["prompt"])
+    batches = domain_batches(rows, batch_size)
+    engine = SpeculativeEngine(pair.target, pair.draft, pair.tokenizer)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, sampling=sampling)
+    specs = [TARGET] + [p for p in policies if p != TARGET]
+    warm = GenerationConfig(max_new_tokens=8, sampling=sampling)
+    for spec in specs:  # warm-up: first-call overheads and cost calibration stay out of the timings
+        if spec != "oracle":
+            engine.generate([batches[0][0]["tokens"]], make_policy(spec, batches[0][0]["domain"], registry), warm)
+    baseline = run_policy(engine, TARGET, batches, config, registry, None)
+    references = {i: toks for t in baseline.values() for i, toks in t.outputs.items()}
+    baseline = summarise(baseline)
+    table = bench_rows(TARGET, baseline, baseline, sampling.greedy)
+    for spec in specs[1:]:
+        table += bench_rows(spec, summarise(run_policy(engine, spec, batches, config, registry, references)), baseline, sampling.greedy)
+    return {
+        "device": device_name(pair.target),
+        "target": pair.target_ref,
+        "draft": pair.draft_ref,
+        "settings": {
+            "max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": sampling.temperature,
+            "top_k": sampling.top_k, "top_p": sampling.top_p, "n_prompts": len(rows), "prompts": prompts_path or "builtin:heldout",
+        },
+        "rows": table,
+    }
+
+
+def format_table(report: dict) -> str:
+    head = f"{'policy':<28}{'domain':<8}{'prompts':>8}{'tokens':>8}{'tok/s':>9}{'speedup':>9}{'acc/iter':>9}{'acc rate':>9}  same"
+    lines = [f"device: {report['device']}  target: {report['target']}  draft: {report['draft']}", head]
+    for r in report["rows"]:
+        rate = "-" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.3f}"
+        same = "-" if r["identical_to_target"] is None else ("yes" if r["identical_to_target"] else "NO")
+        lines.append(
+            f"{r['policy']:<28}{r['domain']:<8}{r['n_prompts']:>8}{r['n_tokens']:>8}{r['tokens_per_s']:>9.2f}"
+            f"{r['speedup_vs_target']:>9.3f}{r['mean_accepted_per_iter']:>9.3f}{rate:>9}  {same}"
+        )
+    return "\n".join(lines)
+
+
+def add_bench_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="time policies against target-only decoding, side by side")
+    p.add_argument("--target", help="hub id, local dir, .gguf or 'embedded' (default: the embedded pair)")
+    p.add_argument("--draft", help="hub id, local dir or 'embedded-draft'")
+    p.add_argument("--prompts", help="JSONL/Parquet with id, prompt, domain (default: built-in held-out set)")
+    p.add_argument("--policies", default="static:2,static:4,heuristic,confidence", help="comma-separated policy specs")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--policy-registry")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="write the JSON report here")
+    p.set_defaults(handler=bench_command)
+
+
+def split_policies(text: str) -> list[str]:
+    """Split on commas that start a new policy (options inside a spec are comma-separated too)."""
+    specs: list[str] = []
+    for part in text.split(","):
+        if part.split(":")[0].strip() in POLICIES or part.strip().startswith("hf-") or not specs:
+            specs.append(part.strip())
+        else:
+            specs[-1] += "," + part.strip()
+    return [s for s in specs if s]
+
+
+def bench_command(args) -> int:
+    report = run_bench(
+        args.target, args.draft, args.prompts, split_policies(args.policies), args.max_new_tokens, args.batch_size,
+        Sampling(args.temperature, args.top_k, args.top_p), args.limit, args.policy_registry, args.dtype, args.device,
+    )
+    print(format_table(report))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0 if all(r["identical_to_target"] is not False for r in report["rows"]) else 1

@@ -1,0 +1,22 @@
+"""`specray <command>`: one entry point, one subcommand per stage of the data flow."""
+
+import argparse
+import sys
+
+from specray.bench import add_bench_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specray", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_bench_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

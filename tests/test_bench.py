@@ -1,0 +1,78 @@
+"""`specray bench` on tiny models saved to local directories, as a user with their own pair would run it."""
+
+import json
+
+import pytest
+
+from conftest import perturbed, tiny_llama, tiny_tokenizer
+from specray.bench import split_policies
+from specray.cli import main
+
+
+@pytest.fixture(scope="module")
+def pair_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pair")
+    target = tiny_llama(seed=0)
+    for name, model in (("target", target), ("draft", perturbed(target, noise=0.05))):
+        model.save_pretrained(root / name)
+        tiny_tokenizer().save_pretrained(root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    rows = [{"id": f"p{i}", "prompt": " ".join(f"w{3 + (i * 7 + j) % 60}" for j in range(3 + i % 5)), "domain": d}
+            for i, d in enumerate(["code", "math", "chat"] * 4)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def test_bench_reports_every_policy_against_target(pair_dirs, prompts_file, tmp_path):
+    out = tmp_path / "bench.json"
+    code = main([
+        "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"),
+        "--prompts", str(prompts_file), "--policies", "static:2,confidence:0.3,cost=off,oracle",
+        "--max-new-tokens", "16", "--batch-size", "3", "--dtype", "float64", "--out", str(out),
+    ])
+    report = json.loads(out.read_text())
+    assert code == 0
+    policies = {r["policy"] for r in report["rows"]}
+    assert policies == {"target", "static:2", "confidence:0.3,cost=off", "oracle"}
+    assert {r["domain"] for r in report["rows"]} == {"all", "code", "math", "chat"}
+    for row in report["rows"]:
+        assert row["identical_to_target"] is True
+        assert row["tokens_per_s"] > 0
+    all_rows = {r["policy"]: r for r in report["rows"] if r["domain"] == "all"}
+    assert all_rows["target"]["speedup_vs_target"] == 1.0
+    assert all_rows["target"]["n_prompts"] == 12
+    assert all_rows["oracle"]["acceptance_rate"] == 1.0
+    assert 0 < all_rows["static:2"]["acceptance_rate"] < 1
+
+
+def test_bench_sampling_has_no_identity_check(pair_dirs, prompts_file, tmp_path):
+    out = tmp_path / "bench.json"
+    main([
+        "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"), "--prompts", str(prompts_file),
+        "--policies", "static:2", "--max-new-tokens", "8", "--temperature", "0.8", "--limit", "4", "--out", str(out),
+    ])
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["identical_to_target"] for r in rows} == {None}
+    assert all(r["n_prompts"] <= 4 for r in rows)
+
+
+def test_bad_prompt_rows_fail_the_benchmark_loudly(pair_dirs, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "prompt": "w5 w6"}\n{"id": "b", "prompt": "   "}\n')
+    with pytest.raises(ValueError, match="malformed prompt rows"):
+        main(["bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"), "--prompts", str(bad)])
+
+
+def test_unknown_policy_is_a_clear_error(pair_dirs, prompts_file):
+    with pytest.raises(ValueError, match="unknown policy 'beam'"):
+        main(["bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"),
+              "--prompts", str(prompts_file), "--policies", "beam:3"])
+
+
+def test_policy_lists_keep_options_with_their_policy():
+    assert split_policies("static:2,confidence:0.3,refit=true,heuristic") == ["static:2", "confidence:0.3,refit=true", "heuristic"]
