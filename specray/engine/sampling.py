@@ -53,7 +53,9 @@ def soft_distribution(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row of `probs`; argmax of a one-hot row is the greedy token."""
+    """One token per row of `probs`; with no generator (greedy) the rows are one-hot and argmax is the draw."""
+    if generator is None:
+        return probs.argmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -99,7 +101,8 @@ def verify(
         p = target_probs[:k].gather(-1, idx).squeeze(-1)
         q = draft_probs.gather(-1, idx).squeeze(-1)
         ratio = torch.where(q > 0, p / q.clamp_min(1e-30), torch.zeros_like(p)).clamp(max=1.0)
-        uniform = torch.rand(k, generator=generator)
+        # greedy ratios are exactly 0 or 1, so a zero "uniform" decides them without randomness
+        uniform = torch.rand(k, generator=generator) if generator is not None else torch.zeros(k)
         ok = (uniform < ratio).tolist()
     else:
         ok = []

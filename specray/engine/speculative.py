@@ -111,7 +111,7 @@ class SpeculativeEngine:
             policy.reset(len(prompts))
         tcache = SlotCache(len(prompts), self.dtype, self.device)
         dcache = SlotCache(len(prompts), self.dtype, self.device)
-        generator = torch.Generator().manual_seed(config.seed)
+        generator = None if config.sampling.greedy else torch.Generator().manual_seed(config.seed)
         active = list(seqs)
         while active:
             budget = self._budgets(active, policy, config)

@@ -1,0 +1,203 @@
+"""Streaming prompt readers: Parquet file or directory, JSONL, or a `datasets` directory saved with save_to_disk.
+
+Every reader yields PromptBatch objects of at most `batch_size` records, so memory stays bounded
+whatever the dataset size (except the set of seen ids, needed to reject duplicates). Bad records
+become ErrorRow entries; problems with the file itself raise DatasetError naming the file.
+"""
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from specray.data.rows import ErrorRow, PromptBatch, PromptRow, RowValidator
+
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+JSONL_SNIFF_LINES = 1000  # a JSONL whose first this-many records all fail to parse is not JSONL at all
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read at all (missing, corrupt, wrong kind, no prompt column, empty)."""
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """Column names and limits; `limit` caps the number of records read (valid or not)."""
+
+    prompt_column: str = "prompt"
+    id_column: str = "id"
+    domain_column: str | None = "domain"
+    limit: int | None = None
+    batch_size: int = 1024
+
+
+def read_prompts(path: str | Path, config: ReaderConfig | None = None) -> Iterator[PromptBatch]:
+    """Stream a dataset as validated batches; the format is picked from what `path` is."""
+    config = config or ReaderConfig()
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or directory")
+    if path.is_dir():
+        kind = "datasets" if _is_hf_dir(path) else "parquet"
+    else:
+        kind = "parquet" if _looks_like_parquet(path) else "jsonl"
+    records = {"datasets": _hf_records, "parquet": _parquet_records, "jsonl": _jsonl_records}[kind](path, config)
+    return _batched(_validated(records, config), config.batch_size, path)
+
+
+def _is_hf_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in ("dataset_dict.json", "state.json", "dataset_info.json"))
+
+
+def _looks_like_parquet(path: Path) -> bool:
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return True
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"PAR1"
+
+
+# A record is (raw_id, prompt, domain, fallback_id, source), or an ErrorRow when it could not be decoded;
+# fallback_id None means `row:<index>`, the record's position in the whole dataset.
+
+
+def _validated(records: Iterable, config: ReaderConfig) -> Iterator[PromptRow | ErrorRow]:
+    validator = RowValidator()
+    for index, rec in enumerate(islice(records, config.limit)):
+        if isinstance(rec, ErrorRow):
+            yield rec
+        else:
+            raw_id, prompt, domain, fallback_id, source = rec
+            yield validator.check(raw_id, prompt, domain, index, fallback_id or f"row:{index}", source)
+
+
+def _batched(rows: Iterator[PromptRow | ErrorRow], size: int, path: Path) -> Iterator[PromptBatch]:
+    batch, n_seen = PromptBatch([], []), 0
+    for row in rows:
+        n_seen += 1
+        (batch.errors if isinstance(row, ErrorRow) else batch.rows).append(row)
+        if len(batch.rows) + len(batch.errors) >= size:
+            yield batch
+            batch = PromptBatch([], [])
+    if n_seen == 0:
+        raise DatasetError(f"{path}: dataset is empty (no records)")
+    if batch.rows or batch.errors:
+        yield batch
+
+
+# ---- JSONL -------------------------------------------------------------------------------------
+
+
+def _jsonl_records(path: Path, config: ReaderConfig) -> Iterator:
+    """One record per non-blank line; errors are held back until some line parses, so a file
+    that is not JSON at all fails fast instead of turning into thousands of error rows."""
+    source, held, parsed_any = str(path), [], False
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            rec, parsed = _jsonl_record(raw, lineno, source, config)
+            parsed_any = parsed_any or parsed
+            if parsed_any:
+                yield from held
+                held = []
+                yield rec
+            else:
+                held.append(rec)
+                if len(held) >= JSONL_SNIFF_LINES:
+                    break
+    if held and not parsed_any:
+        raise DatasetError(f"{path}: not a JSONL file (none of the first {len(held)} lines parse as JSON: {held[0].reason})")
+
+
+def _jsonl_record(raw: bytes, lineno: int, source: str, config: ReaderConfig) -> tuple[object, bool]:
+    """(record or ErrorRow, whether the line was valid JSON)."""
+    fallback = f"line:{lineno}"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return ErrorRow(fallback, source, f"line is not valid UTF-8 ({e.reason} at byte {e.start})"), False
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        return ErrorRow(fallback, source, f"line is not valid JSON ({e.msg})"), False
+    if not isinstance(obj, dict):
+        return ErrorRow(fallback, source, f"line is JSON {type(obj).__name__}, not an object"), True
+    if config.prompt_column not in obj:
+        raw_id = obj.get(config.id_column)
+        row_id = str(raw_id) if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else fallback
+        return ErrorRow(row_id, source, f"missing prompt column {config.prompt_column!r}"), True
+    domain = obj.get(config.domain_column) if config.domain_column else None
+    return (obj.get(config.id_column), obj[config.prompt_column], domain, fallback, source), True
+
+
+# ---- Parquet -----------------------------------------------------------------------------------
+
+
+def _parquet_records(path: Path, config: ReaderConfig) -> Iterator:
+    """Records of every Parquet file under `path`, file by file, record batch by record batch."""
+    try:
+        dataset = pads.dataset(path, format="parquet", partitioning="hive")
+        fragments = list(dataset.get_fragments())
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetError(f"{path}: not a readable Parquet dataset ({e})") from e
+    if not fragments:
+        raise DatasetError(f"{path}: no Parquet files found")
+    for fragment in fragments:
+        yield from _fragment_records(fragment, dataset.schema, config)
+
+
+def _fragment_records(fragment, schema: pa.Schema, config: ReaderConfig) -> Iterator:
+    source = fragment.path
+    try:
+        names = set(fragment.physical_schema.names) | set(pads.get_partition_keys(fragment.partition_expression))
+        if config.prompt_column not in names:
+            raise DatasetError(f"{source}: Parquet file has no prompt column {config.prompt_column!r} (columns: {sorted(names)})")
+        columns = [c for c in (config.id_column, config.prompt_column, config.domain_column) if c and c in schema.names]
+        scanner = pads.Scanner.from_fragment(fragment, schema=schema, columns=columns, batch_size=config.batch_size)
+        for batch in scanner.to_batches():
+            yield from _arrow_records(batch, config, source)
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetError(f"{source}: corrupt or truncated Parquet file ({e})") from e
+
+
+# ---- Hugging Face `datasets` -------------------------------------------------------------------
+
+
+def _hf_records(path: Path, config: ReaderConfig) -> Iterator:
+    import datasets  # heavy import, only when such a directory is read
+
+    if (path / "dataset_dict.json").exists():
+        raise DatasetError(f"{path}: is a DatasetDict; pass the directory of one split instead")
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:  # datasets raises a variety of types for unreadable directories
+        raise DatasetError(f"{path}: not a readable `datasets` directory ({e})") from e
+    if not isinstance(ds, datasets.Dataset):
+        raise DatasetError(f"{path}: expected a Dataset saved with save_to_disk, got {type(ds).__name__}")
+    if config.prompt_column not in ds.column_names:
+        raise DatasetError(f"{path}: dataset has no prompt column {config.prompt_column!r} (columns: {ds.column_names})")
+    columns = [c for c in (config.id_column, config.prompt_column, config.domain_column) if c and c in ds.column_names]
+    table = ds.with_format("arrow").select_columns(columns)
+    for batch in table.iter(batch_size=config.batch_size):
+        yield from _arrow_records(batch, config, str(path))
+
+
+# ---- shared Arrow decoding ---------------------------------------------------------------------
+
+
+def _arrow_records(batch: pa.RecordBatch | pa.Table, config: ReaderConfig, source: str) -> Iterator[tuple]:
+    """Records of an Arrow batch; absent columns read as nulls."""
+    names = batch.schema.names
+    n = batch.num_rows
+    ids = batch.column(config.id_column).to_pylist() if config.id_column in names else [None] * n
+    prompts = batch.column(config.prompt_column).to_pylist()
+    domains = batch.column(config.domain_column).to_pylist() if config.domain_column in names else [None] * n
+    for raw_id, prompt, domain in zip(ids, prompts, domains):
+        yield raw_id, prompt, domain, None, source
