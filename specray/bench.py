@@ -19,6 +19,7 @@ from specray.data.builtin import builtin_path
 from specray.data.readers import ReaderConfig, read_prompts
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
+from specray.hf_baselines import configure_assistant, hf_generate, hf_settings
 from specray.models import DEFAULT_DRAFT, DEFAULT_TARGET, encode_prompt, load_pair
 from specray.policies.factory import make_policy
 from specray.policies.spec import POLICIES, parse_spec
@@ -58,7 +59,26 @@ def domain_batches(rows: list[dict], batch_size: int) -> list[list[dict]]:
     return [rows[i : i + batch_size] for rows in by_domain.values() for i in range(0, len(rows), batch_size)]
 
 
+def run_hf_baseline(engine, spec, batches, config) -> dict[str, Tally]:
+    """transformers' assisted generation on the same prompts, one prompt at a time."""
+    configure_assistant(engine.draft, spec)
+    s = config.sampling
+    tallies = defaultdict(Tally)
+    for batch in tqdm(batches, desc=spec, leave=False):
+        tally = tallies[batch[0]["domain"]]
+        for row in batch:
+            start = time.perf_counter()
+            tokens = hf_generate(engine.target, engine.draft, row["tokens"], config.max_new_tokens, s.temperature, s.top_k, s.top_p)
+            tally.seconds += time.perf_counter() - start
+            tally.prompts += 1
+            tally.tokens += len(tokens)
+            tally.outputs[row["id"]] = tokens
+    return tallies
+
+
 def run_policy(engine, spec, batches, config, registry, references) -> dict[str, Tally]:
+    if spec.startswith("hf-"):
+        return run_hf_baseline(engine, spec, batches, config)
     tallies = defaultdict(Tally)
     for batch in tqdm(batches, desc=spec, leave=False):
         domain = batch[0]["domain"]
@@ -102,7 +122,7 @@ def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally],
                 "n_tokens": t.tokens,
                 "tokens_per_s": round(tps, 3),
                 "speedup_vs_target": round(tps / base_tps, 4) if base_tps else None,
-                "mean_accepted_per_iter": round(t.accepted / t.iterations, 4) if t.iterations else 0.0,
+                "mean_accepted_per_iter": round(t.accepted / t.iterations, 4) if t.iterations else None,
                 "acceptance_rate": round(t.accepted / t.drafted, 4) if t.drafted else None,
                 "identical_to_target": (t.outputs == base.outputs) if greedy else None,
             }
@@ -130,8 +150,8 @@ def run_bench(
     dtype: str = "float32",
     device: str = "cpu",
 ) -> dict:
-    for spec in policies:
-        parse_spec(spec)  # a typo fails before any model loads
+    for spec in policies:  # a typo fails before any model loads
+        hf_settings(spec) if spec.startswith("hf-") else parse_spec(spec)
     if "oracle" in policies and not sampling.greedy:
         raise ValueError("the oracle policy is defined for greedy decoding only")
     pair = load_pair(target or DEFAULT_TARGET, draft or DEFAULT_DRAFT, dtype=dtype, device=device)
@@ -143,9 +163,10 @@ def run_bench(
     config = GenerationConfig(max_new_tokens=max_new_tokens, sampling=sampling)
     specs = [TARGET] + [p for p in policies if p != TARGET]
     warm = GenerationConfig(max_new_tokens=8, sampling=sampling)
+    first = batches[0][:1]
     for spec in specs:  # warm-up: first-call overheads and cost calibration stay out of the timings
         if spec != "oracle":
-            engine.generate([batches[0][0]["tokens"]], make_policy(spec, batches[0][0]["domain"], registry), warm)
+            run_policy(engine, spec, [first], warm, registry, None)
     baseline = run_policy(engine, TARGET, batches, config, registry, None)
     references = {i: toks for t in baseline.values() for i, toks in t.outputs.items()}
     baseline = summarise(baseline)
@@ -167,12 +188,14 @@ def run_bench(
 def format_table(report: dict) -> str:
     head = f"{'policy':<28}{'domain':<8}{'prompts':>8}{'tokens':>8}{'tok/s':>9}{'speedup':>9}{'acc/iter':>9}{'acc rate':>9}  same"
     lines = [f"device: {report['device']}  target: {report['target']}  draft: {report['draft']}", head]
+    def num(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     for r in report["rows"]:
-        rate = "-" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.3f}"
         same = "-" if r["identical_to_target"] is None else ("yes" if r["identical_to_target"] else "NO")
         lines.append(
             f"{r['policy']:<28}{r['domain']:<8}{r['n_prompts']:>8}{r['n_tokens']:>8}{r['tokens_per_s']:>9.2f}"
-            f"{r['speedup_vs_target']:>9.3f}{r['mean_accepted_per_iter']:>9.3f}{rate:>9}  {same}"
+            f"{num(r['speedup_vs_target']):>9}{num(r['mean_accepted_per_iter']):>9}{num(r['acceptance_rate']):>9}  {same}"
         )
     return "\n".join(lines)
 

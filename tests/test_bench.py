@@ -32,13 +32,13 @@ def test_bench_reports_every_policy_against_target(pair_dirs, prompts_file, tmp_
     out = tmp_path / "bench.json"
     code = main([
         "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"),
-        "--prompts", str(prompts_file), "--policies", "static:2,confidence:0.3,cost=off,oracle",
+        "--prompts", str(prompts_file), "--policies", "static:2,confidence:0.3,cost=off,oracle,hf-static:2",
         "--max-new-tokens", "16", "--batch-size", "3", "--dtype", "float64", "--out", str(out),
     ])
     report = json.loads(out.read_text())
     assert code == 0
     policies = {r["policy"] for r in report["rows"]}
-    assert policies == {"target", "static:2", "confidence:0.3,cost=off", "oracle"}
+    assert policies == {"target", "static:2", "confidence:0.3,cost=off", "oracle", "hf-static:2"}
     assert {r["domain"] for r in report["rows"]} == {"all", "code", "math", "chat"}
     for row in report["rows"]:
         assert row["identical_to_target"] is True
