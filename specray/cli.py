@@ -4,12 +4,14 @@ import argparse
 import sys
 
 from specray.bench import add_bench_parser
+from specray.domains.cli import add_detect_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specray", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_bench_parser(subparsers)
+    add_detect_parser(subparsers)
     return parser
 
 

@@ -30,7 +30,7 @@ def detect_main(prompts_path: str | Path, out_path: str | Path, config: ReaderCo
 
 
 def add_detect_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `detect` on an argparse subparsers object; the handler is stored as `func`."""
+    """Register `detect` on an argparse subparsers object; the handler is stored as `handler`."""
     p = subparsers.add_parser("detect", help="detect the domain (code/math/logic/chat) of each prompt")
     p.add_argument("--prompts", required=True, help="Parquet file/dir, JSONL file, or `datasets` save_to_disk dir")
     p.add_argument("--out", required=True, help="output JSONL: one {id, domain, confidence} per prompt")
@@ -38,7 +38,7 @@ def add_detect_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--id-column", default="id")
     p.add_argument("--limit", type=int, default=None, help="read at most this many records")
     p.add_argument("--detector", default=None, help="detector artifact (default: the shipped one)")
-    p.set_defaults(func=_run)
+    p.set_defaults(handler=_run)
     return p
 
 

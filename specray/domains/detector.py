@@ -35,6 +35,11 @@ class DomainDetector:
         spec = json.loads(path.read_text(encoding="utf-8"))
         if spec.get("format") != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} artifact (format={spec.get('format')!r})")
+        return cls.from_artifact(spec)
+
+    @classmethod
+    def from_artifact(cls, spec: dict) -> "DomainDetector":
+        """Build from the artifact's parsed JSON (what ``train.export_artifact`` returns)."""
         return cls(spec["classes"], spec["vocabulary"], spec["idf"], spec["coef"], spec["intercept"], spec["sublinear_tf"])
 
     def features(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
@@ -69,9 +74,8 @@ def resolve_domains(rows: list, detector: DomainDetector) -> list[tuple[object, 
     """(row with its domain set, confidence) per row; an explicit domain wins (confidence 1.0) and is never re-detected.
 
     Rows are PromptRow-like dataclasses or dicts with "prompt" and "domain"."""
-    get = lambda row, key: row[key] if isinstance(row, dict) else getattr(row, key)  # noqa: E731
-    todo = [i for i, row in enumerate(rows) if not get(row, "domain")]
-    detected = dict(zip(todo, detector.predict([get(rows[i], "prompt") for i in todo]))) if todo else {}
+    todo = [i for i, row in enumerate(rows) if not _field(row, "domain")]
+    detected = dict(zip(todo, detector.predict([_field(rows[i], "prompt") for i in todo]))) if todo else {}
     out = []
     for i, row in enumerate(rows):
         if i not in detected:
@@ -80,3 +84,7 @@ def resolve_domains(rows: list, detector: DomainDetector) -> list[tuple[object, 
         domain, confidence = detected[i]
         out.append(({**row, "domain": domain} if isinstance(row, dict) else dataclasses.replace(row, domain=domain), confidence))
     return out
+
+
+def _field(row, key: str):
+    return row[key] if isinstance(row, dict) else getattr(row, key)

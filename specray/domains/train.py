@@ -32,16 +32,19 @@ def fit_detector(prompts: list[str], labels: list[str]):
 def export_artifact(vectorizer, model) -> dict:
     """The fitted pipeline as plain JSON-able numbers, columns in vocabulary order."""
     vocabulary = vectorizer.get_feature_names_out().tolist()
-    rounded = lambda values: [float(f"{v:.{DIGITS}g}") for v in values]  # noqa: E731
     return {
         "format": FORMAT,
         "classes": model.classes_.tolist(),
         "sublinear_tf": bool(vectorizer.sublinear_tf),
         "vocabulary": vocabulary,
-        "idf": rounded(vectorizer.idf_),
-        "coef": [rounded(row) for row in model.coef_],
-        "intercept": rounded(model.intercept_),
+        "idf": _rounded(vectorizer.idf_),
+        "coef": [_rounded(row) for row in model.coef_],
+        "intercept": _rounded(model.intercept_),
     }
+
+
+def _rounded(values) -> list[float]:
+    return [float(f"{v:.{DIGITS}g}") for v in values]
 
 
 def train_detector(out_path: str | Path = ARTIFACT) -> Path:

@@ -219,7 +219,7 @@ def _split_example(example: str) -> tuple[str, str]:
     return call, result
 
 
-def _signature(name, args, ret, doc, examples, lang="Python"):
+def _signature(name, args, ret, doc, examples):
     ex = "\n".join(f"    >>> {call}\n    {result}" for call, result in (_split_example(e) for e in examples))
     return f"def {name}({args}) -> {ret}:\n    \"\"\"{doc}\n{ex}\n    \"\"\"\n"
 

@@ -1,0 +1,42 @@
+"""Built-in prompt sets: sizes, balance, disjointness, and that the committed files are reproducible."""
+
+from collections import Counter
+
+import pytest
+
+from specray.data.builtin import builtin_prompts
+from specray.data.make_builtin import SIZES, build_sets
+
+DOMAINS = {"code", "math", "logic", "chat"}
+
+
+@pytest.mark.parametrize("split", ["distill", "heldout", "demo"])
+def test_split_is_balanced_and_well_formed(split):
+    rows = builtin_prompts(split)
+    counts = Counter(r["domain"] for r in rows)
+    assert set(counts) == DOMAINS
+    assert set(counts.values()) == {SIZES[split]}
+    assert all(set(r) == {"id", "prompt", "domain"} and r["prompt"].strip() for r in rows)
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert len({r["prompt"] for r in rows}) == len(rows)
+
+
+def test_distill_is_large_enough():
+    assert len(builtin_prompts("distill")) >= 1500
+
+
+def test_splits_share_no_prompt():
+    prompts = {s: {r["prompt"] for r in builtin_prompts(s)} for s in ("distill", "heldout", "demo")}
+    assert not prompts["distill"] & prompts["heldout"]
+    assert not prompts["distill"] & prompts["demo"]
+    assert not prompts["heldout"] & prompts["demo"]
+
+
+def test_committed_files_match_generator():
+    for split, rows in build_sets().items():
+        assert rows == builtin_prompts(split), f"{split}.jsonl is stale: run python -m specray.data.make_builtin"
+
+
+def test_unknown_split_is_rejected():
+    with pytest.raises(ValueError, match="unknown built-in split"):
+        builtin_prompts("train")
