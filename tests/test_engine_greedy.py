@@ -160,3 +160,9 @@ def test_cost_gate_lets_speculation_run_when_verification_is_free(target, draft,
 def test_empty_prompt_is_a_clear_error(engine):
     with pytest.raises(ValueError, match="empty prompt"):
         engine.generate([[5, 6], []], None)
+
+
+def test_prompt_longer_than_the_window_is_a_clear_error(engine):
+    window = engine.context_window()
+    with pytest.raises(ValueError, match=f"context window of {window}"):
+        engine.generate([[5] * (window - 10)], None, GenerationConfig(max_new_tokens=11))

@@ -101,8 +101,7 @@ class SpeculativeEngine:
         run_id: str = "",
     ) -> Generation:
         """Decode a batch; `policy=None` is target-only decoding."""
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("empty prompt: every prompt needs at least one token")
+        self._check_lengths(prompts, config.max_new_tokens)
         start = time.perf_counter()
         ids = prompt_ids or [str(i) for i in range(len(prompts))]
         seqs = [_Sequence(i, ids[i], list(p), len(p)) for i, p in enumerate(prompts)]
@@ -149,6 +148,20 @@ class SpeculativeEngine:
             for s in seqs
         ]
         return Generation(results, trace.table())
+
+    def context_window(self) -> int | None:
+        return getattr(self.target.config, "max_position_embeddings", None)
+
+    def _check_lengths(self, prompts: list[list[int]], max_new_tokens: int) -> None:
+        window = self.context_window()
+        for i, prompt in enumerate(prompts):
+            if not prompt:
+                raise ValueError(f"empty prompt at batch index {i}: every prompt needs at least one token")
+            if window is not None and len(prompt) + max_new_tokens > window:
+                raise ValueError(
+                    f"prompt at batch index {i} has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} it exceeds "
+                    f"the target's context window of {window} (prompts may have at most {window - max_new_tokens} tokens)"
+                )
 
     def _budgets(self, active: list[_Sequence], policy: StopPolicy | None, config: GenerationConfig) -> torch.Tensor:
         """Tokens each row may draft: the policy's budget, never past max_new_tokens, gated by cost."""
