@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from specray.analysis.report import add_report_parser
 from specray.bench import add_bench_parser
 from specray.domains.cli import add_detect_parser
 
@@ -12,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_bench_parser(subparsers)
     add_detect_parser(subparsers)
+    add_report_parser(subparsers)
     return parser
 
 
