@@ -6,6 +6,7 @@ import sys
 from specray.analysis.report import add_report_parser
 from specray.bench import add_bench_parser
 from specray.domains.cli import add_detect_parser
+from specray.training.retrain import add_retrain_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(subparsers)
     add_detect_parser(subparsers)
     add_report_parser(subparsers)
+    add_retrain_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,225 @@
+"""`specray retrain`: traces in, a new registry version of the DISCO and SpecDec++ policies out.
+
+Per kind: one global model on every domain's tokens plus one per domain with enough rows; a domain
+with too few uses the global model (the registry's fallback), and the metrics say so. Thresholds
+and k_max are picked by replaying held-out rounds under a cost model measured from the same traces.
+The global artifact records which trace files (and how many rows each) it was trained on, so
+`--if-new-traces N` can skip a retrain by reading Parquet footers only.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from specray.policies.artifacts import ArtifactError
+from specray.policies.disco import FEATURES
+from specray.policies.registry import GLOBAL, artifact_stem, publish
+from specray.training.fit import predict, train_disco, train_specdecpp
+from specray.training.metrics import auc, classifier_metrics
+from specray.training.replay import (
+    Costs, best_static, build_rounds, disco_lengths, estimate_costs, specdecpp_lengths, tune,
+)
+from specray.training.trace_reader import HELDOUT_BUCKETS, TraceData, TraceFile, find_trace_files, read_traces_streaming
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.05), 2)
+SPECDECPP_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class View:
+    """The token rows one kind trains on, with that kind's model inputs."""
+
+    domain: np.ndarray
+    prompt_key: np.ndarray
+    iteration: np.ndarray
+    depth: np.ndarray
+    accepted: np.ndarray
+    evaluated: np.ndarray
+    accept_prob: np.ndarray
+    inputs: np.ndarray
+
+    @property
+    def heldout(self) -> np.ndarray:
+        return self.prompt_key % HELDOUT_BUCKETS == 0
+
+
+def disco_view(data: TraceData) -> View:
+    return View(data.domain, data.prompt_key, data.iteration, data.depth, data.accepted, data.evaluated, data.accept_prob, data.features)
+
+
+def specdecpp_view(data: TraceData) -> View:
+    i = data.hidden_index
+    return View(data.domain[i], data.prompt_key[i], data.iteration[i], data.depth[i], data.accepted[i], data.evaluated[i], data.accept_prob[i], data.hidden)
+
+
+def fit_model(kind: str, view: View, mask: np.ndarray, steps: int):
+    """DISCO learns hard accept labels; SpecDec++ the soft min(1, p/q)."""
+    if kind == "disco":
+        return train_disco(view.inputs[mask], view.accepted[mask], steps=steps)
+    return train_specdecpp(view.inputs[mask], view.accept_prob[mask], depth=SPECDECPP_DEPTH, steps=steps)
+
+
+def train_kind(kind: str, view: View, domains: list[str], costs: Costs, min_rows: int, steps: int) -> tuple[dict, dict]:
+    """Models, metrics and tuned budgets for one kind: ({name: (tensors, meta)}, report)."""
+    train = ~view.heldout & view.evaluated
+    models = {GLOBAL: fit_model(kind, view, train, steps)}
+    uses = {}
+    for code, domain in enumerate(domains):
+        mine = train & (view.domain == code)
+        enough = mine.sum() >= min_rows and 0 < view.accepted[mine].sum() < mine.sum()
+        if enough and domain != GLOBAL:
+            models[domain] = fit_model(kind, view, mine, steps)
+        uses[domain] = domain if domain in models else GLOBAL
+    heldout = np.flatnonzero(view.heldout)
+    preds = {name: predict(model, view.inputs[heldout]) for name, model in models.items()}
+    held_domain, held_eval = view.domain[heldout], view.evaluated[heldout]
+    label = view.accepted[heldout].astype(np.float32)
+
+    per_domain, transfer = {}, {name: {} for name in models}
+    for code, domain in enumerate(domains):
+        rows = held_eval & (held_domain == code)
+        per_domain[domain] = {
+            "model": uses[domain],
+            "train_rows": int((train & (view.domain == code)).sum()),
+            **classifier_metrics(preds[uses[domain]][rows], label[rows]),
+        }
+        for name in models:
+            value = auc(preds[name][rows], label[rows]) if rows.any() else None
+            transfer[name][domain] = None if value is None else round(value, 4)
+    report = {"domains": per_domain, "transfer_auc": transfer, "fallback_to_global": sorted(d for d, u in uses.items() if u == GLOBAL)}
+
+    artifacts = {}
+    for name, model in models.items():
+        rows = np.ones(len(heldout), bool) if name == GLOBAL else held_domain == domains.index(name)
+        budget = tune_budget(kind, view, heldout[rows], preds[name][rows], costs)
+        meta = {"kind": kind, **budget, "metrics": per_domain.get(name, {"model": GLOBAL, "train_rows": int(train.sum())})}
+        meta |= {"features": FEATURES} if kind == "disco" else {"depth": SPECDECPP_DEPTH, "hidden_size": int(view.inputs.shape[1])}
+        artifacts[name] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, meta)
+        report.setdefault("replay", {})[name] = budget.get("replay")
+    return artifacts, report
+
+
+def tune_budget(kind: str, view: View, rows: np.ndarray, prob: np.ndarray, costs: Costs) -> dict:
+    """Threshold and k_max that maximise replayed tokens/ms, beside the best static K on the same rounds."""
+    if len(rows) == 0:
+        return {"replay": {"rounds": 0, "note": "no held-out rounds; factory defaults apply"}}
+    rounds = build_rounds(view.prompt_key[rows], view.iteration[rows], view.depth[rows], view.accepted[rows], prob)
+    threshold, lengths = ("tau", disco_lengths) if kind == "disco" else ("h", specdecpp_lengths)
+    value, k_max, rate = tune(rounds, costs, lengths, THRESHOLDS)
+    static_k, static_rate = best_static(rounds, costs)
+    replay = {
+        "rounds": int(len(rounds.length)),
+        "tokens_per_ms": round(rate, 5),
+        "best_static_k": static_k,
+        "best_static_tokens_per_ms": round(static_rate, 5),
+        "speedup_vs_best_static": round(rate / static_rate, 4) if static_rate else None,
+    }
+    return {threshold: value, "k_max": k_max, "replay": replay}
+
+
+def used_files(registry: str | Path) -> dict[str, int]:
+    """Trace files (path -> rows) the newest DISCO version read or skipped; empty when there is none."""
+    try:
+        stem, _ = artifact_stem(registry, "disco", GLOBAL)
+        data = json.loads(Path(f"{stem}.json").read_text()).get("data", {})
+    except (ArtifactError, OSError, ValueError):
+        return {}
+    return {**data.get("files", {}), **data.get("skipped", {})}
+
+
+def new_trace_rows(files: list[TraceFile], registry: str | Path) -> int:
+    """Rows in files the newest version has not seen (a committed file is immutable).
+
+    Skipped files count as seen, so one bad file does not trigger a retrain on every check."""
+    seen = used_files(registry)
+    return sum(f.rows for f in files if seen.get(f.path) != f.rows)
+
+
+def data_span(files: list[TraceFile], skipped: list[tuple[str, str]], data: TraceData) -> dict:
+    """What a version was trained on: runs, rows, file mtimes as the time range, and the file manifest."""
+    bad = {path for path, _ in skipped}
+    used = [f for f in files if f.path not in bad]
+    mtimes = [f.mtime for f in used]
+    return {
+        "runs": sorted(data.runs),
+        "rows": int(len(data.domain)),
+        "rows_by_domain": {d: int((data.domain == i).sum()) for i, d in enumerate(data.domains)},
+        "time_range": [_utc(min(mtimes)), _utc(max(mtimes))] if mtimes else None,
+        "skipped_files": len(skipped),
+        "files": {f.path: f.rows for f in used},
+        "skipped": {f.path: f.rows for f in files if f.path in bad},
+    }
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def retrain(trace_dirs: list[str | Path], registry: str | Path, if_new_traces: int = 0, min_rows: int = 2000, steps: int = 600, batch_size: int = 65_536, max_hidden_rows: int = 500_000) -> dict:
+    """Train and publish; returns a report (versions, metrics, skipped files), or why nothing was done."""
+    files, unreadable = find_trace_files(trace_dirs)
+    if if_new_traces:
+        new = new_trace_rows(files, registry)
+        if new < if_new_traces:
+            return {"retrained": False, "new_rows": new, "reason": f"{new} new trace rows < {if_new_traces}"}
+    for path, why in unreadable:
+        log.warning("skipping trace file %s: %s", path, why)
+    data = read_traces_streaming(files, batch_size=batch_size, max_hidden_rows=max_hidden_rows)
+    skipped = unreadable + data.skipped
+    if skipped:
+        log.warning("%d trace file(s) skipped as corrupt or schema-drifted", len(skipped))
+    if not len(data.domain) or not data.evaluated.any():
+        raise ValueError(f"no usable trace rows under {', '.join(map(str, trace_dirs))}")
+    costs = estimate_costs(data.rounds)
+    span = data_span(files, skipped, data)
+    shared = {"cost_model": {**costs.__dict__, "draft_to_verify_ratio": round(costs.ratio, 4)}, "data": {k: v for k, v in span.items() if k not in ("files", "skipped")}}
+    report = {"retrained": True, "skipped_files": [f"{path}: {why}" for path, why in skipped], "versions": {}, "metrics": {}, **shared}
+    views = {"disco": disco_view(data)}
+    if len(data.hidden_index):
+        views["specdecpp"] = specdecpp_view(data)
+    for kind, view in views.items():
+        artifacts, metrics = train_kind(kind, view, data.domains, costs, min_rows, steps)
+        for name, (_, meta) in artifacts.items():
+            meta |= shared
+            if name == GLOBAL:
+                meta |= {"report": metrics, "data": span}
+        report["versions"][kind] = publish(registry, kind, artifacts)
+        report["metrics"][kind] = metrics
+    return report
+
+
+def add_retrain_parser(subparsers) -> None:
+    p = subparsers.add_parser("retrain", help="train DISCO / SpecDec++ stop policies from traces into a policy registry")
+    p.add_argument("--traces", nargs="+", required=True, help="run dirs (committed traces) or dirs of trace Parquet files")
+    p.add_argument("--out", required=True, help="policy registry root")
+    p.add_argument("--if-new-traces", type=int, default=0, metavar="N", help="do nothing unless N trace rows arrived since the newest version")
+    p.add_argument("--min-rows", type=int, default=2000, help="labelled training rows a domain needs for a model of its own")
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps per model")
+    p.add_argument("--max-hidden-rows", type=int, default=500_000, help="hidden states kept in memory (whole prompts subsampled)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training")
+    p.set_defaults(handler=retrain_command)
+
+
+def retrain_command(args) -> int:
+    torch.set_num_threads(args.threads)  # models this small are overhead-bound: more threads only contend
+    report = retrain(args.traces, args.out, args.if_new_traces, args.min_rows, args.steps, max_hidden_rows=args.max_hidden_rows)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`specray retrain` without the rest of the CLI, for `jobs/retrain.py`."""
+    logging.basicConfig(level=logging.INFO)
+    parser = argparse.ArgumentParser(prog="specray")
+    add_retrain_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["retrain", *(sys.argv[1:] if argv is None else argv)])
+    return args.handler(args)
