@@ -5,7 +5,9 @@ import sys
 
 from specray.analysis.report import add_report_parser
 from specray.bench import add_bench_parser
+from specray.distributed.cli import add_generate_parser
 from specray.domains.cli import add_detect_parser
+from specray.training.distill import add_distill_parser
 from specray.training.retrain import add_retrain_parser
 
 
@@ -14,8 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_bench_parser(subparsers)
     add_detect_parser(subparsers)
+    add_generate_parser(subparsers)
     add_report_parser(subparsers)
     add_retrain_parser(subparsers)
+    add_distill_parser(subparsers)
     return parser
 
 

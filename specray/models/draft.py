@@ -140,19 +140,20 @@ def draft_target_ref(draft_dir: str | Path) -> str:
     return read_draft_metadata(draft_dir)["target"]["ref"]
 
 
-def load_draft(draft_dir: str | Path, target, dtype: torch.dtype | None = None):
-    """Rebuild a saved draft around `target`'s shared weights."""
+def load_draft(draft_dir: str | Path, target):
+    """Rebuild a saved draft around `target`'s shared weights, in the target's dtype."""
     meta = read_draft_metadata(draft_dir)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{draft_dir}: unknown draft format {meta.get('format')!r}")
     expected = {k: v for k, v in meta["target"].items() if k != "ref"}
     if expected != target_fingerprint(target):
-        raise ValueError(f"{draft_dir} was distilled for {expected}, not for a target with {target_fingerprint(target)}")
+        raise ValueError(
+            f"{draft_dir} was distilled for {expected}, not for a target with {target_fingerprint(target)}"
+        )
     weights = load_file(str(Path(draft_dir) / meta["weights"]["file"]))
     ids = weights.pop(HEAD_IDS_KEY, None)
     draft = build_draft(target, meta["num_hidden_layers"], ids, init_from_target=False)
-    dtype = dtype or target.get_input_embeddings().weight.dtype
-    missing, unexpected = draft.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=False)
+    missing, unexpected = draft.load_state_dict(weights, strict=False)
     missing = [k for k in missing if k.startswith(OWN_PREFIX)]
     if missing or unexpected:
         raise ValueError(f"{draft_dir}: weights do not fit (missing {missing}, unexpected {unexpected})")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from specray.models.loading import load_model, prepare_for_inference, torch_dtype
+from specray.models.loading import load_model, prepare_for_inference
 from specray.models.refs import DEFAULT_DRAFT, DEFAULT_TARGET, canonical_ref, draft_dir
 
 
@@ -45,7 +45,8 @@ def check_pair(target, draft, target_tokenizer, draft_tokenizer) -> None:
     t_len, d_len = len(target_tokenizer), len(draft_tokenizer)
     if t_len != d_len:
         raise ValueError(
-            f"draft and target tokenizers differ: target tokenizer vocab size {t_len}, draft tokenizer vocab size {d_len}"
+            f"draft and target tokenizers differ: target tokenizer vocab size {t_len}, "
+            f"draft tokenizer vocab size {d_len}"
         )
     if target_tokenizer.get_vocab() != draft_tokenizer.get_vocab():
         raise ValueError(
@@ -61,7 +62,7 @@ def load_pair(target_ref: str = DEFAULT_TARGET, draft_ref: str = DEFAULT_DRAFT, 
     if draft_dir(draft_ref) is not None:
         from specray.models.draft import load_draft
 
-        draft = prepare_for_inference(load_draft(draft_dir(draft_ref), target, dtype=torch_dtype(dtype)), device)
+        draft = prepare_for_inference(load_draft(draft_dir(draft_ref), target), device)
         draft_tokenizer = tokenizer
     else:
         draft, draft_tokenizer = load_model(draft_ref, dtype=dtype, device=device, trust_remote_code=trust_remote_code)

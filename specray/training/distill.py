@@ -1,0 +1,271 @@
+"""`specray distill`: train a small draft for a target from the target's own responses.
+
+The draft is a few layers at the target's width (initialised from the target's
+first layers) around the target's frozen embeddings, final norm and LM head,
+optionally restricted to the target's most frequent output tokens. It learns
+the target's top-k distribution (KL) on the target's responses to the
+project's prompts, within a wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import shlex
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from specray.models import load_model
+from specray.models.draft import SubsetHead, build_draft, save_draft
+from specray.models.refs import DEFAULT_TARGET, canonical_ref
+from specray.training.distill_data import (
+    TeacherData, eos_token_ids, interleave_domains, load_teacher_data, save_teacher_data, sharded_teacher_data,
+    teacher_data,
+)
+from specray.training.distill_eval import agreement_report, greedy_matches, latency_ratio
+
+log = logging.getLogger(__name__)
+
+
+def head_subset(data: TeacherData, size: int, always: set[int]) -> torch.Tensor:
+    """The `size` tokens the target emits most (its top-k mass ranks those it never emitted), plus `always`."""
+    counts = Counter(t for r in data.responses for t in r)
+    mass = torch.zeros(int(data.topk_ids.max()) + 1 if data.topk_ids.numel() else 1)
+    mass.index_add_(0, data.topk_ids.flatten().long(), data.topk_logprobs.flatten().float().exp())
+    ranked = [t for t, _ in counts.most_common()] + mass.argsort(descending=True).tolist()
+    chosen: dict[int, None] = dict.fromkeys(sorted(always))
+    for t in ranked:
+        if len(chosen) >= size:
+            break
+        chosen.setdefault(t, None)
+    return torch.tensor(sorted(chosen), dtype=torch.long)
+
+
+def subset_coverage(ids: torch.Tensor | None, data: TeacherData) -> float:
+    """Share of the target's tokens in `data` that the draft head can emit at all."""
+    tokens = [t for r in data.responses for t in r]
+    if ids is None or not tokens:
+        return 1.0
+    return float(torch.isin(torch.tensor(tokens), ids).float().mean())
+
+
+def make_batch(data: TeacherData, indices: list[int], offsets: list[int]) -> dict:
+    """Right-padded prompt+response ids and, flat over response positions, where each is predicted from."""
+    seqs = [data.prompts[i] + data.responses[i] for i in indices]
+    width = max(map(len, seqs))
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    rows, cols, topk_rows, tokens = [], [], [], []
+    for b, (i, s) in enumerate(zip(indices, seqs)):
+        ids[b, :len(s)], mask[b, :len(s)] = torch.tensor(s), 1
+        p, r = len(data.prompts[i]), len(data.responses[i])
+        rows += [b] * r
+        cols += range(p - 1, p - 1 + r)
+        topk_rows += range(offsets[i], offsets[i] + r)
+        tokens += data.responses[i]
+    rows_t, topk_t = torch.tensor(rows), torch.tensor(topk_rows)
+    return {"ids": ids, "mask": mask, "rows": rows_t, "cols": torch.tensor(cols), "tokens": torch.tensor(tokens),
+            "topk_ids": data.topk_ids[topk_t].long(), "topk_logprobs": data.topk_logprobs[topk_t].float()}
+
+
+def head_logits(draft, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits over the head's own columns (the subset, or the full vocab) and the subset ids."""
+    head = draft.lm_head
+    if isinstance(head, SubsetHead):
+        return head.subset_logits(hidden), head.token_ids
+    return F.linear(hidden, head.weight), None
+
+
+def column_lookup(token_ids: torch.Tensor | None, vocab: int) -> torch.Tensor:
+    """Full-vocab id -> head column (-1 when the head cannot emit it)."""
+    if token_ids is None:
+        return torch.arange(vocab)
+    lookup = torch.full((vocab,), -1, dtype=torch.long)
+    lookup[token_ids] = torch.arange(len(token_ids))
+    return lookup
+
+
+def distill_loss(draft, batch: dict, lookup: torch.Tensor, loss: str) -> torch.Tensor:
+    """KL to the target's renormalised top-k (over tokens the head can emit), or CE on its greedy token."""
+    hidden = draft.model(input_ids=batch["ids"], attention_mask=batch["mask"]).last_hidden_state
+    logits, _ = head_logits(draft, hidden[batch["rows"], batch["cols"]])
+    logq = logits.float().log_softmax(-1)
+    if loss == "ce":
+        col = lookup[batch["tokens"]]
+        keep = col >= 0
+        return -logq[keep].gather(-1, col[keep, None]).mean()
+    cols = lookup[batch["topk_ids"]]
+    p = batch["topk_logprobs"].exp() * (cols >= 0)
+    p = p / p.sum(-1, keepdim=True).clamp(min=1e-9)
+    return -(p * logq.gather(-1, cols.clamp(min=0))).sum(-1).mean()
+
+
+def cosine_lr(base: float, progress: float, warmup: float = 0.03) -> float:
+    """Linear warmup then cosine to zero, over the fraction of the time budget spent."""
+    if progress < warmup:
+        return base * progress / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+def train_draft(draft, data: TeacherData, minutes: float, lr: float = 2e-3, batch_size: int = 8, loss: str = "kl",
+                seed: int = 0, max_steps: int | None = None, log_every: int = 20) -> dict:
+    """AdamW on the draft's own layers until the wall-clock budget (or max_steps) is spent.
+
+    The schedule runs on elapsed time, so the budget is honest whatever the CPU does.
+    """
+    params = [p for p in draft.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    lookup = column_lookup(getattr(draft.lm_head, "token_ids", None), draft.lm_head.out_features)
+    offsets, rng = data.response_offsets(), random.Random(seed)
+    order: list[int] = []
+    start, step, seen, recent = time.monotonic(), 0, 0, []
+    draft.train()
+    while True:
+        progress = (time.monotonic() - start) / (60 * minutes)
+        if progress >= 1 or (max_steps is not None and step >= max_steps):
+            break
+        if len(order) < batch_size:
+            order += rng.sample(range(len(data.prompts)), len(data.prompts))
+        indices, order = order[:batch_size], order[batch_size:]
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(lr, progress if max_steps is None else step / max_steps)
+        value = distill_loss(draft, make_batch(data, indices, offsets), lookup, loss)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step, seen = step + 1, seen + len(indices)
+        recent = (recent + [value.item()])[-log_every:]
+        if step % log_every == 0:
+            log.info("step %d  %.1f min  epoch %.2f  loss %.4f", step, (time.monotonic() - start) / 60,
+                     seen / len(data.prompts), sum(recent) / len(recent))
+    draft.eval()
+    return {"steps": step, "sequences_seen": seen, "epochs": round(seen / max(len(data.prompts), 1), 2),
+            "final_loss": round(sum(recent) / max(len(recent), 1), 4),
+            "train_seconds": round(time.monotonic() - start, 1)}
+
+
+def prompt_rows(path: str | None, split: str) -> list[dict]:
+    """Training prompts: a user file (any format the data readers take) or a built-in split."""
+    if path is None:
+        from specray.data.builtin import builtin_prompts
+
+        return builtin_prompts(split)
+    from specray.data.readers import read_prompts
+
+    return [{"id": r.id, "prompt": r.prompt, "domain": r.domain or "chat"} for b in read_prompts(path) for r in b.rows]
+
+
+def cached_teacher_data(path: str | None, make) -> tuple[TeacherData, bool]:
+    """Reuse teacher data saved at `path` (and say so), else make it and save it there when a path is given."""
+    if path and Path(path).is_file():
+        log.info("reusing teacher data from %s", path)
+        return load_teacher_data(path), True
+    data = make()
+    if path:
+        save_teacher_data(data, path)
+    return data, False
+
+
+def training_data(args: argparse.Namespace, target_ref: str, target, tokenizer) -> TeacherData:
+    """The target's responses to the training prompts, within `--data-minutes`, on `--data-workers` processes."""
+    rows = prompt_rows(args.prompts, "distill")
+    gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, seed=args.seed,
+               minutes=args.data_minutes)
+    if args.data_workers > 1:
+        return sharded_teacher_data(target_ref, rows, args.data_workers, **gen)
+    return teacher_data(target, tokenizer, rows, **gen)
+
+
+def run_distill(args: argparse.Namespace, command: str) -> dict:
+    """Teacher data -> head subset -> training -> held-out evaluation -> draft dir. Returns the metadata."""
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    wall = time.monotonic()
+    target_ref = canonical_ref(args.target)
+    target, tokenizer = load_model(target_ref)
+    gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, seed=args.seed)
+    train, train_reused = cached_teacher_data(
+        args.teacher_data, lambda: training_data(args, target_ref, target, tokenizer))
+    heldout, heldout_reused = cached_teacher_data(args.eval_data, lambda: teacher_data(
+        target, tokenizer, interleave_domains(prompt_rows(None, "heldout"), args.seed)[:args.eval_prompts], **gen))
+    log.info("teacher data: %d sequences / %d tokens for training, %d for evaluation",
+             len(train.prompts), train.num_tokens, len(heldout.prompts))
+    ids = head_subset(train, args.head_size, eos_token_ids(target, tokenizer)) if args.head_size else None
+    draft = build_draft(target, args.layers, ids)
+    stats = train_draft(draft, train, args.budget_minutes, lr=args.lr, batch_size=args.batch_size, loss=args.loss,
+                        seed=args.seed, max_steps=args.max_steps)
+    draft.requires_grad_(False)
+    report = agreement_report(greedy_matches(draft, heldout), heldout.domains, k=4)
+    latency = latency_ratio(draft, target)
+    log.info("held-out agreement %s; latency %s", report, latency)
+    meta = {
+        "training": {
+            "command": command, "seed": args.seed, "layers": args.layers, "loss": args.loss, "lr": args.lr,
+            "batch_size": args.batch_size, "budget_minutes": args.budget_minutes,
+            "prompts": args.prompts or "builtin:distill",
+            "teacher": {"sequences": len(train.prompts), "tokens": train.num_tokens,
+                        "topk": int(train.topk_ids.shape[1]),
+                        "seconds": train.seconds,
+                        **({"reused_from": args.teacher_data} if train_reused else
+                           {"max_new_tokens": args.max_new_tokens, "data_minutes": args.data_minutes,
+                            "data_workers": args.data_workers})},
+            **stats,
+            "wall_seconds": round(time.monotonic() - wall, 1),
+        },
+        "head_subset_coverage": {"train": round(subset_coverage(ids, train), 4),
+                                 "heldout": round(subset_coverage(ids, heldout), 4)},
+        "heldout": {"split": "builtin:heldout", "sequences": len(heldout.prompts), "teacher_seconds": heldout.seconds,
+                    **({"reused_from": args.eval_data} if heldout_reused else {}),
+                    "by_domain": report},
+        "latency": latency,
+    }
+    save_draft(draft, target, target_ref, args.out, meta, dtype=getattr(torch, args.save_dtype))
+    log.info("draft written to %s", args.out)
+    return meta
+
+
+def add_distill_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `specray distill` on the CLI's subparsers."""
+    p = subparsers.add_parser("distill", help="train a small draft for a target from its own responses",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", default=DEFAULT_TARGET, help="target ref (hub id, dir, .gguf, embedded)")
+    p.add_argument("--out", required=True, help="output draft directory")
+    p.add_argument("--layers", type=int, default=2, help="draft layers, copied from the target's first ones")
+    p.add_argument("--budget-minutes", type=float, default=12.0, help="wall-clock training budget")
+    p.add_argument("--data-minutes", type=float, default=12.0, help="wall-clock budget for generating teacher data")
+    p.add_argument("--prompts", default=None, help="training prompts file (default: built-in distill split)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--head-size", type=int, default=8192, help="restrict the draft head to this many tokens (0: full)")
+    p.add_argument("--loss", choices=("kl", "ce"), default="kl", help="KL to target top-64, or CE on its tokens")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="teacher response length")
+    p.add_argument("--gen-batch-size", type=int, default=64)
+    p.add_argument("--data-workers", type=int, default=1, help="single-thread generation processes (one per core)")
+    p.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts to evaluate on")
+    p.add_argument("--teacher-data", default=None, help="safetensors file to reuse (or save) training teacher data")
+    p.add_argument("--eval-data", default=None, help="safetensors file to reuse (or save) held-out teacher data")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--save-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    p.set_defaults(handler=lambda args: run_distill(args, shlex.join(["specray", *sys.argv[1:]])))
+    return p
+
+
+def distill_main(argv: list[str] | None = None) -> dict:
+    """Entry point without the full CLI: `distill_main(["--out", "drafts/x"])`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="specray")
+    add_distill_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["distill", *argv])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return run_distill(args, shlex.join(["specray", "distill", *argv]))
