@@ -160,9 +160,10 @@ def _fragment_records(fragment, schema: pa.Schema, config: ReaderConfig) -> Iter
         if config.prompt_column not in names:
             raise DatasetError(f"{source}: Parquet file has no prompt column {config.prompt_column!r} (columns: {sorted(names)})")
         columns = [c for c in (config.id_column, config.prompt_column, config.domain_column) if c and c in schema.names]
-        # no read-ahead: memory stays at about one row group instead of one per prefetched batch
+        # no read-ahead and no pre-buffering: memory stays at about one row group, whatever the file size
         scanner = pads.Scanner.from_fragment(fragment, schema=schema, columns=columns, batch_size=config.batch_size,
-                                             batch_readahead=0, use_threads=False)
+                                             batch_readahead=0, use_threads=False,
+                                             fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False))
         for batch in scanner.to_batches():
             yield from _arrow_records(batch, config, source)
     except (pa.ArrowException, OSError) as e:
