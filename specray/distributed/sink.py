@@ -91,6 +91,7 @@ class RunSink:
         self._results: dict[str, list[pa.Table]] = {}
         self._traces: dict[str, list[pa.Table]] = {}
         self._errors: list[pa.Table] = []
+        self._buffered: dict[str, tuple[int, int]] = {}  # (result, trace) rows per domain, so a commit costs O(batch)
         self._broken = False
 
     def committed_ids(self) -> set[str]:
@@ -109,8 +110,12 @@ class RunSink:
         results, errors = results.filter(self._new(results["id"])), errors.filter(self._new(errors["id"]))
         traces = traces.filter(pc.is_in(traces["prompt_id"], value_set=results["id"].combine_chunks()))
         for domain in pc.unique(results["domain"]).to_pylist():
-            self._results.setdefault(domain, []).append(results.filter(pc.equal(results["domain"], domain)))
-            self._traces.setdefault(domain, []).append(traces.filter(pc.equal(traces["domain"], domain)))
+            domain_results = results.filter(pc.equal(results["domain"], domain))
+            domain_traces = traces.filter(pc.equal(traces["domain"], domain))
+            self._results.setdefault(domain, []).append(domain_results)
+            self._traces.setdefault(domain, []).append(domain_traces)
+            n_results, n_traces = self._buffered.get(domain, (0, 0))
+            self._buffered[domain] = (n_results + domain_results.num_rows, n_traces + domain_traces.num_rows)
         if errors.num_rows:
             self._errors.append(errors)
         accepted = results["id"].to_pylist() + errors["id"].to_pylist()
@@ -140,7 +145,7 @@ class RunSink:
         return pa.array([i not in self._committed and i not in self._pending for i in ids.to_pylist()], pa.bool_())
 
     def _flush_full(self) -> None:
-        full = [d for d in self._results if max(_rows(self._results[d]), _rows(self._traces[d])) >= self.rows_per_file]
+        full = [d for d, sizes in self._buffered.items() if max(sizes) >= self.rows_per_file]
         with_errors = _rows(self._errors) >= self.rows_per_file
         if full or with_errors:
             self._write(full, with_errors)
@@ -173,7 +178,7 @@ class RunSink:
         self._committed.update(ids + error_ids)
         self._pending.difference_update(ids + error_ids)
         for domain in domains:
-            del self._results[domain], self._traces[domain]
+            del self._results[domain], self._traces[domain], self._buffered[domain]
         if with_errors:
             self._errors = []
 

@@ -1,0 +1,113 @@
+"""`run_job(cfg)`: the generation job on Ray, from a config to committed Parquet.
+
+Wiring only. The sink opens first, so a locked or foreign output dir fails before any model loads,
+and it decides what a resumed run skips. Workers load their models before the first batch is sent,
+so a bad model ref fails the job at once instead of turning every row into an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from itertools import chain
+from typing import Callable
+
+import ray
+from ray.exceptions import RayError
+
+from specray.config import JobConfig, config_to_yaml
+from specray.distributed.policy_actor import PolicyActors
+from specray.distributed.pool import WorkerPool
+from specray.distributed.progress import Progress
+from specray.distributed.scheduler import Counts, Scheduler, count_records, dataset_path, plan
+from specray.distributed.sink import RunMeta, RunSink
+from specray.distributed.specs import domain_policy
+from specray.distributed.worker import ModelWorker, worker_device
+from specray.domains.detector import DomainDetector
+from specray.schema import DOMAINS
+
+
+class JobError(RuntimeError):
+    """The job cannot run: its workers could not start."""
+
+
+def run_job(cfg: JobConfig, make_engine: Callable | None = None) -> dict:
+    """Generate for every prompt of `cfg.data` not yet committed under `cfg.output.dir`; returns a summary.
+
+    `make_engine(models_config, device)` builds each worker's engine; None loads the configured pair.
+    Joins Ray if it is initialised, else `ray.init(cluster.address)`, and shuts down only what it started.
+    """
+    worker_device(cfg.models.device, cfg.cluster.gpus_per_worker)  # fail before starting anything
+    policies = {domain: domain_policy(cfg.policy, domain) for domain in DOMAINS}
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=cfg.cluster.address)  # None: RAY_ADDRESS when set (ray job submit), else a local instance
+    try:
+        meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg))
+        with RunSink(cfg.output.dir, meta, cfg.output.rows_per_file) as sink:
+            return _run(replace(cfg, run_id=sink.run_id), policies, sink, make_engine)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | None) -> dict:
+    source, progress = str(dataset_path(cfg.data)), Progress(count_records(cfg.data))
+    actors = PolicyActors(policies, f"specray-{cfg.run_id}")
+    try:
+        work = plan(cfg.data, cfg.generation.batch_size, sink.committed_ids(), DomainDetector.load(), progress.skip, actors.start)
+        first = next(work, None)  # reads a first chunk, so its domains' policy actors start while the models load
+        if first is None:  # an earlier session committed everything
+            counts, replaced = Counts(), 0
+        else:
+            counts, replaced = _generate(cfg, chain([first], work), actors, sink, progress, source, make_engine)
+        return _summary(cfg, sink, counts, progress, replaced, actors.snapshots())
+    finally:
+        progress.close()
+        actors.shutdown()
+
+
+def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progress: Progress, source: str,
+              make_engine: Callable | None) -> tuple[Counts, int]:
+    """Start the worker pool, wait for its models, run the scheduler; (counts, workers replaced)."""
+    pool = WorkerPool(_spawner(cfg, source, make_engine), cfg.cluster.num_workers, cfg.cluster.max_in_flight)
+    try:
+        try:
+            pool.wait_ready()
+        except RayError as exc:
+            raise JobError(f"a model worker failed to start:\n{exc}") from None
+        progress.begin()
+        return Scheduler(work, pool, actors, sink, progress.done, cfg.cluster, source).run(), pool.replaced
+    finally:
+        pool.shutdown()
+
+
+def _spawner(cfg: JobConfig, source: str, make_engine: Callable | None) -> Callable[[int, int], ray.actor.ActorHandle]:
+    """Starts the worker of a pool slot: its GPUs, or an equal share of the cluster's CPUs (and as many torch threads)."""
+    gpus = cfg.cluster.gpus_per_worker
+    on_cpu = worker_device(cfg.models.device, gpus) == "cpu"
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.cluster.num_workers) if on_cpu else 1
+    remote = ray.remote(ModelWorker)
+
+    def spawn(slot: int, generation: int) -> ray.actor.ActorHandle:
+        options = {"num_gpus": gpus, "num_cpus": cpus, "name": f"specray-{cfg.run_id}-worker-{slot}-{generation}"}
+        return remote.options(**options).remote(cfg, source, make_engine, cpus if on_cpu else None)
+
+    return spawn
+
+
+def _summary(cfg: JobConfig, sink: RunSink, counts: Counts, progress: Progress, replaced: int, policies: dict) -> dict:
+    domains = {}
+    for domain, t in sorted(progress.per_domain.items()):
+        domains[domain] = {
+            "prompts": t.prompts, "new_tokens": t.new_tokens, "drafted": t.drafted, "accepted": t.accepted,
+            "acceptance": t.acceptance, "accepted_per_iteration": t.accepted_per_iteration, "policy": policies.get(domain),
+        }
+    return {
+        "run_id": cfg.run_id, "output_dir": str(sink.out_dir),
+        "results": counts.results, "errors": counts.errors, "skipped": progress.skipped,
+        "new_tokens": progress.new_tokens, "seconds": round(progress.seconds, 3),
+        "seconds_to_first_result": None if progress.first_result is None else round(progress.first_result, 3),
+        "tokens_per_s": progress.new_tokens / max(progress.seconds, 1e-9),
+        "failed_batches": counts.failures, "hung_workers": counts.hung, "replaced_workers": replaced,
+        "domains": domains,
+    }

@@ -1,0 +1,115 @@
+"""One Ray actor per domain present: it owns the domain's stop policy (spec, pinned version, budget)
+and its live acceptance stats, and hands each batch of its domain to the worker the scheduler chose.
+
+Being on the dispatch path is what keeps its stats live: every batch of the domain passes through on
+its way back. It is async so one actor keeps batches in flight on every worker of the shared pool.
+It holds no model and imports no torch: the policy object itself is built where the engine runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import ray
+from ray.exceptions import RayActorError, RayError
+from ray.util.metrics import Counter
+
+from specray.distributed.batch import Batch, BatchOutput, Failure, Totals
+
+EMA_DECAY = 0.9  # weight of the past per batch; ~10 batches of memory
+
+
+@dataclass(frozen=True)
+class DomainPolicy:
+    """What a policy actor owns (resolved by `specs.domain_policy`); workers build the policy from `spec`."""
+
+    domain: str
+    spec: str
+    version: str
+    k_max: int | None  # None: the policy's own default
+    threshold: float | None
+
+
+def ema(old: float | None, new: float | None) -> float | None:
+    if new is None:
+        return old
+    return new if old is None else EMA_DECAY * old + (1 - EMA_DECAY) * new
+
+
+@dataclass
+class LiveStats:
+    """Totals since the actor started, and EMAs over batches that follow drift within a run."""
+
+    batches: int = 0
+    totals: Totals = field(default_factory=Totals)
+    accepted_per_iteration: float | None = None
+    acceptance: float | None = None
+
+    def update(self, batch: Totals) -> None:
+        self.batches += 1
+        self.totals = self.totals + batch
+        self.accepted_per_iteration = ema(self.accepted_per_iteration, batch.accepted_per_iteration)
+        self.acceptance = ema(self.acceptance, batch.acceptance)
+
+
+class PolicyActor:
+    """Wrapped with ray.remote by the job; one per domain that appears in the data."""
+
+    def __init__(self, policy: DomainPolicy):
+        self.policy = policy
+        self.stats = LiveStats()
+        self.counters = {
+            name: Counter(f"specray_{name}", description=f"{name.replace('_', ' ')} per domain", tag_keys=("domain",))
+            for name in ("new_tokens", "drafted", "accepted")
+        }
+        for counter in self.counters.values():
+            counter.set_default_tags({"domain": policy.domain})
+
+    async def run(self, worker, batch: Batch) -> BatchOutput | Failure:
+        """Generate `batch` on `worker` with this domain's policy; a failure comes back as a value."""
+        try:
+            out = await worker.generate.remote(batch.domain, batch.rows, self.policy.spec)
+        except RayError as exc:
+            return Failure.from_error(exc, worker_lost=isinstance(exc, RayActorError))
+        totals = out.totals()
+        self.stats.update(totals)
+        for name, counter in self.counters.items():
+            if getattr(totals, name):
+                counter.inc(getattr(totals, name))
+        return out
+
+    def snapshot(self) -> dict:
+        """Policy and live stats, for the job summary."""
+        s = self.stats
+        return {
+            "spec": self.policy.spec, "version": self.policy.version,
+            "k_max": self.policy.k_max, "threshold": self.policy.threshold,
+            "batches": s.batches, "prompts": s.totals.prompts,
+            "ema_accepted_per_iteration": s.accepted_per_iteration, "ema_acceptance": s.acceptance,
+        }
+
+
+class PolicyActors:
+    """The driver's handles: one actor per domain, started when the domain first shows up in the data."""
+
+    def __init__(self, policies: dict[str, DomainPolicy], name_prefix: str):
+        self.policies, self.prefix = policies, name_prefix
+        self.handles: dict[str, ray.actor.ActorHandle] = {}
+
+    def start(self, domain: str) -> None:
+        """Start `domain`'s actor unless it runs; restarted if it dies (its batches fail back and are retried)."""
+        if domain not in self.handles:
+            options = {"name": f"{self.prefix}-policy-{domain}", "max_restarts": -1, "num_cpus": 0}
+            self.handles[domain] = ray.remote(PolicyActor).options(**options).remote(self.policies[domain])
+
+    def __getitem__(self, domain: str) -> ray.actor.ActorHandle:
+        self.start(domain)
+        return self.handles[domain]
+
+    def snapshots(self) -> dict[str, dict]:
+        domains = sorted(self.handles)
+        return dict(zip(domains, ray.get([self.handles[d].snapshot.remote() for d in domains])))
+
+    def shutdown(self) -> None:
+        for handle in self.handles.values():
+            ray.kill(handle)

@@ -1,0 +1,86 @@
+"""The shared pool of model workers as the driver sees it: who has room, who died, who hangs.
+
+There are `cluster.num_workers` slots. A dead worker is replaced in its slot, and the slot's
+generation tells late answers about the old worker from answers about the new one. Every domain
+draws from the same slots, so a skewed dataset still keeps every worker busy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import ray
+from ray.actor import ActorHandle
+
+
+@dataclass
+class Slot:
+    worker: ActorHandle
+    generation: int = 0
+    in_flight: int = 0
+    busy_since: float = 0.0  # when it last started work or finished a batch while more was queued
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A batch's place on a worker; handed back with `release` whatever the outcome."""
+
+    slot: int
+    generation: int
+    worker: ActorHandle
+
+
+class WorkerPool:
+    def __init__(self, spawn: Callable[[int, int], ActorHandle], size: int, max_in_flight: int):
+        self.spawn, self.max_in_flight = spawn, max_in_flight
+        self.slots = [Slot(spawn(i, 0)) for i in range(size)]
+        self.replaced = 0
+
+    def wait_ready(self) -> None:
+        """Block until every worker has loaded its models; raises the first load failure."""
+        ray.get([slot.worker.ready.remote() for slot in self.slots])
+
+    def has_room(self) -> bool:
+        return any(s.in_flight < self.max_in_flight for s in self.slots)
+
+    def acquire(self, now: float, avoid: int | None = None) -> Lease | None:
+        """A place on the least loaded worker, never on slot `avoid` while another slot exists."""
+        open_slots = [i for i, s in enumerate(self.slots) if s.in_flight < self.max_in_flight]
+        allowed = [i for i in open_slots if i != avoid or len(self.slots) == 1]
+        if not allowed:
+            return None
+        index = min(allowed, key=lambda i: self.slots[i].in_flight)
+        slot = self.slots[index]
+        if slot.in_flight == 0:
+            slot.busy_since = now
+        slot.in_flight += 1
+        return Lease(index, slot.generation, slot.worker)
+
+    def release(self, lease: Lease, now: float) -> None:
+        slot = self.slots[lease.slot]
+        if slot.generation == lease.generation:
+            slot.in_flight -= 1
+            slot.busy_since = now
+
+    def replace(self, lease: Lease) -> None:
+        """The leased worker is gone: start a new one in its slot (once, however many batches report it)."""
+        if self.slots[lease.slot].generation == lease.generation:
+            self._respawn(lease.slot)
+
+    def replace_hung(self, now: float, timeout_s: float) -> int:
+        """Replace workers busy for `timeout_s` without finishing a batch; their batches fail back and are retried."""
+        hung = [i for i, s in enumerate(self.slots) if s.in_flight and now - s.busy_since > timeout_s]
+        for index in hung:
+            self._respawn(index)
+        return len(hung)
+
+    def _respawn(self, index: int) -> None:
+        old = self.slots[index]
+        ray.kill(old.worker)  # it may be alive but hung or unreachable; it must not come back holding a GPU
+        self.slots[index] = Slot(self.spawn(index, old.generation + 1), old.generation + 1)
+        self.replaced += 1
+
+    def shutdown(self) -> None:
+        for slot in self.slots:
+            ray.kill(slot.worker)

@@ -1,0 +1,128 @@
+"""What a model worker does with a batch: encode, check each prompt against the context window, run
+the engine with the domain's stop policy, and turn the sequences into result rows.
+
+One engine lives as long as its runner, because it keeps the measured costs its cost gate reads.
+Stop policies are asked after every draft token, so they live here too: built from the spec each
+batch carries (the domain's policy actor owns the spec) and cached. Row-level problems that need the
+tokenizer (nothing left after encoding, too long for the window) become error rows, not failed batches.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import replace
+from typing import Callable
+
+import pyarrow as pa
+import torch
+
+from specray.config import JobConfig, ModelsConfig
+from specray.data.rows import ErrorRow, PromptRow, errors_table
+from specray.distributed.batch import BatchOutput
+from specray.distributed.worker import worker_device
+from specray.engine.sampling import Sampling
+from specray.engine.speculative import GenerationConfig, SequenceResult, SpeculativeEngine
+from specray.models import encode_prompt, load_pair
+from specray.policies.base import StopPolicy
+from specray.policies.factory import make_policy
+from specray.schema import RESULT_SCHEMA, TRACE_SCHEMA
+
+
+def load_engine(models: ModelsConfig, device: str) -> SpeculativeEngine:
+    """The engine for `models`, on `device`; the default `make_engine` of a worker."""
+    pair = load_pair(models.target, models.draft, models.dtype, device, models.trust_remote_code)
+    return SpeculativeEngine(pair.target, pair.draft, pair.tokenizer)
+
+
+def fit_prompt(tokens: list[int], window: int | None, max_new_tokens: int, truncate: str) -> tuple[list[int] | None, str | None]:
+    """(tokens to decode, None), or (None, why not): the prompt plus max_new_tokens must fit the window."""
+    if not tokens:
+        return None, "prompt encodes to no tokens"
+    if window is None or len(tokens) + max_new_tokens <= window:
+        return tokens, None
+    room = window - max_new_tokens
+    if truncate == "left" and room >= 1:
+        return tokens[-room:], None
+    hint = "" if truncate == "left" else "; set data.truncate=left to keep its last tokens"
+    return None, (
+        f"prompt has {len(tokens)} tokens; with max_new_tokens={max_new_tokens} the context window of {window} "
+        f"leaves room for {max(room, 0)}{hint}"
+    )
+
+
+def generation_config(cfg: JobConfig) -> GenerationConfig:
+    """The engine's settings from the job's `generation` section."""
+    g = cfg.generation
+    return GenerationConfig(g.max_new_tokens, Sampling(g.temperature, g.top_k, g.top_p), g.seed, tuple(g.stop))
+
+
+def batch_seed(seed: int, ids: list[str]) -> int:
+    """A seed that depends on the run's seed and the batch's ids, so a retried batch draws the same samples."""
+    return seed + zlib.crc32("\0".join(ids).encode())
+
+
+class BatchRunner:
+    """The body of a ModelWorker actor; plain, so tests and benchmarks can run it in-process."""
+
+    def __init__(self, cfg: JobConfig, source: str, make_engine: Callable[[ModelsConfig, str], object] | None = None,
+                 threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.cfg, self.source = cfg, source
+        self.device = worker_device(cfg.models.device, cfg.cluster.gpus_per_worker)
+        self.engine = (make_engine or load_engine)(cfg.models, self.device)
+        self.policies: dict[tuple[str, str], StopPolicy | None] = {}
+        self.generation = generation_config(cfg)
+
+    def __call__(self, domain: str, rows: tuple[PromptRow, ...], spec: str) -> BatchOutput:
+        kept, prompts, errors = [], [], []
+        window = self.engine.context_window()
+        for row in rows:
+            tokens, reason = fit_prompt(encode_prompt(self.engine.tokenizer, row.prompt), window,
+                                        self.generation.max_new_tokens, self.cfg.data.truncate)
+            if reason:
+                errors.append(ErrorRow(row.id, self.source, reason))
+            else:
+                kept.append(row)
+                prompts.append(tokens)
+        if not kept:
+            return BatchOutput(RESULT_SCHEMA.empty_table(), TRACE_SCHEMA.empty_table(), errors_table(errors))
+        policy = self._policy(domain, spec)
+        ids = [row.id for row in kept]
+        config = replace(self.generation, seed=batch_seed(self.generation.seed, ids))
+        out = self.engine.generate(prompts, policy, config, prompt_ids=ids, domain=domain, run_id=self.cfg.run_id)
+        results = result_table(kept, prompts, out.sequences, domain, policy, self.cfg.models)
+        return BatchOutput(results, out.traces, errors_table(errors))
+
+    def _policy(self, domain: str, spec: str) -> StopPolicy | None:
+        key = (domain, spec)
+        if key not in self.policies:
+            self.policies[key] = make_policy(spec, domain=domain)
+        return self.policies[key]
+
+
+def result_table(rows: list[PromptRow], prompts: list[list[int]], seqs: list[SequenceResult], domain: str,
+                 policy: StopPolicy | None, models: ModelsConfig) -> pa.Table:
+    """One RESULT_SCHEMA row per prompt; policy name and version as the engine writes them into traces."""
+    n = len(rows)
+    return pa.table(
+        {
+            "id": [r.id for r in rows],
+            "domain": [domain] * n,
+            "prompt": [r.prompt for r in rows],
+            "output_text": [s.text for s in seqs],
+            "output_tokens": [s.tokens for s in seqs],
+            "prompt_tokens": [len(p) for p in prompts],
+            "new_tokens": [len(s.tokens) for s in seqs],
+            "iterations": [s.iterations for s in seqs],
+            "drafted": [s.drafted for s in seqs],
+            "accepted": [s.accepted for s in seqs],
+            "wall_ms": [s.wall_ms for s in seqs],
+            "stop_reason": [s.stop_reason for s in seqs],
+            "policy": [policy.name if policy else "target"] * n,
+            "policy_version": [policy.version if policy else ""] * n,
+            "target": [models.target] * n,
+            "draft": [models.draft] * n,
+        },
+        schema=RESULT_SCHEMA,
+    )

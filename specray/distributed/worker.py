@@ -1,0 +1,39 @@
+"""A model worker: the Ray actor that holds one draft+target pair on its device (its GPUs, or a share
+of the CPUs) for the whole job and runs batches of any domain.
+
+This module stays free of torch: every process that receives a handle to a worker imports it (a
+policy actor gets one with each batch), and only the worker itself should pay for the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from specray.config import ConfigError, JobConfig
+from specray.data.rows import PromptRow
+from specray.distributed.batch import BatchOutput
+
+
+def worker_device(requested: str, gpus_per_worker: float) -> str:
+    """`models.device` made concrete for a worker holding `gpus_per_worker` GPUs."""
+    if requested == "auto":
+        return "cuda" if gpus_per_worker > 0 else "cpu"
+    if requested == "cuda" and gpus_per_worker <= 0:
+        raise ConfigError("models.device=cuda needs cluster.gpus_per_worker > 0 (Ray hides GPUs from a worker without any)")
+    return requested
+
+
+class ModelWorker:
+    """Wrapped with ray.remote by the job; `make_engine(models_config, device)` defaults to the real pair."""
+
+    def __init__(self, cfg: JobConfig, source: str, make_engine: Callable | None = None, threads: int | None = None):
+        from specray.distributed.runner import BatchRunner  # torch and the models load here, in the worker only
+
+        self.runner = BatchRunner(cfg, source, make_engine, threads)
+
+    def ready(self) -> str:
+        """Answers once the models are loaded; the pool waits on it, so a bad model ref fails the job at once."""
+        return self.runner.device
+
+    def generate(self, domain: str, rows: tuple[PromptRow, ...], spec: str) -> BatchOutput:
+        return self.runner(domain, rows, spec)
