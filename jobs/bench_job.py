@@ -33,7 +33,7 @@ from specray.domains.detector import DomainDetector
 from specray.engine.speculative import Generation, SequenceResult
 from specray.models import encode_prompt
 from specray.policies.factory import make_policy
-from specray.schema import DOMAINS, TRACE_SCHEMA
+from specray.schema import DOMAINS, trace_schema
 
 
 class WordTokenizer:
@@ -48,27 +48,32 @@ class NoopEngine:
 
     tokenizer = WordTokenizer()
     done = SequenceResult([], "", 0, 0, 0, 0.0, "max_new_tokens")
-    no_traces = TRACE_SCHEMA.empty_table()
 
     def context_window(self) -> None:
         return None
 
-    def generate(self, prompts, policy, config, prompt_ids=None, domain="", run_id="") -> Generation:
-        return Generation([self.done] * len(prompts), self.no_traces)
+    def generate(self, prompts, policy, config, prompt_ids=None, domain="", run_id="", source="generate",
+                 record_hidden=False) -> Generation:
+        return Generation([self.done] * len(prompts), trace_schema(record_hidden).empty_table())
 
 
 def noop_engine(models, device) -> NoopEngine:
     return NoopEngine()
 
 
+def write_prompts(path: Path, n: int, detect: bool) -> Path:
+    """A JSONL of `n` prompts; with `detect`, no domain column, so every prompt goes through the detector."""
+    with open(path, "w") as f:
+        for i in range(n):
+            row = {"id": f"p{i}", "prompt": f"Write a function that returns the {i}th prime number, with tests."}
+            f.write(json.dumps(row if detect else {**row, "domain": DOMAINS[i % len(DOMAINS)]}) + "\n")
+    return path
+
+
 def bench_scheduler(args: argparse.Namespace) -> dict:
     """End to end, and steady: after the first commit, so without actor start-up."""
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp, "prompts.jsonl")
-        with open(data, "w") as f:
-            for i in range(args.prompts):
-                row = {"id": f"p{i}", "prompt": f"Write a function that returns the {i}th prime number, with tests."}
-                f.write(json.dumps(row if args.detect else {**row, "domain": DOMAINS[i % len(DOMAINS)]}) + "\n")
+        data = write_prompts(Path(tmp, "prompts.jsonl"), args.prompts, args.detect)
         overrides = [f"data.path={data}", f"output.dir={tmp}/out", f"generation.batch_size={args.batch_size}",
                      f"cluster.num_workers={args.workers}"]
         summary = run_job(load_config(None, overrides), make_engine=noop_engine)

@@ -38,6 +38,7 @@ class Tally:
     drafted: int = 0
     accepted: int = 0
     outputs: dict[str, list[int]] = field(default_factory=dict)
+    versions: set[str] = field(default_factory=set)  # policy versions used (a registry may publish mid-run)
 
 
 def load_bench_prompts(path: str | None, limit: int | None) -> list[dict]:
@@ -59,42 +60,50 @@ def domain_batches(rows: list[dict], batch_size: int) -> list[list[dict]]:
     return [rows[i : i + batch_size] for rows in by_domain.values() for i in range(0, len(rows), batch_size)]
 
 
-def run_hf_baseline(engine, spec, batches, config) -> dict[str, Tally]:
+def run_hf_baseline(engine, spec, batch, config, tally: Tally) -> None:
     """transformers' assisted generation on the same prompts, one prompt at a time."""
     configure_assistant(engine.draft, spec)
     s = config.sampling
-    tallies = defaultdict(Tally)
-    for batch in tqdm(batches, desc=spec, leave=False):
-        tally = tallies[batch[0]["domain"]]
-        for row in batch:
-            start = time.perf_counter()
-            tokens = hf_generate(engine.target, engine.draft, row["tokens"], config.max_new_tokens, s.temperature, s.top_k, s.top_p)
-            tally.seconds += time.perf_counter() - start
-            tally.prompts += 1
-            tally.tokens += len(tokens)
-            tally.outputs[row["id"]] = tokens
-    return tallies
-
-
-def run_policy(engine, spec, batches, config, registry, references) -> dict[str, Tally]:
-    if spec.startswith("hf-"):
-        return run_hf_baseline(engine, spec, batches, config)
-    tallies = defaultdict(Tally)
-    for batch in tqdm(batches, desc=spec, leave=False):
-        domain = batch[0]["domain"]
-        refs = [references[r["id"]] for r in batch] if references else None
-        policy = make_policy(spec, domain=domain, registry=registry, references=refs)
+    for row in batch:
         start = time.perf_counter()
-        out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain)
-        tally = tallies[domain]
+        tokens = hf_generate(engine.target, engine.draft, row["tokens"], config.max_new_tokens, s.temperature, s.top_k, s.top_p)
         tally.seconds += time.perf_counter() - start
-        for row, seq in zip(batch, out.sequences):
-            tally.prompts += 1
-            tally.tokens += len(seq.tokens)
-            tally.iterations += seq.iterations
-            tally.drafted += seq.drafted
-            tally.accepted += seq.accepted
-            tally.outputs[row["id"]] = seq.tokens
+        tally.prompts += 1
+        tally.tokens += len(tokens)
+        tally.outputs[row["id"]] = tokens
+
+
+def run_batch(engine, spec, batch, config, registry, references, tally: Tally) -> None:
+    """One batch under one policy, added to that policy's tally for the batch's domain."""
+    if spec.startswith("hf-"):
+        return run_hf_baseline(engine, spec, batch, config, tally)
+    domain = batch[0]["domain"]
+    refs = None if references is None or spec == TARGET else [references[r["id"]] for r in batch]
+    policy = make_policy(spec, domain=domain, registry=registry, references=refs)
+    start = time.perf_counter()
+    out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain, source="bench")
+    tally.seconds += time.perf_counter() - start
+    tally.versions.add(policy.version if policy else "")
+    for row, seq in zip(batch, out.sequences):
+        tally.prompts += 1
+        tally.tokens += len(seq.tokens)
+        tally.iterations += seq.iterations
+        tally.drafted += seq.drafted
+        tally.accepted += seq.accepted
+        tally.outputs[row["id"]] = seq.tokens
+
+
+def run_interleaved(engine, specs, batches, config, registry) -> dict[str, dict[str, Tally]]:
+    """Every batch through every policy in turn (target first, whose output the oracle needs), so a
+    change in machine load during the run hits all policies alike instead of whichever ran then."""
+    tallies = {spec: defaultdict(Tally) for spec in specs}
+    references = {}
+    for batch in tqdm(batches, desc="bench batches"):
+        for spec in specs:
+            tally = tallies[spec][batch[0]["domain"]]
+            run_batch(engine, spec, batch, config, registry, references, tally)
+            if spec == TARGET:
+                references.update((r["id"], tally.outputs[r["id"]]) for r in batch)
     return tallies
 
 
@@ -105,6 +114,7 @@ def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
         for name in ("seconds", "prompts", "tokens", "iterations", "drafted", "accepted"):
             setattr(total, name, getattr(total, name) + getattr(t, name))
         total.outputs.update(t.outputs)
+        total.versions |= t.versions
     return {**tallies, "all": total} if len(tallies) > 1 else {"all": total}
 
 
@@ -117,6 +127,7 @@ def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally],
         rows.append(
             {
                 "policy": spec,
+                "policy_version": ",".join(sorted(t.versions)),
                 "domain": domain,
                 "n_prompts": t.prompts,
                 "n_tokens": t.tokens,
@@ -163,16 +174,12 @@ def run_bench(
     config = GenerationConfig(max_new_tokens=max_new_tokens, sampling=sampling)
     specs = [TARGET] + [p for p in policies if p != TARGET]
     warm = GenerationConfig(max_new_tokens=8, sampling=sampling)
-    first = batches[0][:1]
     for spec in specs:  # warm-up: first-call overheads and cost calibration stay out of the timings
         if spec != "oracle":
-            run_policy(engine, spec, [first], warm, registry, None)
-    baseline = run_policy(engine, TARGET, batches, config, registry, None)
-    references = {i: toks for t in baseline.values() for i, toks in t.outputs.items()}
-    baseline = summarise(baseline)
-    table = bench_rows(TARGET, baseline, baseline, sampling.greedy)
-    for spec in specs[1:]:
-        table += bench_rows(spec, summarise(run_policy(engine, spec, batches, config, registry, references)), baseline, sampling.greedy)
+            run_batch(engine, spec, batches[0][:1], warm, registry, None, Tally())
+    tallies = run_interleaved(engine, specs, batches, config, registry)
+    baseline = summarise(tallies[TARGET])
+    table = [row for spec in specs for row in bench_rows(spec, summarise(tallies[spec]), baseline, sampling.greedy)]
     return {
         "device": device_name(pair.target),
         "target": pair.target_ref,

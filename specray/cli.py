@@ -5,7 +5,7 @@ import sys
 
 from specray.analysis.report import add_report_parser
 from specray.bench import add_bench_parser
-from specray.distributed.cli import add_generate_parser
+from specray.distributed.cli import add_generate_parser, add_label_parser
 from specray.domains.cli import add_detect_parser
 from specray.training.distill import add_distill_parser
 from specray.training.retrain import add_retrain_parser
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(subparsers)
     add_detect_parser(subparsers)
     add_generate_parser(subparsers)
+    add_label_parser(subparsers)
     add_report_parser(subparsers)
     add_retrain_parser(subparsers)
     add_distill_parser(subparsers)

@@ -88,6 +88,13 @@ class PolicyConfig:
 
 
 @dataclass
+class LabelConfig:
+    """`specray label` only: how far every round drafts, so every round is labelled to the same depth."""
+
+    depth: int = 8
+
+
+@dataclass
 class ClusterConfig:
     address: Optional[str] = None  # None = a local ray.init()
     num_workers: int = 1
@@ -110,6 +117,7 @@ class JobConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -218,6 +226,7 @@ def _config_problems(cfg: JobConfig) -> list[str]:
         *_models_problems(cfg.models),
         *_generation_problems(cfg.generation),
         *_policy_problems(cfg.policy),
+        *_check("label.depth", cfg.label.depth >= 1, "an integer >= 1", cfg.label.depth),
         *_cluster_problems(cfg.cluster),
         *_output_problems(cfg.output),
         *_check("run_id", RUN_ID.fullmatch(cfg.run_id or ""), "letters, digits, '.', '_' or '-'", cfg.run_id),

@@ -5,9 +5,12 @@ Kept free of torch so that training and analysis can read traces without importi
 
 import pyarrow as pa
 
+TRACE_SOURCES = ("generate", "label", "bench")  # what produced a trace row: its `source`
+
 TRACE_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
+        ("source", pa.string()),  # one of TRACE_SOURCES
         ("prompt_id", pa.string()),
         ("domain", pa.string()),
         ("iteration", pa.int32()),  # 0-based draft/verify round within the prompt
@@ -29,6 +32,17 @@ TRACE_SCHEMA = pa.schema(
         ("verify_ms", pa.float32()),  # wall time of this round's verification (whole batch)
     ]
 )
+
+HIDDEN_FIELD = pa.field("hidden", pa.list_(pa.float32()))  # the draft's last hidden state behind the token
+
+# Label runs only: hidden states cost 4 bytes x the draft's hidden size per row, more than the rest of the row.
+LABEL_TRACE_SCHEMA = TRACE_SCHEMA.append(HIDDEN_FIELD)
+
+
+def trace_schema(hidden: bool) -> pa.Schema:
+    """The trace schema of a run that records hidden states (label runs) or not."""
+    return LABEL_TRACE_SCHEMA if hidden else TRACE_SCHEMA
+
 
 RESULT_SCHEMA = pa.schema(
     [

@@ -48,6 +48,27 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
+def pair(tmp_path_factory):
+    """A tiny target and a draft close to it, saved where Ray workers can load them by path."""
+    root, tokenizer = tmp_path_factory.mktemp("pair"), tiny_tokenizer()
+    target = tiny_llama(seed=0, dtype=torch.float32, eos_boost=1.5)
+    for name, model in (("target", target), ("draft", perturbed(target, noise=0.05))):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    return root / "target", root / "draft"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance for one test module (`pytestmark = pytest.mark.usefixtures("local_ray")`)."""
+    import ray  # only the modules that use it pay for the import
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def target():
     return tiny_llama(seed=0)
 

@@ -7,6 +7,9 @@ import pytest
 from conftest import perturbed, tiny_llama, tiny_tokenizer
 from specray.bench import split_policies
 from specray.cli import main
+from specray.policies.artifacts import ArtifactError
+from specray.policies.disco import FEATURES, DiscoClassifier
+from specray.policies.registry import publish
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,21 @@ def test_bench_sampling_has_no_identity_check(pair_dirs, prompts_file, tmp_path)
     rows = json.loads(out.read_text())["rows"]
     assert {r["identical_to_target"] for r in rows} == {None}
     assert all(r["n_prompts"] <= 4 for r in rows)
+
+
+def test_bench_loads_the_newest_registry_version_and_names_a_corrupt_file(pair_dirs, prompts_file, tmp_path):
+    registry, out = tmp_path / "registry", tmp_path / "bench.json"
+    for _ in range(2):
+        publish(registry, "disco", {"global": (DiscoClassifier(hidden=4).state_dict(), {"kind": "disco", "features": FEATURES})})
+    args = ["bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"), "--prompts", str(prompts_file),
+            "--policies", "disco:cost=off", "--max-new-tokens", "4", "--limit", "3", "--dtype", "float64",
+            "--policy-registry", str(registry), "--out", str(out)]
+    assert main(args) == 0
+    versions = {r["policy"]: r["policy_version"] for r in json.loads(out.read_text())["rows"]}
+    assert versions == {"target": "", "disco:cost=off": "v0002"}  # every domain without a model of its own: global
+    (registry / "disco" / "v0002" / "global.safetensors").write_bytes(b"\0" * 40)
+    with pytest.raises(ArtifactError, match="v0002/global.safetensors"):
+        main(args)
 
 
 def test_bad_prompt_rows_fail_the_benchmark_loudly(pair_dirs, tmp_path):

@@ -92,6 +92,7 @@ def test_unknown_domain_under_per_domain():
         ("data.truncate=right", "data.truncate", "left"),
         ("generation.stop=END", "generation.stop", "list"),
         ("policy.per_domain.code.k_max=many", "policy.per_domain.code.k_max", "Integer"),
+        ("label.depth=deep", "label.depth", "Integer"),
     ],
 )
 def test_wrong_types(override, key, expected):
@@ -113,6 +114,7 @@ def test_wrong_types(override, key, expected):
         ("cluster.batch_timeout_s=0", "cluster.batch_timeout_s"),
         ("cluster.max_retries=-1", "cluster.max_retries"),
         ("output.rows_per_file=0", "output.rows_per_file"),
+        ("label.depth=0", "label.depth"),
     ],
 )
 def test_sizes_must_be_positive(override, key):

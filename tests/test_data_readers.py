@@ -70,6 +70,7 @@ def test_jsonl_every_bad_row_kind(tmp_path):
         {"id": ["x"], "prompt": "list id"},
         {"id": "dom", "prompt": "x", "domain": "poetry"},
         {"id": "dom2", "prompt": "x", "domain": 3},
+        {"id": "empty", "prompt": "valid, but its id belongs to an error row already"},
     ])
     rows, errors = read_all(path)
     assert [r.id for r in rows] == ["ok"]
@@ -78,13 +79,13 @@ def test_jsonl_every_bad_row_kind(tmp_path):
     assert "null or NaN" in got["null"] and "null or NaN" in got["nan"]
     assert "must be a string" in got["number"] and "must be a string" in got["list"]
     assert "missing prompt column" in got["nocol"]
-    assert "duplicate id 'ok'" in got["ok"]
+    assert "duplicate id 'ok'" in got["line:9"] and "duplicate id 'empty'" in got["line:19"]  # ids stay unique
     assert "UTF-8" in got["line:10"]
     assert "not valid JSON" in got["line:11"]
     assert "not an object" in got["line:12"] and "not an object" in got["line:13"]
     assert all("string or an integer" in got[f"line:{n}"] for n in (14, 15, 16))
     assert "unknown domain" in got["dom"] and "unknown domain" in got["dom2"]
-    assert len(errors) == 17
+    assert len(errors) == 18
     assert {e.source for e in errors} == {str(path)}
 
 
@@ -140,7 +141,7 @@ def test_parquet_rows_and_errors(tmp_path):
     rows, errors = read_all(path)
     assert rows == [PromptRow("a", "one", "math", 0), PromptRow("row:4", "no id", "logic", 4)]
     got = reasons(errors)
-    assert "empty" in got["b"] and "null" in got["c"] and "duplicate" in got["a"] and "unknown domain" in got["e"]
+    assert "empty" in got["b"] and "null" in got["c"] and "duplicate" in got["row:3"] and "unknown domain" in got["e"]
 
 
 def test_parquet_without_id_column_and_non_string_prompts(tmp_path):
@@ -157,6 +158,28 @@ def test_parquet_bad_id_type(tmp_path):
     pq.write_table(pa.table({"id": [1.5], "prompt": ["x"]}), path)
     _, errors = read_all(path)
     assert errors[0].id == "row:0" and "string or an integer" in errors[0].reason
+
+
+@pytest.mark.parametrize(
+    "column, values, reason",
+    [
+        ("prompt", pa.array([b"\xff\xfe not UTF-8"], pa.binary()), "must be a string, got bytes"),
+        ("prompt", pa.array([["a", "list"]]), "must be a string, got list"),
+        ("prompt", pa.array([{"text": "a struct"}]), "must be a string, got dict"),
+        ("prompt", pa.array([None], pa.null()), "missing (null or NaN)"),
+        ("id", pa.array([True]), "string or an integer, got bool"),
+        ("id", pa.array([math.nan]), "string or an integer, got float nan"),
+        ("id", pa.array([b"\xff"], pa.binary()), "string or an integer, got bytes"),
+        ("id", pa.array([{"k": 1}]), "string or an integer, got dict"),
+        ("id", pa.array([0], pa.timestamp("s")), "string or an integer, got datetime"),
+        ("domain", pa.array([3]), "unknown domain int 3"),
+    ],
+)
+def test_parquet_odd_types_are_error_rows(tmp_path, column, values, reason):
+    columns = {"id": pa.array(["x"]), "prompt": pa.array(["fine"]), "domain": pa.array(["chat"]), column: values}
+    pq.write_table(pa.table(columns), tmp_path / "p.parquet")
+    rows, (error,) = read_all(tmp_path / "p.parquet")
+    assert rows == [] and reason in error.reason
 
 
 def test_parquet_int_ids_become_strings(tmp_path):
@@ -237,6 +260,15 @@ def test_hf_dataset_dict_is_rejected(tmp_path):
     datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(DatasetError, match=r"dd.*DatasetDict"):
         read_all(tmp_path / "dd")
+
+
+@pytest.mark.parametrize("marker", ["state.json", "dataset_info.json"])
+def test_dir_that_only_looks_like_a_hf_dataset_fails(tmp_path, marker):
+    pytest.importorskip("datasets")
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / marker).write_text("{not json")
+    with pytest.raises(DatasetError, match=r"ds: not a readable `datasets` directory"):
+        read_all(tmp_path / "ds")
 
 
 def test_hf_dataset_without_prompt_column_fails(tmp_path):

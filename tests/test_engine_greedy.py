@@ -7,7 +7,7 @@ from conftest import EOS, random_prompts, reference_greedy
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.policies.cost import CostModel
 from specray.policies.factory import make_policy
-from specray.schema import TRACE_SCHEMA
+from specray.schema import LABEL_TRACE_SCHEMA, TRACE_SCHEMA
 
 MAX_NEW = 24
 GREEDY_SPECS = ["target", "static:1", "static:4", "heuristic:cost=off", "confidence:cost=off", "confidence:0.6,refit=true,cost=off"]
@@ -57,11 +57,26 @@ def test_speculation_happens_and_traces_add_up(engine, prompts, spec):
     assert sum(table.column("accepted").to_pylist()) == accepted
     rows = table.to_pylist()
     assert {r["domain"] for r in rows} == {"code"} and {r["run_id"] for r in rows} == {"r1"}
+    assert {r["source"] for r in rows} == {"generate"}
     for r in rows:
         assert r["evaluated"] or not r["accepted"]
         assert 1 <= r["depth"] <= r["lookahead"]
         assert r["accept_prob"] == pytest.approx(min(1.0, r["target_prob"] / r["draft_prob"]), rel=1e-5)
         assert len(r["topk_probs"]) == 10
+
+
+def test_label_traces_keep_the_drafts_hidden_state_behind_each_token(engine, draft, prompts, references):
+    config = GenerationConfig(max_new_tokens=MAX_NEW)
+    out = engine.generate(prompts, make_policy("static:4"), config, source="label", record_hidden=True)
+    assert [s.tokens for s in out.sequences] == references
+    table = out.traces
+    assert table.schema == LABEL_TRACE_SCHEMA and set(table["source"].to_pylist()) == {"label"}
+    assert {len(h) for h in table["hidden"].to_pylist()} == {draft.config.hidden_size}
+    first_round = [r for r in table.to_pylist() if r["prompt_id"] == "0" and r["iteration"] == 0]
+    for r in first_round[:2]:  # depth 1 comes from the prompt, depth 2 from the prompt plus the first draft token
+        drafted = [f["draft_token"] for f in first_round[: r["depth"] - 1]]
+        state = draft(torch.tensor([prompts[0] + drafted]), output_hidden_states=True).hidden_states[-1][0, -1]
+        assert torch.allclose(torch.tensor(r["hidden"]), state.float(), atol=1e-4)
 
 
 def test_oracle_drafts_exactly_what_the_target_accepts(engine, prompts, references):

@@ -1,101 +1,30 @@
 """The generation job on a local Ray instance with tiny models: end to end with two CPU workers, bad
 rows, a poison row, a worker killed mid-run, and a driver SIGKILLed mid-run then resumed."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
 import ray
-import ray.cloudpickle
 import torch
 
-from conftest import perturbed, tiny_llama, tiny_tokenizer
+from conftest import tiny_llama, tiny_tokenizer
+from jobkit import MAX_NEW, assert_exactly_once, config, good_rows, manifest_commits, wrapped_engine, write_jsonl
 from specray.config import load_config
 from specray.distributed.job import run_job
-from specray.distributed.runner import load_engine
-from specray.distributed.sink import MANIFEST, read_errors, read_results, read_traces
+from specray.distributed.sink import read_errors, read_results, read_traces
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.models import encode_prompt
 
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+pytestmark = pytest.mark.usefixtures("local_ray")
 REPO = Path(__file__).resolve().parents[1]
-MAX_NEW = 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    """A tiny target and a draft close to it, saved where Ray workers can load them by path."""
-    root, tokenizer = tmp_path_factory.mktemp("pair"), tiny_tokenizer()
-    target = tiny_llama(seed=0, dtype=torch.float32, eos_boost=1.5)
-    for name, model in (("target", target), ("draft", perturbed(target, noise=0.05))):
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
-    return root / "target", root / "draft"
-
-
-def prompt(i: int) -> str:
-    return " ".join(f"w{3 + (i * 7 + j * 11) % 60}" for j in range(3 + i % 9))
-
-
-def good_rows(n: int, prefix: str = "g") -> list[dict]:
-    """Rows with an explicit domain, and every fourth without one (so the detector decides)."""
-    domains = ("code", "math", "chat")
-    return [{"id": f"{prefix}{i}", "prompt": prompt(i), **({} if i % 4 == 3 else {"domain": domains[i % 3]})} for i in range(n)]
-
-
-def write_jsonl(path: Path, rows: list[dict], raw: tuple[bytes, ...] = ()) -> Path:
-    with open(path, "wb") as f:
-        for r in rows:
-            f.write(json.dumps(r).encode() + b"\n")
-        for line in raw:
-            f.write(line + b"\n")
-    return path
-
-
-def config(pair, data: Path, out: Path, *overrides: str):
-    target, draft = pair
-    return load_config(None, [f"models.target={target}", f"models.draft={draft}", f"data.path={data}",
-                              f"output.dir={out}", f"generation.max_new_tokens={MAX_NEW}", *overrides])
-
-
-def assert_exactly_once(out: Path, ids: set[str]) -> None:
-    """Every id once in results, and the traces of exactly those results, summing to their counts."""
-    results, traces = read_results(out), read_traces(out)
-    assert sorted(results["id"].to_pylist()) == sorted(ids)
-    per_prompt = traces.group_by("prompt_id").aggregate([("accepted", "count"), ("accepted", "sum")])
-    got = {p: (n, s) for p, n, s in zip(*(per_prompt[c].to_pylist() for c in ("prompt_id", "accepted_count", "accepted_sum")))}
-    want = {i: (d, a) for i, d, a in zip(*(results[c].to_pylist() for c in ("id", "drafted", "accepted"))) if d}
-    assert got == want
-
-
-class WrappedEngine:
-    """The real engine, slowed down or failing on one prompt id, for tests that need either."""
-
-    def __init__(self, engine, delay_s: float = 0.0, poison: str | None = None):
-        self.engine, self.delay_s, self.poison = engine, delay_s, poison
-
-    def __getattr__(self, name):
-        return getattr(self.engine, name)
-
-    def generate(self, prompts, policy, config, prompt_ids=None, **kwargs):
-        if self.poison in (prompt_ids or []):
-            raise RuntimeError(f"poison row {self.poison}")
-        time.sleep(self.delay_s)
-        return self.engine.generate(prompts, policy, config, prompt_ids=prompt_ids, **kwargs)
 
 
 # ---- end to end with bad rows --------------------------------------------------------------------
@@ -174,7 +103,7 @@ def poisoned(pair, tmp_path_factory):
     rows = [{"id": "poison", "prompt": "w9 w9 w9", "domain": "code"}, *good_rows(7), {"id": "g0", "prompt": "w3 w4"}]
     data = write_jsonl(tmp / "prompts.jsonl", rows)
     cfg = config(pair, data, tmp / "out", "cluster.num_workers=1", "generation.batch_size=4", "cluster.max_retries=1")
-    return cfg, run_job(cfg, make_engine=lambda models, device: WrappedEngine(load_engine(models, device), poison="poison"))
+    return cfg, run_job(cfg, make_engine=partial(wrapped_engine, poison="poison"))
 
 
 def test_a_poison_row_fails_alone_and_its_batch_still_completes(poisoned):
@@ -186,17 +115,10 @@ def test_a_poison_row_fails_alone_and_its_batch_still_completes(poisoned):
     assert summary["failed_batches"] == 4  # the batch twice, then the poison row alone twice
 
 
-@pytest.mark.xfail(strict=True, reason="the reader names a duplicate's error row by the duplicated id, which the "
-                   "sink's exactly-once key then shares with the first occurrence's result (fix: ErrorRow(fallback_id, ...))")
 def test_a_duplicate_id_keeps_its_first_occurrence(poisoned):
     cfg, _ = poisoned
     assert "g0" in read_results(cfg.output.dir)["id"].to_pylist()
     assert any("duplicate id 'g0'" in reason for reason in read_errors(cfg.output.dir)["reason"].to_pylist())
-
-
-def manifest_commits(out: Path) -> int:
-    path = out / MANIFEST
-    return max(0, len(path.read_bytes().splitlines()) - 1) if path.exists() else 0
 
 
 def test_a_killed_worker_is_replaced_and_its_batches_retried(pair, tmp_path):
@@ -211,7 +133,7 @@ def test_a_killed_worker_is_replaced_and_its_batches_retried(pair, tmp_path):
 
     killer = threading.Thread(target=kill_first_worker_after_a_commit, daemon=True)
     killer.start()
-    summary = run_job(cfg, make_engine=lambda models, device: WrappedEngine(load_engine(models, device), delay_s=0.3))
+    summary = run_job(cfg, make_engine=partial(wrapped_engine, delay_s=0.3))
     killer.join(timeout=1)
     assert summary["replaced_workers"] == 1 and summary["failed_batches"] >= 1
     assert_exactly_once(tmp_path / "out", {r["id"] for r in rows})

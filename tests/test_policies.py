@@ -170,6 +170,18 @@ def test_registry_versions_latest_and_global_fallback(tmp_path):
     assert not list((tmp_path / "disco").glob(".staging-*"))
 
 
+@pytest.mark.parametrize("latest, domain", [("../../../outside", "code"), ("v0001/../../x", "code"), ("v0001", "../code"),
+                                            ("v0001", "code/../../x"), ("v0001", "")])
+def test_registry_paths_stay_inside_the_registry(tmp_path, latest, domain):
+    publish(tmp_path / "registry", "disco", {"global": disco_weights(1.0)})
+    (tmp_path / "registry" / "disco" / "LATEST").write_text(latest)
+    with pytest.raises(ArtifactError, match="not a valid name"):
+        artifact_stem(tmp_path / "registry", "disco", domain)
+    with pytest.raises(ArtifactError, match="not a valid name"):
+        publish(tmp_path / "registry", "disco", {"../evil": disco_weights(1.0)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry"]
+
+
 def test_registry_without_the_policy_is_a_clear_error(tmp_path):
     with pytest.raises(ArtifactError, match="LATEST"):
         make_policy("specdecpp", registry=str(tmp_path))

@@ -16,7 +16,7 @@ from specray.analysis.load import load_runs
 from specray.analysis.metrics import compute_metrics
 from specray.analysis.report import add_report_parser, write_report
 from specray.distributed.sink import RunMeta, RunSink
-from specray.schema import RESULT_SCHEMA, TRACE_SCHEMA
+from specray.schema import LABEL_TRACE_SCHEMA, RESULT_SCHEMA, TRACE_SCHEMA
 
 
 def rounds(prompt, domain, policy, version, spec):
@@ -25,7 +25,7 @@ def rounds(prompt, domain, policy, version, spec):
     for iteration, position, tokens in spec:
         for depth, (accepted, evaluated, entropy) in enumerate(tokens, start=1):
             rows.append({
-                "run_id": "r", "prompt_id": prompt, "domain": domain, "iteration": iteration, "depth": depth,
+                "run_id": "r", "source": "generate", "prompt_id": prompt, "domain": domain, "iteration": iteration, "depth": depth,
                 "gen_position": position + depth - 1, "draft_token": 7, "draft_prob": 0.5, "target_prob": 0.5,
                 "accept_prob": 1.0, "accepted": accepted, "evaluated": evaluated, "entropy": entropy,
                 "topk_probs": [0.5], "policy": policy, "policy_version": version, "lookahead": len(tokens),
@@ -169,6 +169,22 @@ def test_no_oracle_no_target_and_empty_domain(tmp_path):
     assert m["all"]["oracle_sl"] is None
     assert m["all"]["entropy_acceptance_pearson"]["rho"] is None  # constant entropy
     assert m["all"]["policies"]["static:3"]["speedup"] is None  # no target-only run to compare with
+
+
+def test_a_label_runs_rows_are_its_static_policys_drafts_and_its_rounds_oracle_lengths(tmp_path):
+    """Counted like any policy's drafts, read without their hidden states; each round's accepted count
+    is an oracle stopping length (here 1, then 3 = the label depth)."""
+    first, second = [(T, T, 1.0), (F, T, 1.0), (F, F, 1.0)], [(T, T, 1.0), (T, T, 1.0), (T, T, 1.0)]
+    spec = [(0, 0, first), (1, 2, second)]
+    traces = [{**r, "source": "label", "hidden": [0.5] * 4} for r in rounds("a", "code", "static:3", "builtin", spec)]
+    with RunSink(tmp_path / "label", RunMeta("label", "t", "d", hidden_states=True)) as sink:
+        sink.commit(pa.Table.from_pylist([result("a", "code", "static:3", "builtin", 6, 100, 2, 4)], RESULT_SCHEMA),
+                    pa.Table.from_pylist(traces, LABEL_TRACE_SCHEMA))
+    traces, results = load_runs([str(tmp_path / "label")])
+    assert "hidden" not in traces.column_names
+    m = compute_metrics(traces, results)["all"]
+    assert m["acceptance_rate"] == pytest.approx(4 / 5)
+    assert m["oracle_sl"] == {"mean": 2.0, "std": 1.0, "iterations": 2, "histogram": {"1": 1, "3": 1}}
 
 
 def test_report_renders_with_images(runs, tmp_path):

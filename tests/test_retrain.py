@@ -44,7 +44,7 @@ def synthetic_traces(rounds: int, seed: int, run_id: str, with_hidden: bool = Fa
             rest = (1 - top1[j]) * np.array([0.5**i for i in range(1, 10)]) / sum(0.5**i for i in range(1, 10))
             topk = np.concatenate([[top1[j]], rest]).astype(np.float32)
             row = {
-                "run_id": run_id, "prompt_id": f"{prefix}{r // 4}", "iteration": r % 4, "depth": j + 1,
+                "run_id": run_id, "source": "label", "prompt_id": f"{prefix}{r // 4}", "iteration": r % 4, "depth": j + 1,
                 "gen_position": j, "draft_token": 5, "draft_prob": float(top1[j]), "target_prob": float(top1[j] * p_accept[j]),
                 "accept_prob": float(p_accept[j]), "accepted": j < n_acc, "evaluated": j <= n_acc,
                 "entropy": float(-(topk * np.log(topk + 1e-9)).sum()), "topk_probs": topk.tolist(), "policy": "static:8",
@@ -157,7 +157,7 @@ def test_cli_entrypoint_skips_quickly(traces, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["retrained"] is False
 
 
-def test_corrupt_and_drifted_files_are_skipped(traces, tmp_path):
+def test_corrupt_and_drifted_files_are_skipped(traces, tmp_path, caplog):
     root = tmp_path / "run"
     shutil.copytree(traces, root)
     (root / "traces" / "domain=code" / "garbage.parquet").write_bytes(b"PAR1 not really parquet")
@@ -166,6 +166,7 @@ def test_corrupt_and_drifted_files_are_skipped(traces, tmp_path):
     write(table.set_column(depth, "depth", table["depth"].cast(pa.float64())), root, "math", "drifted")
     report = retrain([root], tmp_path / "registry", min_rows=1000, steps=20)
     assert report["retrained"] and len(report["skipped_files"]) == 2
+    assert "2 trace file(s) skipped as corrupt or schema-drifted" in caplog.text
     assert "run-c" not in report["data"]["runs"]
     assert not retrain([root], tmp_path / "registry", if_new_traces=1)["retrained"]  # a bad file never retriggers
 

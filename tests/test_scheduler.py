@@ -2,6 +2,8 @@
 prompt fitting, the worker pool's bookkeeping, and one batch through a real (tiny) engine."""
 
 import pickle
+from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
@@ -20,6 +22,8 @@ from specray.distributed.scheduler import after_failure, shard, skip_committed
 from specray.distributed.specs import domain_policy, format_spec
 from specray.distributed.worker import worker_device
 from specray.engine.speculative import SpeculativeEngine
+from specray.policies.disco import FEATURES, DiscoClassifier
+from specray.policies.registry import publish
 from specray.policies.spec import parse_spec
 from specray.schema import ERROR_SCHEMA, RESULT_SCHEMA
 
@@ -108,16 +112,40 @@ def test_knobs_a_policy_lacks_are_config_errors():
         domain_policy(policy_config("policy.default=disco"), "chat")
 
 
+def publish_disco(registry, domains=("global",)) -> str:
+    weights = DiscoClassifier(hidden=4).state_dict()
+    return publish(registry, "disco", {d: (weights, {"kind": "disco", "features": FEATURES}) for d in domains})
+
+
 def test_learned_policies_are_pinned_to_the_registry_version(tmp_path):
+    publish_disco(tmp_path)
+    publish_disco(tmp_path, domains=("global", "math"))
     version_dir = tmp_path / "disco" / "v0002"
-    version_dir.mkdir(parents=True)
-    (version_dir / "global.json").write_text("{}")
-    (tmp_path / "disco" / "LATEST").write_text("v0002")
     policy = domain_policy(policy_config("policy.default=disco", f"policy.registry={tmp_path}",
                                          "policy.per_domain.code.threshold=0.25"), "code")
-    assert policy.version == "v0002"
+    assert policy.version == "v0002"  # the newest version; code has no model of its own, so the global one
     assert parse_spec(policy.spec) == ("disco", {"tau": 0.25, "path": str(version_dir / "global")})
+    math = domain_policy(policy_config("policy.default=disco", f"policy.registry={tmp_path}"), "math")
+    assert parse_spec(math.spec)[1]["path"] == str(version_dir / "math")
     assert format_spec("static", {}) == "static"
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("no_latest", "LATEST"), ("corrupt_weights", "global.safetensors"), ("bad_json", "global.json"),
+    ("no_file", "absent.safetensors"),
+])
+def test_a_missing_or_corrupt_artifact_fails_before_the_job_starts_naming_the_file(tmp_path, damage, named):
+    publish_disco(tmp_path)
+    stem = tmp_path / "disco" / "v0001" / "global"
+    if damage == "no_latest":
+        (tmp_path / "disco" / "LATEST").unlink()
+    if damage == "corrupt_weights":
+        Path(f"{stem}.safetensors").write_bytes(b"\0" * 40)
+    if damage == "bad_json":
+        Path(f"{stem}.json").write_text("{not json")
+    spec = f"disco:path={tmp_path / 'absent'}" if damage == "no_file" else "disco"
+    with pytest.raises(ConfigError, match=f"policy.per_domain.chat: .*{named}"):
+        domain_policy(policy_config(f"policy.default={spec}", f"policy.registry={tmp_path}"), "chat")
 
 
 def test_fit_prompt_checks_the_window_and_truncates_left_when_asked():
@@ -142,11 +170,25 @@ def test_config_file_or_first_override():
     assert config_and_overrides(None, []) == (None, [])
 
 
-def test_pool_prefers_the_least_loaded_worker_and_avoids_the_failed_one(monkeypatch):
-    killed = []
+class FakeWorker(str):
+    """A worker handle named `w<slot>.<generation>`; `ready.remote()` gives the ref `ready <name>`."""
+
+    @property
+    def ready(self):
+        return SimpleNamespace(remote=lambda: f"ready {self}")
+
+
+def fake_pool(monkeypatch, loaded: set[str]) -> tuple[WorkerPool, list, list]:
+    """A pool of FakeWorkers; `loaded` holds the `ready` refs that ray.wait finds done. (pool, spawned, killed)"""
+    killed, spawned = [], []
     monkeypatch.setattr(pool_module.ray, "kill", killed.append)
-    spawned = []
-    pool = WorkerPool(lambda slot, gen: spawned.append((slot, gen)) or f"w{slot}.{gen}", size=2, max_in_flight=2)
+    monkeypatch.setattr(pool_module.ray, "wait", lambda refs, timeout: ([r for r in refs if r in loaded], []))
+    pool = WorkerPool(lambda slot, gen: spawned.append((slot, gen)) or FakeWorker(f"w{slot}.{gen}"), size=2, max_in_flight=2)
+    return pool, spawned, killed
+
+
+def test_pool_prefers_the_least_loaded_worker_and_avoids_the_failed_one(monkeypatch):
+    pool, spawned, killed = fake_pool(monkeypatch, loaded=set())
     a = pool.acquire(now=0.0)
     b = pool.acquire(now=0.0)
     assert {a.slot, b.slot} == {0, 1}
@@ -162,6 +204,18 @@ def test_pool_prefers_the_least_loaded_worker_and_avoids_the_failed_one(monkeypa
     assert pool.slots[1].in_flight == 0 and pool.replaced == 1
     pool.replace(a)
     assert spawned[-1] == (0, 1) and killed[-1] == "w0.0" and pool.replaced == 2
+    assert pool.was_hung(b) and not pool.was_hung(a)
+
+
+def test_a_replacement_loading_its_models_is_not_hung(monkeypatch):
+    loaded = set()
+    pool, _, killed = fake_pool(monkeypatch, loaded)
+    pool.replace(pool.acquire(now=0.0))  # slot 0's worker died: w0.1 starts loading
+    pool.acquire(now=0.0)  # work queues on the loading worker
+    assert pool.replace_hung(now=100.0, timeout_s=10) == 0
+    loaded.add("ready w0.1")
+    assert pool.replace_hung(now=105.0, timeout_s=10) == 0  # loaded at 105: the clock starts there
+    assert pool.replace_hung(now=116.0, timeout_s=10) == 1 and killed == ["w0.0", "w0.1"]
 
 
 def test_runner_turns_a_batch_into_rows_and_errors_too_long_prompts():

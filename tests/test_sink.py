@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from specray.distributed.sink import (
     read_results,
     read_traces,
 )
-from specray.schema import ERROR_SCHEMA, RESULT_SCHEMA, TRACE_SCHEMA
+from specray.schema import ERROR_SCHEMA, HIDDEN_FIELD, LABEL_TRACE_SCHEMA, RESULT_SCHEMA, TRACE_SCHEMA
 
 META = RunMeta(run_id="run-1", target="tgt", draft="drf", config_yaml="models:\n  target: tgt\n")
 TRACES_PER_ID = 3
@@ -43,7 +44,8 @@ def batch(ids: list[str], domain: str = "code") -> tuple[pa.Table, pa.Table]:
     m = len(rows)
     traces = pa.table(
         {
-            "run_id": ["run-1"] * m, "prompt_id": [i for i, _ in rows], "domain": [domain] * m, "iteration": [0] * m,
+            "run_id": ["run-1"] * m, "source": ["generate"] * m, "prompt_id": [i for i, _ in rows], "domain": [domain] * m,
+            "iteration": [0] * m,
             "depth": [d for _, d in rows], "gen_position": [d - 1 for _, d in rows], "draft_token": [7] * m,
             "draft_prob": [0.5] * m, "target_prob": [0.25] * m, "accept_prob": [0.5] * m, "accepted": [True] * m,
             "evaluated": [True] * m, "entropy": [1.0] * m, "topk_probs": [[0.5, 0.25]] * m, "policy": ["static:4"] * m,
@@ -163,6 +165,27 @@ def test_schema_version_change_is_incompatible(tmp_path):
         RunSink(tmp_path, META)
 
 
+def test_label_runs_commit_hidden_states_with_their_trace_rows(tmp_path):
+    results, traces = batch(["a", "b"])
+    hidden = pa.array([[float(i)] * 4 for i in range(traces.num_rows)], HIDDEN_FIELD.type)
+    with RunSink(tmp_path / "generate", META) as sink:
+        with pytest.raises(ValueError, match=r"unexpected columns \['hidden'\]"):
+            sink.commit(results, traces.append_column(HIDDEN_FIELD, hidden))
+    with RunSink(tmp_path / "label", RunMeta(**{**META.__dict__, "hidden_states": True})) as sink:
+        with pytest.raises(ValueError, match=r"missing columns \['hidden'\]"):
+            sink.commit(results, traces)
+        sink.commit(results, traces.append_column(HIDDEN_FIELD, hidden))
+    stored = read_traces(tmp_path / "label")
+    assert stored.schema == LABEL_TRACE_SCHEMA and stored["hidden"].to_pylist() == hidden.to_pylist()
+    assert read_traces(tmp_path / "label", columns=["prompt_id", "depth"]).column_names == ["prompt_id", "depth"]
+    group = pq.ParquetFile(next((tmp_path / "label" / "traces").rglob("*.parquet"))).metadata.row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}
+    assert "BYTE_STREAM_SPLIT" in encodings["hidden.list.element"]  # raw floats: split streams, no dictionary
+    assert "hidden" not in read_traces(tmp_path / "generate").column_names
+    with pytest.raises(SinkError, match="hidden_states True != False"):
+        RunSink(tmp_path / "label", META)  # a generate run cannot resume a label run's dir, nor the reverse
+
+
 def test_data_without_manifest_is_refused(tmp_path):
     (tmp_path / "results").mkdir()
     pq.write_table(batch(["a"])[0], tmp_path / "results" / "foreign.parquet")
@@ -214,6 +237,16 @@ def test_manifest_paths_are_confined_to_out_dir(tmp_path):
     manifest.write_text(manifest.read_text().splitlines()[0] + "\n" + json.dumps(record) + "\n")
     with pytest.raises(ManifestError, match="outside"):
         read_results(tmp_path)
+
+
+def test_ids_never_become_file_names(tmp_path):
+    hostile = ["../../escape", "/etc/passwd", "a/b", "domain=math", "..", "nul\0byte", "x" * 5000]
+    with RunSink(tmp_path / "out", META) as sink:
+        sink.commit(*batch(hostile[:4]), errors(hostile[4:]))
+    assert ids_of(read_results(tmp_path / "out")) + ids_of(read_errors(tmp_path / "out")) == sorted(hostile[:4]) + sorted(hostile[4:])
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    names = [p.name for p in (tmp_path / "out").rglob("*.parquet")]
+    assert len(names) == 3 and all(re.fullmatch(r"part-\d{6}-\d{3}-[0-9a-f]{8}\.parquet", n) for n in names)
 
 
 def test_failed_manifest_append_stops_the_sink_until_reopened(tmp_path, monkeypatch):

@@ -40,6 +40,7 @@ def synthesize_run(out_dir: Path, rows: int, seed: int = 0) -> int:
     accepted = depth <= n_acc[row_iter]
     traces = pa.table({
         "run_id": np.full(len(row_iter), "bench"),
+        "source": np.full(len(row_iter), "generate"),
         "prompt_id": np.char.add("p", prompt[row_iter].astype(str)),
         "domain": np.array(DOMAINS)[prompt[row_iter] % len(DOMAINS)],
         "iteration": np.tile(np.arange(ITERATIONS), len(drafting))[row_iter],

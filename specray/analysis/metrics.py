@@ -54,7 +54,7 @@ def scope_metrics(traces: pa.Table, results: pa.Table, seed: int, resamples: int
             _np(drafts, "entropy"), accepted, evaluated, prompt_clusters(drafts), seed, resamples
         ),
         "chosen_lookahead": distribution(_np(drafts, "lookahead")[first]),
-        "oracle_sl": distribution(oracle_sl(oracle, results)),
+        "oracle_sl": distribution(np.concatenate([oracle_sl(oracle, results), label_sl(drafts)])),
         "policies": policy_table(drafts, results),
         "policy_versions": policy_versions(traces, results),
     }
@@ -132,6 +132,17 @@ def oracle_sl(oracle: pa.Table, results: pa.Table) -> np.ndarray:
     oracle_results = _where(results, "policy", ORACLE_POLICY)
     zeros = max(0, int(pc.sum(oracle_results["iterations"]).as_py() or 0) - int(first.sum()))
     return np.concatenate([lengths, np.zeros(zeros, np.int64)])
+
+
+def label_sl(drafts: pa.Table) -> np.ndarray:
+    """A label run drafts a fixed K every round and, greedy, accepts exactly the oracle's tokens: each
+    round's accepted count is the oracle's stopping length, censored at K."""
+    label = _where(drafts, "source", "label")
+    if not label.num_rows:
+        return np.zeros(0, np.int64)
+    label = label.set_column(label.schema.get_field_index("accepted"), "accepted", pc.cast(label["accepted"], pa.int64()))
+    rounds = label.group_by(["run_id", "prompt_id", "iteration"]).aggregate([("accepted", "sum")])
+    return rounds["accepted_sum"].to_numpy().astype(np.int64)
 
 
 def distribution(values: np.ndarray) -> dict[str, Any] | None:

@@ -82,7 +82,7 @@ def normalise_domain(raw) -> tuple[str | None, str | None]:
 
 
 class RowValidator:
-    """Turns raw records into PromptRow/ErrorRow, remembering accepted ids to reject duplicates.
+    """Turns raw records into PromptRow/ErrorRow, remembering the ids seen to reject duplicates.
 
     The id set is the only state that grows with the dataset (one short string per row).
     """
@@ -91,18 +91,18 @@ class RowValidator:
         self.seen: set[str] = set()
 
     def check(self, raw_id, prompt, domain, index: int, fallback_id: str, source: str) -> PromptRow | ErrorRow:
-        """Validate one record; the first valid row with a given id wins, later ones are errors."""
+        """Validate one record; the first record with a given id owns it, later ones are errors under their position."""
         row_id, reason = normalise_id(raw_id, fallback_id)
         if reason:
             return ErrorRow(fallback_id, source, reason)
+        if row_id in self.seen:  # keyed by its position: under its id it would shadow the first occurrence's row
+            return ErrorRow(fallback_id, source, f"duplicate id {row_id!r} (first occurrence kept)")
+        self.seen.add(row_id)  # even when the first occurrence is itself an error row: an id is output once
         reason = prompt_problem(prompt)
         if reason is None:
             domain, reason = normalise_domain(domain)
-        if reason is None and row_id in self.seen:
-            reason = f"duplicate id {row_id!r} (first occurrence kept)"
         if reason:
             return ErrorRow(row_id, source, reason)
-        self.seen.add(row_id)
         return PromptRow(row_id, prompt, domain, index)
 
 

@@ -3,11 +3,15 @@
 Wiring only. The sink opens first, so a locked or foreign output dir fails before any model loads,
 and it decides what a resumed run skips. Workers load their models before the first batch is sent,
 so a bad model ref fails the job at once instead of turning every row into an error.
+
+A label run is this same job with every domain drafting a fixed `label.depth` tokens (`static:K`, never
+cost-gated, so every round is labelled to the same depth) and traces that keep the draft's hidden states.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from itertools import chain
 from typing import Callable
 
@@ -20,7 +24,7 @@ from specray.distributed.pool import WorkerPool
 from specray.distributed.progress import Progress
 from specray.distributed.scheduler import Counts, Scheduler, count_records, dataset_path, plan
 from specray.distributed.sink import RunMeta, RunSink
-from specray.distributed.specs import domain_policy
+from specray.distributed.specs import domain_policy, label_policy
 from specray.distributed.worker import ModelWorker, worker_device
 from specray.domains.detector import DomainDetector
 from specray.schema import DOMAINS
@@ -30,28 +34,30 @@ class JobError(RuntimeError):
     """The job cannot run: its workers could not start."""
 
 
-def run_job(cfg: JobConfig, make_engine: Callable | None = None) -> dict:
+def run_job(cfg: JobConfig, make_engine: Callable | None = None, label: bool = False) -> dict:
     """Generate for every prompt of `cfg.data` not yet committed under `cfg.output.dir`; returns a summary.
 
     `make_engine(models_config, device)` builds each worker's engine; None loads the configured pair.
+    `label`: a labelling run (`specray label`) instead of `specray generate`.
     Joins Ray if it is initialised, else `ray.init(cluster.address)`, and shuts down only what it started.
     """
     worker_device(cfg.models.device, cfg.cluster.gpus_per_worker)  # fail before starting anything
-    policies = {domain: domain_policy(cfg.policy, domain) for domain in DOMAINS}
+    pick = partial(label_policy, cfg.label.depth) if label else partial(domain_policy, cfg.policy)
+    policies = {domain: pick(domain) for domain in DOMAINS}
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=cfg.cluster.address)  # None: RAY_ADDRESS when set (ray job submit), else a local instance
     try:
-        meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg))
+        meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg), hidden_states=label)
         with RunSink(cfg.output.dir, meta, cfg.output.rows_per_file) as sink:
-            return _run(replace(cfg, run_id=sink.run_id), policies, sink, make_engine)
+            return _run(replace(cfg, run_id=sink.run_id), policies, sink, make_engine, label)
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | None) -> dict:
-    source, progress = str(dataset_path(cfg.data)), Progress(count_records(cfg.data))
+def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | None, label: bool) -> dict:
+    source, progress = str(dataset_path(cfg.data)), Progress(count_records(cfg.data), "label" if label else "generate")
     actors = PolicyActors(policies, f"specray-{cfg.run_id}")
     try:
         work = plan(cfg.data, cfg.generation.batch_size, sink.committed_ids(), DomainDetector.load(), progress.skip, actors.start)
@@ -59,7 +65,7 @@ def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | 
         if first is None:  # an earlier session committed everything
             counts, replaced = Counts(), 0
         else:
-            counts, replaced = _generate(cfg, chain([first], work), actors, sink, progress, source, make_engine)
+            counts, replaced = _generate(cfg, chain([first], work), actors, sink, progress, source, make_engine, label)
         return _summary(cfg, sink, counts, progress, replaced, actors.snapshots())
     finally:
         progress.close()
@@ -67,9 +73,9 @@ def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | 
 
 
 def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progress: Progress, source: str,
-              make_engine: Callable | None) -> tuple[Counts, int]:
+              make_engine: Callable | None, label: bool) -> tuple[Counts, int]:
     """Start the worker pool, wait for its models, run the scheduler; (counts, workers replaced)."""
-    pool = WorkerPool(_spawner(cfg, source, make_engine), cfg.cluster.num_workers, cfg.cluster.max_in_flight)
+    pool = WorkerPool(_spawner(cfg, source, make_engine, label), cfg.cluster.num_workers, cfg.cluster.max_in_flight)
     try:
         try:
             pool.wait_ready()
@@ -81,7 +87,8 @@ def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progres
         pool.shutdown()
 
 
-def _spawner(cfg: JobConfig, source: str, make_engine: Callable | None) -> Callable[[int, int], ray.actor.ActorHandle]:
+def _spawner(cfg: JobConfig, source: str, make_engine: Callable | None,
+             label: bool) -> Callable[[int, int], ray.actor.ActorHandle]:
     """Starts the worker of a pool slot: its GPUs, or an equal share of the cluster's CPUs (and as many torch threads)."""
     gpus = cfg.cluster.gpus_per_worker
     on_cpu = worker_device(cfg.models.device, gpus) == "cpu"
@@ -90,7 +97,7 @@ def _spawner(cfg: JobConfig, source: str, make_engine: Callable | None) -> Calla
 
     def spawn(slot: int, generation: int) -> ray.actor.ActorHandle:
         options = {"num_gpus": gpus, "num_cpus": cpus, "name": f"specray-{cfg.run_id}-worker-{slot}-{generation}"}
-        return remote.options(**options).remote(cfg, source, make_engine, cpus if on_cpu else None)
+        return remote.options(**options).remote(cfg, source, make_engine, cpus if on_cpu else None, label)
 
     return spawn
 

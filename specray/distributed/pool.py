@@ -2,7 +2,8 @@
 
 There are `cluster.num_workers` slots. A dead worker is replaced in its slot, and the slot's
 generation tells late answers about the old worker from answers about the new one. Every domain
-draws from the same slots, so a skewed dataset still keeps every worker busy.
+draws from the same slots, so a skewed dataset still keeps every worker busy. A replacement's hang
+clock starts once its models are loaded: a load slower than `cluster.batch_timeout_s` is not a hang.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import ray
+from ray import ObjectRef
 from ray.actor import ActorHandle
 
 
@@ -20,6 +22,7 @@ class Slot:
     generation: int = 0
     in_flight: int = 0
     busy_since: float = 0.0  # when it last started work or finished a batch while more was queued
+    loading: ObjectRef | None = None  # a replacement's `ready` call, until its models are loaded
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,9 @@ class Lease:
 class WorkerPool:
     def __init__(self, spawn: Callable[[int, int], ActorHandle], size: int, max_in_flight: int):
         self.spawn, self.max_in_flight = spawn, max_in_flight
-        self.slots = [Slot(spawn(i, 0)) for i in range(size)]
+        self.slots = [Slot(spawn(i, 0)) for i in range(size)]  # wait_ready covers the first generation
         self.replaced = 0
+        self.hung: set[tuple[int, int]] = set()  # (slot, generation) of every worker declared hung
 
     def wait_ready(self) -> None:
         """Block until every worker has loaded its models; raises the first load failure."""
@@ -70,15 +74,28 @@ class WorkerPool:
 
     def replace_hung(self, now: float, timeout_s: float) -> int:
         """Replace workers busy for `timeout_s` without finishing a batch; their batches fail back and are retried."""
-        hung = [i for i, s in enumerate(self.slots) if s.in_flight and now - s.busy_since > timeout_s]
+        self._start_clocks(now)
+        hung = [i for i, s in enumerate(self.slots) if s.loading is None and s.in_flight and now - s.busy_since > timeout_s]
         for index in hung:
+            self.hung.add((index, self.slots[index].generation))
             self._respawn(index)
         return len(hung)
+
+    def was_hung(self, lease: Lease) -> bool:
+        """Whether the lease's worker was killed as hung, so its batch's failure can say so."""
+        return (lease.slot, lease.generation) in self.hung
+
+    def _start_clocks(self, now: float) -> None:
+        """Replacements that finished loading start their hang clock now."""
+        for slot in self.slots:
+            if slot.loading is not None and ray.wait([slot.loading], timeout=0)[0]:
+                slot.loading, slot.busy_since = None, now
 
     def _respawn(self, index: int) -> None:
         old = self.slots[index]
         ray.kill(old.worker)  # it may be alive but hung or unreachable; it must not come back holding a GPU
-        self.slots[index] = Slot(self.spawn(index, old.generation + 1), old.generation + 1)
+        worker = self.spawn(index, old.generation + 1)
+        self.slots[index] = Slot(worker, old.generation + 1, loading=worker.ready.remote())
         self.replaced += 1
 
     def shutdown(self) -> None:

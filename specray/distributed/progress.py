@@ -13,8 +13,8 @@ from specray.distributed.batch import Totals
 
 
 class Progress:
-    def __init__(self, total: int | None):
-        self.bar = tqdm(total=total, desc="generate", unit="prompt", dynamic_ncols=True, mininterval=1.0)
+    def __init__(self, total: int | None, job: str = "generate"):
+        self.bar = tqdm(total=total, desc=job, unit="prompt", dynamic_ncols=True, mininterval=1.0)
         self.start = time.monotonic()
         self.first_result: float | None = None  # seconds from begin() to the first commit of this session
         self.skipped = 0

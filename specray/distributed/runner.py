@@ -5,6 +5,7 @@ One engine lives as long as its runner, because it keeps the measured costs its 
 Stop policies are asked after every draft token, so they live here too: built from the spec each
 batch carries (the domain's policy actor owns the spec) and cached. Row-level problems that need the
 tokenizer (nothing left after encoding, too long for the window) become error rows, not failed batches.
+A label run's runner marks its traces `source=label` and keeps the draft's hidden states in them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from specray.engine.speculative import GenerationConfig, SequenceResult, Specula
 from specray.models import encode_prompt, load_pair
 from specray.policies.base import StopPolicy
 from specray.policies.factory import make_policy
-from specray.schema import RESULT_SCHEMA, TRACE_SCHEMA
+from specray.schema import RESULT_SCHEMA, trace_schema
 
 
 def load_engine(models: ModelsConfig, device: str) -> SpeculativeEngine:
@@ -65,10 +66,10 @@ class BatchRunner:
     """The body of a ModelWorker actor; plain, so tests and benchmarks can run it in-process."""
 
     def __init__(self, cfg: JobConfig, source: str, make_engine: Callable[[ModelsConfig, str], object] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, label: bool = False):
         if threads:
             torch.set_num_threads(threads)
-        self.cfg, self.source = cfg, source
+        self.cfg, self.source, self.label = cfg, source, label
         self.device = worker_device(cfg.models.device, cfg.cluster.gpus_per_worker)
         self.engine = (make_engine or load_engine)(cfg.models, self.device)
         self.policies: dict[tuple[str, str], StopPolicy | None] = {}
@@ -86,11 +87,12 @@ class BatchRunner:
                 kept.append(row)
                 prompts.append(tokens)
         if not kept:
-            return BatchOutput(RESULT_SCHEMA.empty_table(), TRACE_SCHEMA.empty_table(), errors_table(errors))
+            return BatchOutput(RESULT_SCHEMA.empty_table(), trace_schema(self.label).empty_table(), errors_table(errors))
         policy = self._policy(domain, spec)
         ids = [row.id for row in kept]
         config = replace(self.generation, seed=batch_seed(self.generation.seed, ids))
-        out = self.engine.generate(prompts, policy, config, prompt_ids=ids, domain=domain, run_id=self.cfg.run_id)
+        out = self.engine.generate(prompts, policy, config, prompt_ids=ids, domain=domain, run_id=self.cfg.run_id,
+                                   source="label" if self.label else "generate", record_hidden=self.label)
         results = result_table(kept, prompts, out.sequences, domain, policy, self.cfg.models)
         return BatchOutput(results, out.traces, errors_table(errors))
 

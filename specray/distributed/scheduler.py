@@ -27,7 +27,7 @@ from specray.distributed.batch import Batch, BatchOutput, Failure, Totals
 from specray.distributed.pool import Lease, WorkerPool
 from specray.distributed.sink import RunSink
 from specray.domains.detector import DomainDetector, resolve_domains
-from specray.schema import RESULT_SCHEMA, TRACE_SCHEMA
+from specray.schema import RESULT_SCHEMA
 
 READ_CHUNK = 1024  # records read (and domain-detected) at a time
 FLUSH_EVERY_S = 30.0  # a killed driver loses at most this much finished work
@@ -166,6 +166,8 @@ class Scheduler:
             out = Failure.from_error(exc, worker_lost=False)
         if isinstance(out, BatchOutput):
             return batch.domain, out
+        if self.pool.was_hung(lease):  # Ray only reports the kill; the error row should say why
+            out = Failure(f"worker hung: nothing finished within cluster.batch_timeout_s={self.cluster.batch_timeout_s:g}", True)
         self.counts.failures += 1
         if out.worker_lost:
             self.pool.replace(lease)
@@ -187,6 +189,6 @@ class Scheduler:
 
     def _commit_errors(self, errors: list[ErrorRow]) -> None:
         if errors:
-            done = self.sink.commit(RESULT_SCHEMA.empty_table(), TRACE_SCHEMA.empty_table(), errors_table(errors))
+            done = self.sink.commit(RESULT_SCHEMA.empty_table(), self.sink.trace_schema.empty_table(), errors_table(errors))
             self.counts.errors += len(errors)
             self.on_done(done, [])

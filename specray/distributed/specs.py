@@ -7,18 +7,19 @@ version while a job runs, and every batch of a run must use the version its resu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from specray.config import ConfigError, PolicyConfig
 from specray.distributed.policy_actor import DomainPolicy
 from specray.policies.artifacts import ArtifactError
+from specray.policies.disco import DiscoClassifier
 from specray.policies.registry import artifact_stem
 from specray.policies.spec import parse_spec
+from specray.policies.specdecpp import AcceptanceHead
 
 K_OPTION = {"static": "k", "heuristic": "k_max", "confidence": "k_max", "disco": "k_max", "specdecpp": "k_max"}
 THRESHOLD_OPTION = {"confidence": "threshold", "disco": "tau", "specdecpp": "h"}
-LEARNED = ("disco", "specdecpp")
+LOADERS = {"disco": DiscoClassifier.load, "specdecpp": AcceptanceHead.load}  # the learned policies
 
 
 def domain_policy(policy: PolicyConfig, domain: str) -> DomainPolicy:
@@ -34,13 +35,18 @@ def domain_policy(policy: PolicyConfig, domain: str) -> DomainPolicy:
     if override.threshold is not None:
         options[_option(THRESHOLD_OPTION, name, f"{key}.threshold")] = override.threshold
     version = "" if name == "target" else "builtin"
-    if name in LEARNED:
+    if name in LOADERS:
         stem, version = _pin(name, options.get("path"), policy.registry, domain)
         options["path"] = str(stem)
     spec = given if parse_spec(given) == (name, options) else format_spec(name, options)  # as written, when unchanged
     if parse_spec(spec) != (name, options):
         raise ConfigError(f"{key}: policy options {options} do not survive the spec grammar (a ',' in a path?)")
     return DomainPolicy(domain, spec, version, override.k_max, override.threshold)
+
+
+def label_policy(depth: int, domain: str) -> DomainPolicy:
+    """A label run's policy for every domain: a fixed-depth draft, whatever `policy.*` and the registry say."""
+    return DomainPolicy(domain, f"static:{depth}", "builtin", depth, None)
 
 
 def format_spec(name: str, options: dict) -> str:
@@ -55,16 +61,16 @@ def _option(table: dict[str, str], name: str, key: str) -> str:
 
 
 def _pin(name: str, path: str | None, registry: str | None, domain: str) -> tuple[Path, str]:
-    """The artifact stem and its version: the registry's newest for this domain, or the one `path=` names."""
+    """The artifact stem and its version: the registry's newest for this domain, or the one `path=` names.
+
+    The artifact is loaded here, on the driver, so a missing or corrupt file fails the job at once,
+    naming the file, instead of failing every batch on the workers and turning every row into an error."""
     key = f"policy.per_domain.{domain}"
-    if path is None:
-        if registry is None:
-            raise ConfigError(f"{key}: policy '{name}' needs weights; set policy.registry or use {name}:path=STEM")
-        try:
-            return artifact_stem(registry, name, domain)
-        except ArtifactError as exc:
-            raise ConfigError(f"{key}: {exc}") from None
-    meta = Path(f"{path}.json")
-    if not meta.is_file():
-        raise ConfigError(f"{key}: policy '{name}' weights {meta} do not exist")
-    return Path(path), json.loads(meta.read_text()).get("version", "unversioned")
+    if path is None and registry is None:
+        raise ConfigError(f"{key}: policy '{name}' needs weights; set policy.registry or use {name}:path=STEM")
+    try:
+        stem, version = artifact_stem(registry, name, domain) if path is None else (Path(path), "unversioned")
+        _, meta = LOADERS[name](stem)
+    except ArtifactError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return stem, meta.get("version", version)

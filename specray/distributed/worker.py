@@ -26,10 +26,11 @@ def worker_device(requested: str, gpus_per_worker: float) -> str:
 class ModelWorker:
     """Wrapped with ray.remote by the job; `make_engine(models_config, device)` defaults to the real pair."""
 
-    def __init__(self, cfg: JobConfig, source: str, make_engine: Callable | None = None, threads: int | None = None):
+    def __init__(self, cfg: JobConfig, source: str, make_engine: Callable | None = None, threads: int | None = None,
+                 label: bool = False):
         from specray.distributed.runner import BatchRunner  # torch and the models load here, in the worker only
 
-        self.runner = BatchRunner(cfg, source, make_engine, threads)
+        self.runner = BatchRunner(cfg, source, make_engine, threads, label)
 
     def ready(self) -> str:
         """Answers once the models are loaded; the pool waits on it, so a bad model ref fails the job at once."""

@@ -73,6 +73,7 @@ class _Proposal:
     soft: list[float] = field(default_factory=list)  # q of each token, as traces record it
     entropy: list[float] = field(default_factory=list)
     topk: list[list[float]] = field(default_factory=list)
+    hidden: list[torch.Tensor] = field(default_factory=list)  # the draft's hidden state behind each token
     stop_reason: str = "none"
 
 
@@ -99,13 +100,20 @@ class SpeculativeEngine:
         prompt_ids: list[str] | None = None,
         domain: str = "unknown",
         run_id: str = "",
+        source: str = "generate",
+        record_hidden: bool = False,
     ) -> Generation:
-        """Decode a batch; `policy=None` is target-only decoding."""
+        """Decode a batch; `policy=None` is target-only decoding.
+
+        Trace rows are marked `source` (generate | label | bench); `record_hidden` adds the draft's hidden
+        state behind each drafted token (a `hidden` column), which SpecDec++ trains on and label runs keep.
+        """
         self._check_lengths(prompts, config.max_new_tokens)
         start = time.perf_counter()
         ids = prompt_ids or [str(i) for i in range(len(prompts))]
         seqs = [_Sequence(i, ids[i], list(p), len(p)) for i, p in enumerate(prompts)]
-        trace = TraceBuffer(run_id, domain, policy.name if policy else "target", policy.version if policy else "")
+        name, version = (policy.name, policy.version) if policy else ("target", "")
+        trace = TraceBuffer(run_id, domain, name, version, source, record_hidden)
         if policy is not None:
             policy.reset(len(prompts))
         tcache = SlotCache(len(prompts), self.dtype, self.device)
@@ -128,7 +136,7 @@ class SpeculativeEngine:
                 trace.add_draft(
                     seq.prompt_id, seq.iterations, seq.generated, proposal.tokens, proposal.soft,
                     p_soft[torch.arange(k), torch.tensor(proposal.tokens, dtype=torch.long)].tolist(), proposal.entropy, proposal.topk,
-                    verdict.n_accepted, proposal.stop_reason, draft_ms, verify_ms,
+                    verdict.n_accepted, proposal.stop_reason, draft_ms, verify_ms, proposal.hidden,
                 )
                 self._commit(seq, proposal.tokens[: verdict.n_accepted] + [verdict.next_token], k, config)
                 seq.wall_ms = (time.perf_counter() - start) * 1e3
@@ -246,6 +254,7 @@ class SpeculativeEngine:
                     proposal.soft.append(float(stats.token_prob[j]))
                     proposal.entropy.append(float(stats.entropy[j]))
                     proposal.topk.append(stats.topk_probs[j].tolist())
+                    proposal.hidden.append(hidden[i])
                 reason = self._stop_reason(int(wanted[j]), int(decision[j]), token, len(proposal.tokens), int(budget[i]))
                 if reason:
                     proposal.stop_reason = reason
