@@ -69,6 +69,18 @@ def _wait_for_dashboard(port: int, process: subprocess.Popen, timeout_s: float =
     return False
 
 
+def _submit(client: JobSubmissionClient, entrypoint: str, runtime_env: dict, timeout_s: float = 60) -> str:
+    """Submit, waiting while the head's job agent is still starting ("No available agent" on a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 def test_job_submitted_with_the_job_sdk_runs_to_completion(head, tmp_path):
     assert head is not None, "the Ray head did not start"
     tokenizer = tiny_tokenizer()
@@ -79,10 +91,8 @@ def test_job_submitted_with_the_job_sdk_runs_to_completion(head, tmp_path):
     data.write_text("".join(f'{{"id": "p{i}", "prompt": "w{3 + i} w{9 + i} w5", "domain": "chat"}}\n' for i in range(6)))
     overrides = [f"models.target={tmp_path / 'target'}", f"models.draft={tmp_path / 'draft'}", f"data.path={data}",
                  f"output.dir={tmp_path / 'out'}", "generation.max_new_tokens=8", "cluster.num_workers=2"]
-    job = head.submit_job(
-        entrypoint=f"python jobs/generate.py configs/default.yaml {' '.join(overrides)}",
-        runtime_env={"working_dir": str(REPO), "excludes": [".git", "runs", "*.egg-info", "__pycache__"]},
-    )
+    job = _submit(head, f"python jobs/generate.py configs/default.yaml {' '.join(overrides)}",
+                  {"working_dir": str(REPO), "excludes": [".git", ".venv", "venv", "runs", "*.egg-info", "__pycache__"]})
     deadline = time.monotonic() + 240
     while head.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
         assert time.monotonic() < deadline, head.get_job_logs(job)[-3000:]
