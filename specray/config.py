@@ -23,7 +23,7 @@ from specray.policies.spec import parse_spec
 from specray.schema import DOMAINS
 
 ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variables ${oc.env:...} may read
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: each model in its faster precision, measured at load
 DEVICES = ("auto", "cpu", "cuda")
 TRUNCATE = ("none", "left")
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run id becomes a directory name
@@ -47,7 +47,7 @@ class DataConfig:
 class ModelsConfig:
     target: str = "embedded"
     draft: str = "embedded-draft"
-    dtype: str = "float32"  # one of DTYPES
+    dtype: str = "auto"  # one of DTYPES
     device: str = "auto"  # one of DEVICES
     trust_remote_code: bool = False
 
