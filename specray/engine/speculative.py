@@ -112,6 +112,34 @@ def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, h
     return out.logits[:, -keep:].float().cpu(), last_hidden
 
 
+@dataclass
+class _Draws:
+    """One draft step's tokens for the rows still drafting, from one source or interleaved from two."""
+
+    tokens: torch.Tensor  # (n,)
+    dist: torch.Tensor  # (n, V) what each token was drawn from
+    stats: TokenStats
+    hidden: torch.Tensor  # (n, H)
+
+    @staticmethod
+    def interleave(parts: list[tuple[torch.Tensor, "_Draws"]]) -> "_Draws":
+        """Rows marked by each part's (n,) mask take that part's draws, in row order."""
+        if len(parts) == 1:
+            return parts[0][1]
+        n = len(parts[0][0])
+        first = parts[0][1]
+        out = _Draws(
+            torch.empty(n, dtype=torch.long), first.dist.new_empty(n, first.dist.shape[1]),
+            TokenStats(torch.empty(n), torch.empty(n), torch.empty(n, first.stats.topk_probs.shape[1])),
+            first.hidden.new_empty(n, first.hidden.shape[1]),
+        )
+        for mask, part in parts:
+            out.tokens[mask], out.dist[mask], out.hidden[mask] = part.tokens, part.dist, part.hidden
+            out.stats.token_prob[mask], out.stats.entropy[mask] = part.stats.token_prob, part.stats.entropy
+            out.stats.topk_probs[mask] = part.stats.topk_probs
+        return out
+
+
 class SpeculativeEngine:
     """A draft+target pair and the measured costs of running it."""
 
@@ -277,23 +305,21 @@ class SpeculativeEngine:
             depth += 1
             idx = drafting.nonzero().squeeze(-1)
             from_ngram = ngram[idx]
-            step_tokens = torch.tensor([lookups[i][depth - 1] if ngram[i] else 0 for i in idx.tolist()], dtype=torch.long)
-            dist, stats, hidden = self._point_mass(step_tokens)
+            parts = []
+            if from_ngram.any():
+                looked_up = torch.tensor([lookups[i][depth - 1] for i in idx[from_ngram].tolist()], dtype=torch.long)
+                parts.append((from_ngram, self._point_mass(looked_up)))
             if not from_ngram.all():
                 t0 = time.perf_counter()
-                logits, model_hidden = self.forward(self.draft, cache, chunks, keep=1)
+                logits, hidden = self.forward(self.draft, cache, chunks, keep=1)
                 if max(len(c) for c in chunks) == 1:
                     self.costs.observe_draft(len(active), (time.perf_counter() - t0) * 1e3)
                 for seq, chunk in zip(active, chunks):
                     seq.draft_len += len(chunk)
                 by_model = idx[~from_ngram]
-                row_logits = logits[by_model, -1]
-                model_dist = distribution(row_logits, sampling)
-                model_tokens = draw(model_dist, generator)
-                model_stats = token_stats(soft_distribution(row_logits, sampling), model_tokens)
-                step_tokens[~from_ngram], dist[~from_ngram], hidden[~from_ngram] = model_tokens, model_dist, model_hidden[by_model]
-                for name in ("token_prob", "entropy", "topk_probs"):
-                    getattr(stats, name)[~from_ngram] = getattr(model_stats, name)
+                parts.append((~from_ngram, self._sample(logits[by_model, -1], hidden[by_model], sampling, generator)))
+            draws = _Draws.interleave(parts)
+            step_tokens, dist, stats, hidden = draws.tokens, draws.dist, draws.stats, draws.hidden
             position = torch.tensor([active[i].generated + depth - 1 for i in idx.tolist()])
             step = DraftStep(rows[idx], depth, position, step_tokens, stats.token_prob, stats.entropy, stats.topk_probs, hidden, from_ngram)
             accept_prob = torch.where(from_ngram, policy.ngram_accept_prob(step), policy.accept_prob(step))
@@ -320,14 +346,20 @@ class SpeculativeEngine:
             proposals[i].from_ngram = True
         return proposals
 
-    def _point_mass(self, tokens: torch.Tensor):
+    @staticmethod
+    def _sample(logits: torch.Tensor, hidden: torch.Tensor, sampling: Sampling, generator) -> "_Draws":
+        """The draft model's next token per row, the distribution it came from, and what policies see."""
+        dist = distribution(logits, sampling)
+        tokens = draw(dist, generator)
+        return _Draws(tokens, dist, token_stats(soft_distribution(logits, sampling), tokens), hidden)
+
+    def _point_mass(self, tokens: torch.Tensor) -> "_Draws":
         """What an n-gram token looks like to verification, policies and traces: q = 1 on the token."""
-        n, vocab = len(tokens), self.vocab_size
-        dist = torch.nn.functional.one_hot(tokens, vocab).float()
+        n = len(tokens)
         topk = torch.zeros(n, TOPK)
         topk[:, 0] = 1.0
-        stats = TokenStats(torch.ones(n), torch.zeros(n), topk)
-        return dist, stats, torch.zeros(n, self.draft.config.hidden_size)
+        dist = torch.nn.functional.one_hot(tokens, self.vocab_size).float()
+        return _Draws(tokens, dist, TokenStats(torch.ones(n), torch.zeros(n), topk), torch.zeros(n, self.draft.config.hidden_size))
 
     def _stop_reason(self, wanted: int, decision: int, token: int, drafted: int, budget: int) -> str | None:
         if decision != wanted:
