@@ -183,9 +183,9 @@ class SpeculativeEngine:
         generator = None if config.sampling.greedy else torch.Generator().manual_seed(config.seed)
         active = list(seqs)
         while active:
-            budget, lookups = self._budgets(active, policy, config)
+            budget, lookups, gated = self._budgets(active, policy, config)
             t0 = time.perf_counter()
-            proposals = self._draft(active, budget, lookups, policy, dcache, config.sampling, generator)
+            proposals = self._draft(active, budget, lookups, gated, policy, dcache, config.sampling, generator)
             t1 = time.perf_counter()
             target_probs, soft_target = self._verify(active, proposals, tcache, config.sampling)
             t2 = time.perf_counter()
@@ -240,30 +240,34 @@ class SpeculativeEngine:
                 )
 
     def _budgets(self, active: list[_Sequence], policy: StopPolicy | None, config: GenerationConfig):
-        """Tokens each row may draft, and the n-gram proposals of rows that draft by lookup.
+        """Tokens each row may draft, the n-gram proposals of rows that draft by lookup, and whether the
+        cost gate also rules inside the round.
 
         The policy's budget, never past max_new_tokens; a row that drafts by n-gram only and finds no
-        match drafts nothing; then the cost gate, which counts n-gram tokens as free to propose.
+        match drafts nothing; then the cost gate, for the batch as a whole, which counts n-gram tokens as
+        free to propose. When drafting does not pay, rows idle for `probe_every` rounds still try one token.
         """
         if policy is None:
-            return torch.zeros(len(active), dtype=torch.long), {}
+            return torch.zeros(len(active), dtype=torch.long), {}, False
         rows = torch.tensor([s.row for s in active])
         remaining = torch.tensor([config.max_new_tokens - s.generated - 1 for s in active])
         budget = torch.minimum(policy.budget(rows), remaining).clamp_min(0)
         lookups = self._lookups(active, budget, policy)
         if policy.draft_source == "ngram":
             budget[[i for i in range(len(active)) if i not in lookups]] = 0
+        gated = False
         gate = self._gate(policy, len(active))
         if gate is not None:
             ngram = torch.tensor([i in lookups for i in range(len(active))])
-            acceptance = torch.where(ngram, policy.ngram_acceptance[rows], policy.acceptance[rows])
+            acceptance = torch.where(ngram, policy.ngram_acceptance[rows], policy.acceptance[rows]) * (budget > 0)
             worth = gate.worth_drafting(acceptance, free=ngram)
             probe = torch.tensor([s.idle_rounds >= self.probe_every for s in active])
-            allowed = worth | probe
-            budget[~allowed] = 0
-            for seq, ok in zip(active, allowed.tolist()):
+            if not worth:  # only probes draft: one token each, kept whatever the gate says, to learn acceptance
+                budget = torch.where(probe, budget.clamp(max=1), 0)
+            for seq, ok in zip(active, (probe | worth).tolist()):
                 seq.idle_rounds = 0 if ok else seq.idle_rounds + 1
-        return budget, {i: tokens for i, tokens in lookups.items() if budget[i] > 0}
+            gated = worth
+        return budget, {i: tokens for i, tokens in lookups.items() if budget[i] > 0}, gated
 
     def _lookups(self, active: list[_Sequence], budget: torch.Tensor, policy: StopPolicy) -> dict[int, list[int]]:
         """N-gram proposals (up to each row's budget) for the rows whose source looks them up."""
@@ -285,7 +289,7 @@ class SpeculativeEngine:
         """Append ragged per-row chunks to `model`'s cache; logits of the last `keep` slots, draft hidden."""
         return model_forward(model, cache, chunks, keep, hidden=model is self.draft)
 
-    def _draft(self, active, budget, lookups, policy, cache, sampling, generator) -> list[_Proposal]:
+    def _draft(self, active, budget, lookups, gated, policy, cache, sampling, generator) -> list[_Proposal]:
         """Draft token by token; each row stops when its policy, its budget, the cost gate or EOS says so.
 
         Rows in `lookups` take their n-gram tokens (a point mass each, no forward); the others run the
@@ -295,12 +299,12 @@ class SpeculativeEngine:
         drafting = budget > 0
         if not drafting.any():
             return proposals
-        gate = self._gate(policy, len(active))
+        gate = self._gate(policy, len(active)) if gated else None
         rows = torch.tensor([s.row for s in active])
         ngram = torch.tensor([i in lookups for i in range(len(active))])
         survival, expected = torch.ones(len(active)), torch.ones(len(active))
         chunks = [[] if ngram[i] else s.tokens[s.draft_len :] for i, s in enumerate(active)]  # rows that skipped rounds catch up
-        depth = 0
+        depth = steps = 0  # draft depth, and draft forwards paid this round
         while drafting.any():
             depth += 1
             idx = drafting.nonzero().squeeze(-1)
@@ -312,6 +316,7 @@ class SpeculativeEngine:
             if not from_ngram.all():
                 t0 = time.perf_counter()
                 logits, hidden = self.forward(self.draft, cache, chunks, keep=1)
+                steps += 1
                 if max(len(c) for c in chunks) == 1:
                     self.costs.observe_draft(len(active), (time.perf_counter() - t0) * 1e3)
                 for seq, chunk in zip(active, chunks):
@@ -324,7 +329,10 @@ class SpeculativeEngine:
             step = DraftStep(rows[idx], depth, position, step_tokens, stats.token_prob, stats.entropy, stats.topk_probs, hidden, from_ngram)
             accept_prob = torch.where(from_ngram, policy.ngram_accept_prob(step), policy.accept_prob(step))
             wanted = policy.decide(step, accept_prob)
-            decision = wanted if gate is None else gate.decide(wanted, depth, accept_prob, survival[idx], expected[idx], free=from_ngram)
+            if gate is None:
+                decision = wanted
+            else:
+                decision = gate.decide(wanted, depth, steps, accept_prob, survival[idx], float(expected.sum()), free=from_ngram)
             survival[idx] *= accept_prob
             expected[idx] += survival[idx]
             for j, i in enumerate(idx.tolist()):

@@ -71,40 +71,61 @@ class CostModel:
 
 
 class CostGate:
-    """Applies the rate rule on top of a policy's own decisions, per row, inside one round."""
+    """Applies the rate rule to the whole batch, since the batch pays for a round as one.
+
+    A draft step is one forward for every row, and verification pads every row to the widest, so one
+    optimistic row would make the whole batch wait through its draft and widen its verification. The
+    gate therefore weighs the batch's expected tokens, summed over rows, against the round's measured
+    time: draft at all only when the sum of the rows' first-token acceptances pays for a step and a
+    wider verification; keep a depth only while the rows' expected gains from it, summed, beat what it
+    costs; stop every row when another step (each token as likely as its last) would lower the rate.
+    Rows' own policies still stop their own rows earlier. At batch size 1 this is the per-row rule.
+    """
 
     def __init__(self, costs: CostModel, batch_size: int):
         self.costs, self.batch_size = costs, batch_size
 
-    def rate(self, expected: torch.Tensor, drafted: torch.Tensor, free: torch.Tensor | None = None) -> torch.Tensor:
-        steps = drafted if free is None else torch.where(free, 0, drafted)
-        return expected.double() / self.costs.round_ms(self.batch_size, drafted, steps)
+    def round_ms(self, steps: int, width: int) -> float:
+        """A round of `steps` paid draft forwards and a verification `width` tokens wide."""
+        drafted = torch.tensor([width - 1])
+        return float(self.costs.round_ms(self.batch_size, drafted, torch.tensor([steps])))
 
-    def worth_drafting(self, acceptance: torch.Tensor, free: torch.Tensor | None = None) -> torch.Tensor:
-        """Before a round: does a first token, accepted with this probability, beat not drafting?"""
-        zero = torch.zeros(len(acceptance), dtype=torch.long)
-        return self.rate(1 + acceptance, zero + 1, free) > self.rate(torch.ones(len(acceptance)), zero)
+    def worth_drafting(self, acceptance: torch.Tensor, free: torch.Tensor | None = None) -> bool:
+        """Before a round: do the rows' first tokens, accepted with these probabilities, beat not drafting?
+
+        `acceptance` (n,) covers every row in the batch (0 for a row that may not draft); `free` marks rows
+        whose tokens cost no draft forward (n-gram lookup), so the step is paid only if some other row drafts.
+        """
+        drafting = acceptance > 0
+        paid = bool((drafting & ~free).any()) if free is not None else bool(drafting.any())
+        rows = len(acceptance)
+        return (rows + float(acceptance.sum())) / self.round_ms(int(paid), 2) > rows / self.round_ms(0, 1)
 
     def decide(
         self,
         decision: torch.Tensor,
         depth: int,
+        steps: int,
         accept_prob: torch.Tensor,
         survival: torch.Tensor,
-        expected: torch.Tensor,
+        expected: float,
         free: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Drop a token that lowers the rate; stop when the next one (as likely as this) would.
+        """Gate this depth's tokens for the rows still drafting, all together.
 
-        survival/expected describe the draft before this token: P(all accepted so far), E[tokens];
-        `free` marks rows whose tokens cost no draft forward (n-gram lookup).
+        `steps` draft forwards were paid this round so far (this depth's included); `survival` is each
+        drafting row's P(all its tokens so far accepted) before this one; `expected` the whole batch's
+        expected tokens before this depth; `free` marks n-gram rows (the next step costs nothing if all are).
         """
-        k = torch.full((len(decision),), depth, dtype=torch.long)
-        keep_survival = survival * accept_prob
-        keep_expected = expected + keep_survival
-        keep = self.rate(keep_expected, k, free) >= self.rate(expected, k - 1, free)
-        more = self.rate(keep_expected + keep_survival * accept_prob, k + 1, free) > self.rate(keep_expected, k, free)
+        gain = float((survival * accept_prob).sum())
+        keep_rate = (expected + gain) / self.round_ms(steps, depth + 1)
+        keep = keep_rate >= expected / self.round_ms(steps, depth)
+        next_gain = float((survival * accept_prob * accept_prob).sum())
+        paid_next = steps + int(free is None or not bool(free.all()))
+        more = (expected + gain + next_gain) / self.round_ms(paid_next, depth + 2) > keep_rate
         gated = decision.clone()
-        gated[(decision == Decision.CONTINUE) & ~more] = Decision.STOP
-        gated[~keep] = Decision.DROP
+        if not more:
+            gated[decision == Decision.CONTINUE] = Decision.STOP
+        if not keep:
+            gated[:] = Decision.DROP
         return gated

@@ -1,0 +1,52 @@
+"""The batch-level cost gate, decided from a given cost table: the batch pays for a round as one."""
+
+import torch
+
+from specray.policies.base import Decision
+from specray.policies.cost import CostGate, CostModel
+
+CONTINUE, STOP, DROP = Decision.CONTINUE, Decision.STOP, Decision.DROP
+
+
+def table(batch: int, draft_ms: float, verify: dict[int, float]) -> CostGate:
+    costs = CostModel(smoothing=0.0)
+    costs.observe_draft(batch, draft_ms)
+    for width, ms in verify.items():
+        costs.observe_verify(batch, width, ms)
+    return CostGate(costs, batch)
+
+
+VERIFY = {1: 50.0, 2: 55.0, 3: 60.0, 5: 70.0, 9: 90.0}  # ms per verification of w tokens per row
+
+
+def test_one_optimistic_row_does_not_make_the_batch_draft():
+    gate = table(8, draft_ms=5.0, verify=VERIFY)  # a step plus a wider verification costs 20% of a round
+    one_keen = torch.tensor([0.9] + [0.05] * 7)
+    assert not gate.worth_drafting(one_keen), "7 rows would wait for 1 row's gain"
+    assert gate.worth_drafting(torch.full((8,), 0.5))
+    assert table(1, 5.0, VERIFY).worth_drafting(torch.tensor([0.9])), "alone, the keen row pays for itself"
+
+
+def test_free_ngram_rows_need_no_draft_step():
+    gate = table(4, draft_ms=40.0, verify=VERIFY)
+    acceptance = torch.full((4,), 0.3)
+    assert not gate.worth_drafting(acceptance, free=torch.tensor([False] * 4))
+    assert gate.worth_drafting(acceptance, free=torch.tensor([True] * 4))
+    assert not gate.worth_drafting(acceptance, free=torch.tensor([True, True, True, False])), "one model row pays the step"
+
+
+def test_a_depth_is_kept_and_continued_only_while_the_batch_gains():
+    gate = table(2, draft_ms=5.0, verify=VERIFY)
+    wanted = torch.tensor([CONTINUE, CONTINUE])
+    # depth 1, both rows likely: (2 + 1.8) / (5 + 55) beats 2 / (5 + 50), and a second step looks worth it too
+    assert gate.decide(wanted, 1, 1, torch.tensor([0.9, 0.9]), torch.ones(2), 2.0).tolist() == [CONTINUE, CONTINUE]
+    # depth 1, both unlikely: the wider verification is not worth 0.1 tokens: drop the depth for every row
+    assert gate.decide(wanted, 1, 1, torch.tensor([0.05, 0.05]), torch.ones(2), 2.0).tolist() == [DROP, DROP]
+    # keep this depth but stop: (2 + 0.6) / 60 > 2 / 55, while a second step (+0.18) would lower the rate
+    assert gate.decide(wanted, 1, 1, torch.tensor([0.3, 0.3]), torch.ones(2), 2.0).tolist() == [STOP, STOP]
+
+
+def test_a_policys_own_stop_stands():
+    gate = table(2, draft_ms=5.0, verify=VERIFY)
+    wanted = torch.tensor([STOP, CONTINUE])
+    assert gate.decide(wanted, 1, 1, torch.tensor([0.9, 0.9]), torch.ones(2), 2.0).tolist() == [STOP, CONTINUE]
