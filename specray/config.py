@@ -57,7 +57,7 @@ class ModelsConfig:
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 128
+    max_new_tokens: int = 64  # a first run on a CPU ends in minutes; batch jobs set their own
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k cut
