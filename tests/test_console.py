@@ -45,6 +45,7 @@ def test_default_console_is_the_bar_and_the_summary_and_verbose_brings_worker_lo
     noise = [line for line in quiet.stderr.splitlines() if line.strip() and not line.lstrip("\r").startswith("generate:")]
     assert noise == [], noise  # no Ray banners, no worker lines, no warnings: only the progress bar
     assert "4 prompts done (4 results, 0 errors)" in quiet.stdout
+    assert "speed-up over target-only decoding: " in quiet.stdout  # the default policy measures costs
     assert f"specray report {tmp_path / 'quiet'}" in quiet.stdout
     assert "Warning" not in quiet.stdout + quiet.stderr
     loud = run(command(pair, data, tmp_path / "loud", "generation.max_new_tokens=8", "--verbose"))
@@ -87,10 +88,31 @@ def test_summary_names_counts_rates_acceptance_and_the_report_command():
                     "chat": {"prompts": 3, "drafted": 0, "accepted": 0, "acceptance": None}},
     }
     text = format_summary(summary)
-    assert text.splitlines()[0] == "specray generate: 8 prompts done (7 results, 1 errors) in 95 s: 312 new tokens, 3.3 tok/s"
+    assert text.splitlines()[0] == ("specray generate: 8 prompts done (7 results, 1 errors); 312 new tokens in 95 s after the models "
+                                   "loaded, 3.3 tok/s")
     assert "speed-up over target-only decoding: 1.37x" in text
     assert "  code     0.75  30/40  over 4 prompts" in text
     assert "chat   no drafting" in text
     assert "specray report runs/r1" in text
     assert "speed-up" not in format_summary({**summary, "speedup_vs_target": None})
     assert (rate(0.3), rate(9.96), rate(123.4)) == ("0.3", "10.0", "123")
+
+
+def test_target_only_time_is_one_measured_step_per_token_at_the_batch_size_still_running():
+    import pickle
+    from types import SimpleNamespace
+
+    from specray.distributed.batch import BatchOutput, Totals
+    from specray.distributed.runner import target_only_ms
+    from specray.schema import ERROR_SCHEMA, RESULT_SCHEMA, TRACE_SCHEMA
+
+    costs = SimpleNamespace(batches={2: SimpleNamespace(verify_ms={1: 10.0, 3: 14.0}), 1: SimpleNamespace(verify_ms={1: 6.0})})
+    assert target_only_ms(costs, [3, 1]) == 10.0 + 6.0 + 6.0  # two rows, then one
+    costs.batches.pop(1)
+    assert target_only_ms(costs, [3, 1]) == 30.0  # size 1 never measured: the nearest, size 2
+    assert target_only_ms(SimpleNamespace(batches={2: SimpleNamespace(verify_ms={3: 14.0})}), [3]) is None
+    assert target_only_ms(None, [3]) is None
+    out = BatchOutput(RESULT_SCHEMA.empty_table(), TRACE_SCHEMA.empty_table(), ERROR_SCHEMA.empty_table(), timing=(20.0, 30.0))
+    assert pickle.loads(pickle.dumps(out)).timing == (20.0, 30.0)
+    assert (out.totals() + out.totals()).speedup_vs_target == 1.5
+    assert Totals().speedup_vs_target is None

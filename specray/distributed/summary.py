@@ -18,17 +18,19 @@ def format_summary(summary: dict, job: str = "generate") -> str:
     head = f"specray {job}: {done} prompts done ({summary['results']} results, {summary['errors']} errors)"
     if summary.get("skipped"):
         head += f", {summary['skipped']} already done earlier"
-    lines = [f"{head} in {summary['seconds']:.0f} s: {summary['new_tokens']} new tokens, {rate(summary['tokens_per_s'])} tok/s"]
+    lines = [f"{head}; {summary['new_tokens']} new tokens in {summary['seconds']:.0f} s after the models loaded, "
+             f"{rate(summary['tokens_per_s'])} tok/s"]
     speedup = summary.get("speedup_vs_target")
     if speedup is not None:
-        lines.append(f"speed-up over target-only decoding: {speedup:.2f}x (estimated from the target's measured cost per step)")
+        lines.append(f"speed-up over target-only decoding: {speedup:.2f}x (estimated from the target's measured cost per "
+                     "decoding step; `specray bench` measures it side by side)")
     domains = summary.get("domains") or {}
     if domains:
         lines.append("acceptance per domain (accepted / drafted draft tokens):")
         for domain, d in sorted(domains.items()):
             share = "no drafting (the cost gate kept it off)" if not d["drafted"] else f"{d['acceptance']:.2f}"
             lines.append(f"  {domain:<6} {share:>6}  {d['accepted']}/{d['drafted']}  over {d['prompts']} prompts")
-    lines.append(f"Parquet: {out}/results/, {out}/traces/, {out}/errors/")
+    lines.append(f"Parquet: {out}/ (results/, traces/, errors/)")
     lines.append(f"look at it: {shlex.join(['specray', 'report', out])}   (writes {out}/report/report.html)")
     return "\n".join(lines)
 
