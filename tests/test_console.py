@@ -45,7 +45,7 @@ def test_default_console_is_the_bar_and_the_summary_and_verbose_brings_worker_lo
     noise = [line for line in quiet.stderr.splitlines() if line.strip() and not line.lstrip("\r").startswith("generate:")]
     assert noise == [], noise  # no Ray banners, no worker lines, no warnings: only the progress bar
     assert "4 prompts done (4 results, 0 errors)" in quiet.stdout
-    assert "speed-up over target-only decoding: " in quiet.stdout  # the default policy measures costs
+    assert "speed-up over target-only decoding: not measured by a job; side by side: specray bench --policies heuristic --limit 8" in quiet.stdout
     assert f"specray report {tmp_path / 'quiet'}" in quiet.stdout
     assert "Warning" not in quiet.stdout + quiet.stderr
     loud = run(command(pair, data, tmp_path / "loud", "generation.max_new_tokens=8", "--verbose"))
@@ -84,8 +84,8 @@ def test_summary_names_counts_rates_acceptance_and_the_report_command():
     summary = {
         "output_dir": "runs/r1", "results": 7, "errors": 1, "skipped": 0, "seconds": 95.4, "new_tokens": 312,
         "tokens_per_s": 312 / 95.4, "speedup_vs_target": 1.37,
-        "domains": {"code": {"prompts": 4, "drafted": 40, "accepted": 30, "acceptance": 0.75},
-                    "chat": {"prompts": 3, "drafted": 0, "accepted": 0, "acceptance": None}},
+        "domains": {"code": {"prompts": 4, "drafted": 40, "accepted": 30, "acceptance": 0.75, "policy": {"spec": "static:k=4"}},
+                    "chat": {"prompts": 3, "drafted": 0, "accepted": 0, "acceptance": None, "policy": {"spec": "heuristic"}}},
     }
     text = format_summary(summary)
     assert text.splitlines()[0] == ("specray generate: 8 prompts done (7 results, 1 errors); 312 new tokens in 95 s after the models "
@@ -94,25 +94,7 @@ def test_summary_names_counts_rates_acceptance_and_the_report_command():
     assert "  code     0.75  30/40  over 4 prompts" in text
     assert "chat   no drafting" in text
     assert "specray report runs/r1" in text
-    assert "speed-up" not in format_summary({**summary, "speedup_vs_target": None})
+    measured_later = format_summary({**summary, "speedup_vs_target": None})
+    assert "speed-up over target-only decoding: not measured by a job; side by side: " \
+           "specray bench --policies heuristic,static:k=4 --limit 8" in measured_later
     assert (rate(0.3), rate(9.96), rate(123.4)) == ("0.3", "10.0", "123")
-
-
-def test_target_only_time_is_one_measured_step_per_token_at_the_batch_size_still_running():
-    import pickle
-    from types import SimpleNamespace
-
-    from specray.distributed.batch import BatchOutput, Totals
-    from specray.distributed.runner import target_only_ms
-    from specray.schema import ERROR_SCHEMA, RESULT_SCHEMA, TRACE_SCHEMA
-
-    costs = SimpleNamespace(batches={2: SimpleNamespace(verify_ms={1: 10.0, 3: 14.0}), 1: SimpleNamespace(verify_ms={1: 6.0})})
-    assert target_only_ms(costs, [3, 1]) == 10.0 + 6.0 + 6.0  # two rows, then one
-    costs.batches.pop(1)
-    assert target_only_ms(costs, [3, 1]) == 30.0  # size 1 never measured: the nearest, size 2
-    assert target_only_ms(SimpleNamespace(batches={2: SimpleNamespace(verify_ms={3: 14.0})}), [3]) is None
-    assert target_only_ms(None, [3]) is None
-    out = BatchOutput(RESULT_SCHEMA.empty_table(), TRACE_SCHEMA.empty_table(), ERROR_SCHEMA.empty_table(), timing=(20.0, 30.0))
-    assert pickle.loads(pickle.dumps(out)).timing == (20.0, 30.0)
-    assert (out.totals() + out.totals()).speedup_vs_target == 1.5
-    assert Totals().speedup_vs_target is None

@@ -36,8 +36,6 @@ class Totals:
     iterations: int = 0
     drafted: int = 0
     accepted: int = 0
-    engine_ms: float = 0.0  # engine time of the batches whose target-only time the worker could estimate
-    target_only_ms: float = 0.0  # that estimate (runner.target_only_ms)
 
     @classmethod
     def of(cls, results: pa.Table) -> Totals:
@@ -56,11 +54,6 @@ class Totals:
     def accepted_per_iteration(self) -> float | None:
         return self.accepted / self.iterations if self.iterations else None
 
-    @property
-    def speedup_vs_target(self) -> float | None:
-        """Estimated target-only time over the time speculation took; None without an estimate."""
-        return self.target_only_ms / self.engine_ms if self.engine_ms > 0 and self.target_only_ms > 0 else None
-
 
 @dataclass
 class BatchOutput:
@@ -69,17 +62,13 @@ class BatchOutput:
     results: pa.Table
     traces: pa.Table
     errors: pa.Table
-    timing: tuple[float, float] | None = None  # (engine ms, estimated target-only ms), when the worker knows both
 
     def totals(self) -> Totals:
-        totals = Totals.of(self.results)
-        if self.timing is None:
-            return totals
-        return totals + Totals(engine_ms=self.timing[0], target_only_ms=self.timing[1])
+        return Totals.of(self.results)
 
     def __reduce__(self):
         """Cross processes as Arrow IPC streams: ~10x cheaper than pickling Tables, which rebuilds every schema."""
-        return _from_ipc, (self.timing, *(_to_ipc(t) for t in (self.results, self.traces, self.errors)))
+        return _from_ipc, tuple(_to_ipc(t) for t in (self.results, self.traces, self.errors))
 
 
 def _to_ipc(table: pa.Table) -> pa.Buffer:
@@ -89,8 +78,8 @@ def _to_ipc(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _from_ipc(timing: tuple[float, float] | None, *buffers: pa.Buffer) -> BatchOutput:
-    return BatchOutput(*(pa.ipc.open_stream(b).read_all() for b in buffers), timing=timing)
+def _from_ipc(*buffers: pa.Buffer) -> BatchOutput:
+    return BatchOutput(*(pa.ipc.open_stream(b).read_all() for b in buffers))
 
 
 @dataclass(frozen=True)

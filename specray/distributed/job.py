@@ -28,7 +28,6 @@ from ray.exceptions import RayError
 from specray.config import JobConfig, config_to_yaml
 from specray.distributed.console import driver_console, ray_init_options
 from specray.distributed.policy_actor import PolicyActors
-from specray.distributed.batch import Totals
 from specray.distributed.pool import WorkerPool
 from specray.distributed.progress import Progress
 from specray.distributed.scheduler import Counts, Scheduler, count_records, dataset_path, plan
@@ -156,17 +155,14 @@ def _summary(cfg: JobConfig, sink: RunSink, counts: Counts, progress: Progress, 
     for domain, t in sorted(progress.per_domain.items()):
         domains[domain] = {
             "prompts": t.prompts, "new_tokens": t.new_tokens, "drafted": t.drafted, "accepted": t.accepted,
-            "acceptance": t.acceptance, "accepted_per_iteration": t.accepted_per_iteration,
-            "speedup_vs_target": t.speedup_vs_target, "policy": policies.get(domain),
+            "acceptance": t.acceptance, "accepted_per_iteration": t.accepted_per_iteration, "policy": policies.get(domain),
         }
-    overall = sum(progress.per_domain.values(), Totals())
     return {
         "run_id": cfg.run_id, "output_dir": str(sink.out_dir),
         "results": counts.results, "errors": counts.errors, "skipped": progress.skipped,
         "new_tokens": progress.new_tokens, "seconds": round(progress.seconds, 3),
         "seconds_to_first_result": None if progress.first_result is None else round(progress.first_result, 3),
         "tokens_per_s": progress.new_tokens / max(progress.seconds, 1e-9),
-        "speedup_vs_target": overall.speedup_vs_target,  # estimated: runner.target_only_ms
         "failed_batches": counts.failures, "hung_workers": counts.hung, "replaced_workers": replaced,
         "domains": domains,
     }

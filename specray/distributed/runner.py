@@ -94,37 +94,13 @@ class BatchRunner:
         out = self.engine.generate(prompts, policy, config, prompt_ids=ids, domain=domain, run_id=self.cfg.run_id,
                                    source="label" if self.label else "generate", record_hidden=self.label)
         results = result_table(kept, prompts, out.sequences, domain, policy, self.cfg.models)
-        return BatchOutput(results, out.traces, errors_table(errors), timing=batch_timing(self.engine, out.sequences))
+        return BatchOutput(results, out.traces, errors_table(errors))
 
     def _policy(self, domain: str, spec: str) -> StopPolicy | None:
         key = (domain, spec)
         if key not in self.policies:
             self.policies[key] = make_policy(spec, domain=domain)
         return self.policies[key]
-
-
-def target_only_ms(costs, lengths: list[int]) -> float | None:
-    """Estimated time of decoding the same rows target-only: one target step (width 1) per generated
-    token, at the batch size still active then, from the engine's measured costs (the nearest batch
-    size measured when that one was not). None when no width-1 cost was measured. The first token of
-    each row counts as one step, though target-only decoding gets it from the prefill, and the engine
-    time it is compared with includes prefill and cost calibration: the speed-up it gives is low, if anything.
-    """
-    per_size = {size: c.verify_ms[1] for size, c in getattr(costs, "batches", {}).items() if 1 in c.verify_ms}
-    if not per_size or not lengths:
-        return None
-    total = 0.0
-    for step in range(1, max(lengths) + 1):
-        active = sum(length >= step for length in lengths)
-        total += per_size[min(per_size, key=lambda size: (abs(size - active), size))]
-    return total
-
-
-def batch_timing(engine, seqs: list[SequenceResult]) -> tuple[float, float] | None:
-    """(engine ms, estimated target-only ms) of a batch, or None when the engine measured no costs."""
-    estimate = target_only_ms(getattr(engine, "costs", None), [len(s.tokens) for s in seqs])
-    engine_ms = max((s.wall_ms for s in seqs), default=0.0)
-    return (engine_ms, estimate) if estimate and engine_ms > 0 else None
 
 
 def result_table(rows: list[PromptRow], prompts: list[list[int]], seqs: list[SequenceResult], domain: str,
