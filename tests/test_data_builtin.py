@@ -63,3 +63,10 @@ def test_the_job_reads_the_quick_set_unless_told_otherwise():
         load_config(None, ["run_id=x", "data.builtin=nope"])
     with pytest.raises(ConfigError, match="log_level: expected one of warning, info, debug"):
         load_config(None, ["run_id=x", "log_level=loud"])
+
+
+def test_config_names_every_built_in_set():
+    from specray.config import BUILTIN_SETS
+    from specray.data.builtin import SPLITS
+
+    assert sorted(BUILTIN_SETS) == sorted(SPLITS)  # config.py lists them without importing the data package

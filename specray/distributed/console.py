@@ -2,7 +2,7 @@
 
 The rule: at `warning` (the default) the console shows the driver's progress bar, the summary and
 errors, nothing else. Library warnings, model-loading progress bars and worker logs are hidden,
-because a workers' FutureWarning printed on every forward or a dequantisation bar per worker buries
+because a worker's FutureWarning printed on every forward or a dequantisation bar per worker buries
 the one line that matters. Problems still surface: a worker's exception comes back through Ray as
 an error row or a failed job, not through its log. `info` brings Ray's and the workers' logs back,
 each Python warning shown once per place it is raised; `debug` shows every repeat too.

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Callable
 
 from specray.config import ConfigError, JobConfig
-from specray.distributed.console import quiet_worker
 from specray.data.rows import PromptRow
 from specray.distributed.batch import BatchOutput
+from specray.distributed.console import quiet_worker
 
 
 def worker_device(requested: str, gpus_per_worker: float) -> str:
