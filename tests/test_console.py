@@ -98,3 +98,18 @@ def test_summary_names_counts_rates_acceptance_and_the_report_command():
     assert "speed-up over target-only decoding: not measured by a job; side by side: " \
            "specray bench --policies heuristic,static:k=4 --limit 8" in measured_later
     assert (rate(0.3), rate(9.96), rate(123.4)) == ("0.3", "10.0", "123")
+
+
+def test_the_bar_shows_a_slow_rate_instead_of_zero_and_redraws_on_every_commit(capsys):
+    import time as clock
+
+    from specray.distributed.batch import Totals
+    from specray.distributed.progress import Progress
+
+    progress = Progress(8)  # draws on stderr
+    progress.start = clock.monotonic() - 64  # the models loaded a minute ago
+    progress.done(2, [("code", Totals(prompts=2, new_tokens=20, iterations=10, drafted=8, accepted=6))])
+    progress.done(2, [("math", Totals(prompts=2, new_tokens=12, iterations=12, drafted=0, accepted=0))])  # within mininterval
+    drawn = capsys.readouterr().err.split("\r")[-1]
+    progress.close()
+    assert "4/8" in drawn and "0.5 tok/s" in drawn and "accept code=0.75" in drawn, drawn

@@ -39,8 +39,10 @@ class Progress:
             self.first_result = self.seconds
         for domain, t in totals:
             self.per_domain[domain] = self.per_domain.get(domain, Totals()) + t
+        self.bar.set_postfix_str(self.postfix(), refresh=False)
         self.bar.update(prompts)
-        self.bar.set_postfix_str(self.postfix())  # redraws now: update() alone may wait for tqdm's mininterval
+        if self.bar.last_print_n != self.bar.n:  # update() waits out tqdm's mininterval; a commit is worth a redraw now
+            self.bar.refresh()
 
     @property
     def seconds(self) -> float:
