@@ -136,7 +136,7 @@ def bench_overhead(args: argparse.Namespace) -> dict:
     runs = []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            overrides = [f"models.target={args.target}", f"models.draft={args.draft}", f"output.dir={tmp}/out",
+            overrides = [f"models.target={args.target}", f"models.draft={args.draft}", f"output.dir={tmp}/out", "data.builtin=demo",
                          f"generation.max_new_tokens={args.max_new_tokens}", f"policy.default={args.policy}",
                          "cluster.num_workers=1"]
             cfg, log = load_config(None, overrides), Path(tmp, "generate_s.txt")

@@ -26,6 +26,8 @@ ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variable
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: each model in its faster precision, measured at load
 DEVICES = ("auto", "cpu", "cuda")
 TRUNCATE = ("none", "left")
+BUILTIN_SETS = ("quick", "demo", "heldout", "distill")  # specray.data.builtin.SPLITS, without importing it here
+LOG_LEVELS = ("warning", "info", "debug")
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run id becomes a directory name
 
 
@@ -35,7 +37,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = None  # Parquet file/dir, JSONL, or a `datasets` dir; None = built-in demo prompts
+    path: Optional[str] = None  # Parquet file/dir, JSONL, or a `datasets` dir; None = the built-in set `builtin`
+    builtin: str = "quick"  # with no path: quick (8 short prompts, a first look) | demo (40) | heldout | distill
     prompt_column: str = "prompt"
     id_column: str = "id"
     domain_column: str = "domain"
@@ -54,7 +57,7 @@ class ModelsConfig:
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 128
+    max_new_tokens: int = 64  # a first run on a CPU ends in minutes; batch jobs set their own
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k cut
@@ -113,6 +116,10 @@ class OutputConfig:
 @dataclass
 class JobConfig:
     run_id: Optional[str] = None  # None = generated; name an old one (with its output.dir) to resume
+    # warning: the console shows the progress bar, the summary and errors only (library warnings,
+    # model-loading bars and worker logs hidden); info: Ray's and the workers' logs and warnings too;
+    # debug: everything, including every repeat of a warning. `--verbose` on the command line = info.
+    log_level: str = "warning"
     data: DataConfig = field(default_factory=DataConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -227,6 +234,7 @@ def _config_problems(cfg: JobConfig) -> list[str]:
         *_generation_problems(cfg.generation),
         *_policy_problems(cfg.policy),
         *_check("label.depth", cfg.label.depth >= 1, "an integer >= 1", cfg.label.depth),
+        *_check("log_level", cfg.log_level in LOG_LEVELS, _one_of(LOG_LEVELS), cfg.log_level),
         *_cluster_problems(cfg.cluster),
         *_output_problems(cfg.output),
         *_check("run_id", RUN_ID.fullmatch(cfg.run_id or ""), "letters, digits, '.', '_' or '-'", cfg.run_id),
@@ -253,6 +261,7 @@ def _data_problems(data: DataConfig) -> list[str]:
         *_check("data.domain_column", data.domain_column, "a column name", data.domain_column),
         *_check("data.limit", data.limit is None or data.limit >= 1, "null or an integer >= 1", data.limit),
         *_check("data.truncate", data.truncate in TRUNCATE, _one_of(TRUNCATE), data.truncate),
+        *_check("data.builtin", data.builtin in BUILTIN_SETS, _one_of(BUILTIN_SETS), data.builtin),
         *_check("data.path", not local_path or Path(data.path).exists(), "an existing file or directory", data.path),
     ]
 

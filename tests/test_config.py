@@ -26,7 +26,7 @@ def fails(*overrides: str, key: str, expected: str = "", path: str | None = None
 def test_defaults_generate_run_id_and_output_dir():
     cfg = load()
     assert cfg.models.target == "embedded" and cfg.models.draft == "embedded-draft"
-    assert cfg.generation.max_new_tokens == 128 and cfg.generation.temperature == 0.0
+    assert cfg.generation.max_new_tokens == 64 and cfg.generation.temperature == 0.0
     assert cfg.data.path is None and cfg.policy.per_domain.code.k_max is None
     assert cfg.run_id and cfg.output.dir == f"runs/{cfg.run_id}"
     assert load("run_id=resume-me").output.dir == "runs/resume-me"

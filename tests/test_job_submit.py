@@ -1,7 +1,16 @@
-"""The job submitted through the Ray Job SDK, as on a cluster, to a `ray start --head` this test starts
-on free ports and stops through its own process group (never `ray stop`, which stops every cluster)."""
+"""The job submitted with `ray job submit`, word for word as the README says, to a `ray start --head`
+this test starts on free ports and stops through its own process group (never `ray stop`, which stops
+every cluster).
+
+The head runs in Ray's default authentication mode (RAY_AUTH_MODE unset). The pinned Ray then turns
+token authentication on whenever a token exists (`~/.ray/auth_token`, which any local `ray.init()`
+writes, or RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN): here a token of the test's own, so the test never
+reads or writes the user's. A client without the token is refused; with RAY_AUTH_MODE=token and the
+token it submits, and the job runs to completion.
+"""
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -9,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
-from ray.job_submission import JobStatus, JobSubmissionClient
-
 from conftest import tiny_llama, tiny_tokenizer
 from specray.distributed.sink import read_results
 
@@ -35,6 +44,8 @@ def free_ports(n: int) -> list[int]:
 def head():
     """A one-node cluster; its temp dir is short because Ray's socket paths must fit in 107 bytes."""
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    token_path = Path(temp_dir, "auth_token")
+    token_path.write_text(secrets.token_hex(32))
     gcs, dashboard, client, agent, agent_grpc, env_agent, metrics = free_ports(7)
     command = [
         str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--disable-usage-stats", "--num-cpus=2",
@@ -42,13 +53,13 @@ def head():
         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
         f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}", f"--temp-dir={temp_dir}",
     ]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # `python` in entrypoints
-    env.pop("RAY_ADDRESS", None)
-    env["RAY_AUTH_MODE"] = "disabled"  # a throwaway cluster on 127.0.0.1; the SDK client here sends no token
+    env = cli_env()
+    env["RAY_AUTH_TOKEN_PATH"] = str(token_path)  # the head finds a token, so the default mode turns auth on
     log = open(Path(temp_dir, "head.log"), "wb")
     process = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
     try:
-        yield JobSubmissionClient(f"http://127.0.0.1:{dashboard}") if _wait_for_dashboard(dashboard, process) else None
+        up = _wait_for_dashboard(dashboard, token_path.read_text(), process)
+        yield {"address": f"http://127.0.0.1:{dashboard}", "token_path": token_path} if up else None
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the cluster's processes exit at once; `ray start` itself drains 30 s
         time.sleep(3)
@@ -58,30 +69,39 @@ def head():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_for_dashboard(port: int, process: subprocess.Popen, timeout_s: float = 90) -> bool:
+def cli_env() -> dict:
+    """This venv's `ray` and `python` first on PATH; Ray's auth mode as a fresh shell has it (unset: other
+    tests' local `ray.init()` set RAY_AUTH_MODE=token in this process)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(name, None)
+    return env
+
+
+def _wait_for_dashboard(port: int, token: str, process: subprocess.Popen, timeout_s: float = 90) -> bool:
     deadline = time.monotonic() + timeout_s
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/jobs/", headers={"Authorization": f"Bearer {token}"})
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            JobSubmissionClient(f"http://127.0.0.1:{port}").list_jobs()
+            urllib.request.urlopen(request, timeout=5).read()
             return True
-        except Exception:  # not up yet: connection refused, or the job API still starting
+        except (urllib.error.URLError, OSError):  # not up yet: connection refused, or the job API still starting
             time.sleep(1)
     return False
 
 
-def _submit(client: JobSubmissionClient, entrypoint: str, runtime_env: dict, timeout_s: float = 60) -> str:
-    """Submit, waiting while the head's job agent is still starting ("No available agent" on a loaded machine)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
-        except RuntimeError as err:
-            if "No available agent" not in str(err) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
+def ray_cli(args: list[str], env: dict, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("ray")), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
 
 
-def test_job_submitted_with_the_job_sdk_runs_to_completion(head, tmp_path):
+def test_a_client_without_the_token_is_refused(head):
+    assert head is not None, "the Ray head did not start"
+    refused = ray_cli(["job", "list", "--address", head["address"]], cli_env(), timeout_s=120)
+    assert refused.returncode != 0 and "authentication" in (refused.stdout + refused.stderr).lower(), refused
+
+
+def test_ray_job_submit_as_the_readme_says_runs_to_completion(head, tmp_path):
     assert head is not None, "the Ray head did not start"
     tokenizer = tiny_tokenizer()
     for name, seed in (("target", 0), ("draft", 0)):
@@ -91,13 +111,17 @@ def test_job_submitted_with_the_job_sdk_runs_to_completion(head, tmp_path):
     data.write_text("".join(f'{{"id": "p{i}", "prompt": "w{3 + i} w{9 + i} w5", "domain": "chat"}}\n' for i in range(6)))
     overrides = [f"models.target={tmp_path / 'target'}", f"models.draft={tmp_path / 'draft'}", f"data.path={data}",
                  f"output.dir={tmp_path / 'out'}", "generation.max_new_tokens=8", "cluster.num_workers=2"]
-    job = _submit(head, f"python jobs/generate.py configs/default.yaml {' '.join(overrides)}",
-                  {"working_dir": str(REPO), "excludes": [".git", ".venv", "venv", "runs", "*.egg-info", "__pycache__"]})
-    deadline = time.monotonic() + 240
-    while head.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-        assert time.monotonic() < deadline, head.get_job_logs(job)[-3000:]
-        time.sleep(1)
-    logs = head.get_job_logs(job)
-    assert head.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
-    assert '"results": 6' in logs
+    env = {**cli_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(head["token_path"])}
+    # the README's command (.gitignore keeps .venv and runs/ out of the upload)
+    command = ["job", "submit", "--address", head["address"], "--working-dir", ".", "--",
+               "python", "jobs/generate.py", "configs/default.yaml", *overrides]
+    deadline = time.monotonic() + 60
+    while True:  # the head's job agent may still be starting on a loaded machine
+        done = ray_cli(command, env)
+        if done.returncode == 0 or "No available agent" not in done.stdout + done.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    logs = done.stdout + done.stderr
+    assert done.returncode == 0, logs[-3000:]
+    assert "succeeded" in logs.lower() and '"results": 6' in logs, logs[-3000:]
     assert sorted(read_results(tmp_path / "out")["id"].to_pylist()) == [f"p{i}" for i in range(6)]

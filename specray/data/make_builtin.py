@@ -3,6 +3,9 @@
 Templated from the hand-written blocks in ``specray.data.blocks`` with a fixed seed, so the committed
 JSONL files are reproducible. ``distill`` and ``demo`` use the distill templates (demo prompts are
 drawn after the distill ones, so the two never share a prompt); ``heldout`` uses its own templates.
+``quick``, what `specray generate` runs with no dataset, is the shortest ``demo`` prompts of each
+domain (ids kept): a first run should finish in a few minutes on a laptop's CPU, and still show
+every domain's acceptance.
 """
 
 import json
@@ -15,6 +18,7 @@ DOMAINS = {"code": code, "math": maths, "logic": logic, "chat": chat}
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 SEED = 20240601
 SIZES = {"distill": 450, "heldout": 50, "demo": 10}  # per domain
+QUICK_PER_DOMAIN = 2
 MAX_MISSES = 200  # consecutive duplicates after which a template counts as exhausted
 
 
@@ -54,7 +58,15 @@ def build_sets(seed: int = SEED) -> dict[str, list[dict]]:
             sets[name] += [{"id": f"{name}-{domain}-{i:04d}", "prompt": p, "domain": domain} for i, p in enumerate(prompts)]
     for rows in sets.values():
         rng.shuffle(rows)  # mixed domains, so any prefix of a split is balanced-ish
+    sets["quick"] = quick_set(sets["demo"])
     return sets
+
+
+def quick_set(demo: list[dict], per_domain: int = QUICK_PER_DOMAIN) -> list[dict]:
+    """The `per_domain` shortest demo prompts of each domain, domains interleaved; no randomness."""
+    shortest = {d: sorted((r for r in demo if r["domain"] == d), key=lambda r: (len(r["prompt"]), r["id"]))[:per_domain]
+                for d in DOMAINS}
+    return [rows[i] for i in range(per_domain) for rows in shortest.values() if i < len(rows)]
 
 
 def write_sets(out_dir: Path = PROMPTS_DIR) -> None:

@@ -4,12 +4,19 @@ Wiring only. The sink opens first, so a locked or foreign output dir fails befor
 and it decides what a resumed run skips. Workers load their models before the first batch is sent,
 so a bad model ref fails the job at once instead of turning every row into an error.
 
+Ctrl-C stops the job cleanly: what finished is committed (the sink flushes on the way out), further
+presses are ignored while it does so, and `JobInterrupted` says how many prompts are done, so the
+command line can print one line with the command that resumes instead of a traceback from `ray.wait`.
+
 A label run is this same job with every domain drafting a fixed `label.depth` tokens (`static:K`, never
 cost-gated, so every round is labelled to the same depth) and traces that keep the draft's hidden states.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from dataclasses import replace
 from functools import partial
 from itertools import chain
@@ -19,6 +26,7 @@ import ray
 from ray.exceptions import RayError
 
 from specray.config import ConfigError, JobConfig, config_to_yaml
+from specray.distributed.console import driver_console, ray_init_options
 from specray.distributed.policy_actor import PolicyActors
 from specray.distributed.pool import WorkerPool
 from specray.distributed.progress import Progress
@@ -36,12 +44,41 @@ class JobError(RuntimeError):
     """The job cannot run: its workers could not start."""
 
 
+class JobInterrupted(Exception):
+    """Stopped by Ctrl-C after committing what had finished: `done` of `total` input records are in the run."""
+
+    def __init__(self, run_id: str, output_dir: str, done: int, total: int):
+        super().__init__(f"interrupted: {done} of {total} prompts done in {output_dir}")
+        self.run_id, self.output_dir, self.done, self.total = run_id, output_dir, done, total
+
+
+@contextlib.contextmanager
+def _ctrl_c_once():
+    """The first SIGINT raises KeyboardInterrupt; later ones are ignored while the job commits and stops."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = []
+
+    def handler(signum, frame):
+        pressed.append(signum)
+        if len(pressed) == 1:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_job(cfg: JobConfig, make_engine: Callable | None = None, label: bool = False) -> dict:
     """Generate for every prompt of `cfg.data` not yet committed under `cfg.output.dir`; returns a summary.
 
     `make_engine(models_config, device)` builds each worker's engine; None loads the configured pair.
     `label`: a labelling run (`specray label`) instead of `specray generate`.
     Joins Ray if it is initialised, else `ray.init(cluster.address)`, and shuts down only what it started.
+    Raises `JobInterrupted` on Ctrl-C, once everything that finished is committed.
     """
     device = worker_device(cfg.models.device, cfg.cluster.gpus_per_worker)  # fail before starting anything
     if cfg.models.dtype != AUTO and device == "cpu":  # the driver's CPU stands for the workers'; a GPU is checked there
@@ -52,19 +89,30 @@ def run_job(cfg: JobConfig, make_engine: Callable | None = None, label: bool = F
     pick = partial(label_policy, cfg.label.depth) if label else partial(domain_policy, cfg.policy)
     policies = {domain: pick(domain) for domain in DOMAINS}
     started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=cfg.cluster.address)  # None: RAY_ADDRESS when set (ray job submit), else a local instance
+    with driver_console(cfg.log_level):
+        if started_ray:  # address None: RAY_ADDRESS when set (ray job submit), else a local instance
+            ray.init(address=cfg.cluster.address, **ray_init_options(cfg.log_level))
+        try:
+            with _ctrl_c_once():
+                return _open_and_run(cfg, policies, make_engine, label)
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+
+def _open_and_run(cfg: JobConfig, policies: dict, make_engine: Callable | None, label: bool) -> dict:
+    meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg), hidden_states=label)
+    sink, total = RunSink(cfg.output.dir, meta, cfg.output.rows_per_file), 0
     try:
-        meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg), hidden_states=label)
-        with RunSink(cfg.output.dir, meta, cfg.output.rows_per_file) as sink:
-            return _run(replace(cfg, run_id=sink.run_id), policies, sink, make_engine, label)
-    finally:
-        if started_ray:
-            ray.shutdown()
+        with sink:
+            total = count_records(cfg.data)
+            return _run(replace(cfg, run_id=sink.run_id), policies, sink, make_engine, label, total)
+    except KeyboardInterrupt:  # the sink has flushed on the way out: what finished is committed
+        raise JobInterrupted(sink.run_id, str(sink.out_dir), len(sink.committed_ids()), total) from None
 
 
-def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | None, label: bool) -> dict:
-    source, progress = str(dataset_path(cfg.data)), Progress(count_records(cfg.data), "label" if label else "generate")
+def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | None, label: bool, total: int) -> dict:
+    source, progress = str(dataset_path(cfg.data)), Progress(total, "label" if label else "generate")
     actors = PolicyActors(policies, f"specray-{cfg.run_id}")
     try:
         work = plan(cfg.data, cfg.generation.batch_size, sink.committed_ids(), DomainDetector.load(), progress.skip, actors.start)

@@ -4,12 +4,21 @@ and its live acceptance stats, and hands each batch of its domain to the worker 
 Being on the dispatch path is what keeps its stats live: every batch of the domain passes through on
 its way back. It is async so one actor keeps batches in flight on every worker of the shared pool.
 It holds no model and imports no torch: the policy object itself is built where the engine runs.
+
+Its Ray metrics carry vLLM's speculative-decoding names, so dashboards and alerts written for vLLM
+read specray too (Prometheus sees them as `ray_<name>_total`; vLLM's are `vllm:<name>_total`):
+`spec_decode_num_drafts` (drafting rounds: one sequence proposing one or more draft tokens),
+`spec_decode_num_draft_tokens`, `spec_decode_num_accepted_tokens`, and
+`spec_decode_num_accepted_tokens_per_pos` with a 0-based `position` label (accepted tokens at that
+position of their draft); plus `specray_new_tokens` (tokens generated). Every one is tagged `domain`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from ray.exceptions import RayActorError, RayError
 from ray.util.metrics import Counter
@@ -17,6 +26,33 @@ from ray.util.metrics import Counter
 from specray.distributed.batch import Batch, BatchOutput, Failure, Totals
 
 EMA_DECAY = 0.9  # weight of the past per batch; ~10 batches of memory
+SPEC_DECODE_COUNTERS = {
+    "spec_decode_num_drafts": "drafting rounds (one sequence proposing one or more draft tokens)",
+    "spec_decode_num_draft_tokens": "draft tokens proposed",
+    "spec_decode_num_accepted_tokens": "draft tokens accepted by the target",
+}
+PER_POS = "spec_decode_num_accepted_tokens_per_pos"
+
+
+@dataclass(frozen=True)
+class SpecDecodeCounts:
+    """A batch's counts in vLLM's spec-decode terms; `accepted_per_pos[i]` is for 0-based position i."""
+
+    num_drafts: int
+    num_draft_tokens: int
+    num_accepted_tokens: int
+    accepted_per_pos: dict[int, int]
+
+    @classmethod
+    def of(cls, traces: pa.Table) -> SpecDecodeCounts:
+        """From trace rows (one per drafted token): rounds are distinct (prompt_id, iteration) pairs."""
+        if traces.num_rows == 0:
+            return cls(0, 0, 0, {})
+        rounds = traces.group_by(["prompt_id", "iteration"]).aggregate([]).num_rows
+        accepted = traces.filter(pc.equal(traces["accepted"], True))
+        per_depth = accepted.group_by("depth").aggregate([("depth", "count")]).to_pydict()
+        per_pos = {int(d) - 1: int(n) for d, n in zip(per_depth["depth"], per_depth["depth_count"])}
+        return cls(rounds, traces.num_rows, accepted.num_rows, dict(sorted(per_pos.items())))
 
 
 @dataclass(frozen=True)
@@ -58,10 +94,11 @@ class PolicyActor:
     def __init__(self, policy: DomainPolicy):
         self.policy = policy
         self.stats = LiveStats()
-        self.counters = {
-            name: Counter(f"specray_{name}", description=f"{name.replace('_', ' ')} per domain", tag_keys=("domain",))
-            for name in ("new_tokens", "drafted", "accepted")
-        }
+        self.counters = {"specray_new_tokens": Counter("specray_new_tokens", description="tokens generated", tag_keys=("domain",))}
+        for name, description in SPEC_DECODE_COUNTERS.items():
+            self.counters[name] = Counter(name, description=description, tag_keys=("domain",))
+        self.counters[PER_POS] = Counter(PER_POS, description="draft tokens accepted at each 0-based position of their draft",
+                                         tag_keys=("domain", "position"))
         for counter in self.counters.values():
             counter.set_default_tags({"domain": policy.domain})
 
@@ -73,10 +110,18 @@ class PolicyActor:
             return Failure.from_error(exc, worker_lost=isinstance(exc, RayActorError))
         totals = out.totals()
         self.stats.update(totals)
-        for name, counter in self.counters.items():
-            if getattr(totals, name):
-                counter.inc(getattr(totals, name))
+        self._export(totals, SpecDecodeCounts.of(out.traces))
         return out
+
+    def _export(self, totals: Totals, counts: SpecDecodeCounts) -> None:
+        values = {"specray_new_tokens": totals.new_tokens, "spec_decode_num_drafts": counts.num_drafts,
+                  "spec_decode_num_draft_tokens": counts.num_draft_tokens,
+                  "spec_decode_num_accepted_tokens": counts.num_accepted_tokens}
+        for name, value in values.items():
+            if value:
+                self.counters[name].inc(value)
+        for position, value in counts.accepted_per_pos.items():
+            self.counters[PER_POS].inc(value, tags={"position": str(position)})
 
     def snapshot(self) -> dict:
         """Policy and live stats, for the job summary."""

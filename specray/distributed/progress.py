@@ -1,6 +1,9 @@
 """The driver's progress bar: prompts done of total, tokens/s, and acceptance per domain.
 
 Totals here are exact (summed from committed batches); the policy actors' EMAs follow drift instead.
+Tokens/s is new tokens of committed batches over seconds since the models loaded, printed with one
+decimal below 10: rounded to a whole number, a CPU run's first minutes read `0 tok/s`. The bar is
+redrawn on every commit, so the rate shown is never older than the last finished batch.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import time
 from tqdm import tqdm
 
 from specray.distributed.batch import Totals
+from specray.distributed.summary import rate
 
 
 class Progress:
@@ -37,6 +41,8 @@ class Progress:
             self.per_domain[domain] = self.per_domain.get(domain, Totals()) + t
         self.bar.set_postfix_str(self.postfix(), refresh=False)
         self.bar.update(prompts)
+        if self.bar.last_print_n != self.bar.n:  # update() waits out tqdm's mininterval; a commit is worth a redraw now
+            self.bar.refresh()
 
     @property
     def seconds(self) -> float:
@@ -48,7 +54,7 @@ class Progress:
 
     def postfix(self) -> str:
         rates = " ".join(f"{d}={t.acceptance:.2f}" for d, t in sorted(self.per_domain.items()) if t.acceptance is not None)
-        return f"{self.new_tokens / max(self.seconds, 1e-9):.0f} tok/s" + (f" | accept {rates}" if rates else "")
+        return f"{rate(self.new_tokens / max(self.seconds, 1e-9))} tok/s" + (f" | accept {rates}" if rates else "")
 
     def close(self) -> None:
         self.bar.close()

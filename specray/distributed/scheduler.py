@@ -35,8 +35,8 @@ WAIT_S = 1.0  # how often the loop looks for hung workers when nothing finishes
 
 
 def dataset_path(data: DataConfig) -> Path:
-    """`data.path`, or the built-in demo prompts when it is unset."""
-    return Path(data.path) if data.path else builtin_path("demo")
+    """`data.path`, or the built-in set `data.builtin` when it is unset."""
+    return Path(data.path) if data.path else builtin_path(data.builtin)
 
 
 def read_stream(data: DataConfig) -> Iterator[PromptBatch]:

@@ -12,6 +12,7 @@ from typing import Callable
 from specray.config import ConfigError, JobConfig
 from specray.data.rows import PromptRow
 from specray.distributed.batch import BatchOutput
+from specray.distributed.console import quiet_worker
 
 
 def worker_device(requested: str, gpus_per_worker: float) -> str:
@@ -28,6 +29,7 @@ class ModelWorker:
 
     def __init__(self, cfg: JobConfig, source: str, make_engine: Callable | None = None, threads: int | None = None,
                  label: bool = False):
+        quiet_worker(cfg.log_level)  # before torch and transformers load: no per-forward warnings, no loading bars
         from specray.distributed.runner import BatchRunner  # torch and the models load here, in the worker only
 
         self.runner = BatchRunner(cfg, source, make_engine, threads, label)
