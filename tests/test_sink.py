@@ -57,7 +57,8 @@ def batch(ids: list[str], domain: str = "code") -> tuple[pa.Table, pa.Table]:
 
 
 def errors(ids: list[str]) -> pa.Table:
-    return pa.table({"id": ids, "source": ["worker"] * len(ids), "reason": ["oom"] * len(ids)}, schema=ERROR_SCHEMA)
+    return pa.table({"id": ids, "source": ["worker"] * len(ids), "reason": ["oom"] * len(ids),
+                     "position": [None] * len(ids)}, schema=ERROR_SCHEMA)
 
 
 def ids_of(table: pa.Table, column: str = "id") -> list[str]:

@@ -60,7 +60,8 @@ def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | 
     source, progress = str(dataset_path(cfg.data)), Progress(count_records(cfg.data), "label" if label else "generate")
     actors = PolicyActors(policies, f"specray-{cfg.run_id}")
     try:
-        work = plan(cfg.data, cfg.generation.batch_size, sink.committed_ids(), DomainDetector.load(), progress.skip, actors.start)
+        work = plan(cfg.data, cfg.generation.batch_size, sink.committed_ids(), DomainDetector.load(), progress.skip, actors.start,
+                    sink.committed_positions())
         first = next(work, None)  # reads a first chunk, so its domains' policy actors start while the models load
         if first is None:  # an earlier session committed everything
             counts, replaced = Counts(), 0

@@ -5,6 +5,11 @@ the files and the ids they commit. Only that record makes them count: on open, f
 name (a crash between rename and record) are deleted, so a resumed run writes every id exactly once
 and traces/ never holds rows of a result that was not committed.
 
+Two key spaces are committed: ids (results, and error rows of records that own their id) and input
+positions (`line:N` / `row:N`, error rows of records with no usable id of their own). A record is
+committed under exactly one key, and a position never stands in for an id, so no error row can take
+a result's place (see specray.data.rows).
+
 Layout under out_dir:
     results/domain=<d>/part-*.parquet   traces/domain=<d>/part-*.parquet   errors/part-*.parquet
     manifest.jsonl   config.yaml   _tmp/ (ignored by pyarrow readers)   .lock
@@ -96,7 +101,9 @@ class RunSink:
         self.run_id: str = records[0]["run_id"]  # a resumed run keeps the id its first session chose
         self._seq = len(records) - 1
         self._committed = _ids(records)
+        self._committed_positions = _positions(records)
         self._pending: set[str] = set()
+        self._pending_positions: set[str] = set()
         self._results: dict[str, list[pa.Table]] = {}
         self._traces: dict[str, list[pa.Table]] = {}
         self._errors: list[pa.Table] = []
@@ -112,6 +119,10 @@ class RunSink:
         """Ids durably committed, as results or as errors: the scheduler skips these."""
         return set(self._committed)
 
+    def committed_positions(self) -> set[str]:
+        """Input positions (`line:N` / `row:N`) of committed error rows that have no id of their own."""
+        return set(self._committed_positions)
+
     def commit(self, results: pa.Table, traces: pa.Table, errors: pa.Table | None = None) -> int:
         """Accept a batch; ids already committed or pending are dropped (a retried batch is harmless).
 
@@ -121,7 +132,7 @@ class RunSink:
         results, traces = _conform(results, "results", RESULT_SCHEMA), _conform(traces, "traces", self.trace_schema)
         errors = _conform(errors if errors is not None else ERROR_SCHEMA.empty_table(), "errors", ERROR_SCHEMA)
         _check_batch(results, traces, errors)
-        results, errors = results.filter(self._new(results["id"])), errors.filter(self._new(errors["id"]))
+        results, errors = results.filter(self._new(results["id"])), errors.filter(self._new_errors(errors))
         traces = traces.filter(pc.is_in(traces["prompt_id"], value_set=results["id"].combine_chunks()))
         for domain in pc.unique(results["domain"]).to_pylist():
             domain_results = results.filter(pc.equal(results["domain"], domain))
@@ -132,10 +143,12 @@ class RunSink:
             self._buffered[domain] = (n_results + domain_results.num_rows, n_traces + domain_traces.num_rows)
         if errors.num_rows:
             self._errors.append(errors)
-        accepted = results["id"].to_pylist() + errors["id"].to_pylist()
+        accepted = results["id"].to_pylist() + [i for i in errors["id"].to_pylist() if i is not None]
+        positions = _error_positions(errors)
         self._pending.update(accepted)
+        self._pending_positions.update(positions)
         self._flush_full()
-        return len(accepted)
+        return len(accepted) + len(positions)
 
     def flush(self) -> None:
         """Write everything buffered and record it; when this returns, every accepted id is committed."""
@@ -158,6 +171,13 @@ class RunSink:
         """Mask of ids neither committed nor pending; O(batch), however large the run has grown."""
         return pa.array([i not in self._committed and i not in self._pending for i in ids.to_pylist()], pa.bool_())
 
+    def _new_errors(self, errors: pa.Table) -> pa.Array:
+        """Mask of error rows whose key (their id, else their position) is neither committed nor pending."""
+        keys = zip(errors["id"].to_pylist(), errors["position"].to_pylist())
+        return pa.array([(i not in self._committed and i not in self._pending) if i is not None else
+                         (p not in self._committed_positions and p not in self._pending_positions) for i, p in keys],
+                        pa.bool_())
+
     def _flush_full(self) -> None:
         full = [d for d, sizes in self._buffered.items() if max(sizes) >= self.rows_per_file]
         with_errors = _rows(self._errors) >= self.rows_per_file
@@ -169,7 +189,8 @@ class RunSink:
             raise SinkError(f"{self.out_dir}: a manifest append failed; open a new RunSink to resume from the manifest")
         seq, written = self._seq + 1, []
         ids = [i for d in domains for t in self._results[d] for i in t["id"].to_pylist()]
-        error_ids = [i for t in self._errors for i in t["id"].to_pylist()] if with_errors else []
+        error_ids = [i for t in self._errors for i in t["id"].to_pylist() if i is not None] if with_errors else []
+        positions = [p for t in self._errors for p in _error_positions(t)] if with_errors else []
         try:
             for domain in domains:
                 written += self._write_table("results", domain, self._results[domain], seq)
@@ -186,11 +207,13 @@ class RunSink:
             raise
         files = [path.relative_to(self.out_dir).as_posix() for path in written]
         self._broken = True  # if the append fails, only the manifest knows whether it landed
-        append_record(self.out_dir / MANIFEST, _commit_record(seq, self.meta.run_id, files, ids, error_ids))
+        append_record(self.out_dir / MANIFEST, _commit_record(seq, self.meta.run_id, files, ids, error_ids, positions))
         self._broken = False
         self._seq = seq
         self._committed.update(ids + error_ids)
         self._pending.difference_update(ids + error_ids)
+        self._committed_positions.update(positions)
+        self._pending_positions.difference_update(positions)
         for domain in domains:
             del self._results[domain], self._traces[domain], self._buffered[domain]
         if with_errors:
@@ -321,7 +344,10 @@ def _table_dir(out_dir: Path, kind: str, domain: str | None) -> Path:
 
 
 def _conform(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
-    """`table` with exactly the schema's columns, in order and cast; a missing or extra column is a bug upstream."""
+    """`table` with exactly the schema's columns, in order and cast; a missing or extra column is a bug upstream,
+    except an errors table without `position` (written before that column existed), whose rows all have ids."""
+    if kind == "errors" and "position" not in table.column_names:
+        table = table.append_column("position", pa.nulls(table.num_rows, pa.string()))
     missing, extra = set(schema.names) - set(table.column_names), set(table.column_names) - set(schema.names)
     if missing or extra:
         raise ValueError(f"{kind}: missing columns {sorted(missing)}, unexpected columns {sorted(extra)}")
@@ -330,11 +356,16 @@ def _conform(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
 
 def _check_batch(results: pa.Table, traces: pa.Table, errors: pa.Table) -> None:
     """Reject what would break exactly-once: null or repeated ids, unknown domains, orphan trace rows."""
-    ids = pa.concat_arrays([results["id"].combine_chunks(), errors["id"].combine_chunks()])
-    if ids.null_count:
-        raise ValueError("results/errors: null id")
+    if results["id"].null_count:
+        raise ValueError("results: null id")
+    if pc.sum(pc.and_(pc.is_null(errors["id"]), pc.is_null(errors["position"]))).as_py():
+        raise ValueError("errors: a row with neither an id nor a position")
+    ids = pa.concat_arrays([results["id"].combine_chunks(), errors["id"].drop_null().combine_chunks()])
     if pc.count_distinct(ids).as_py() != len(ids):
         raise ValueError("results/errors: an id appears twice in one commit")
+    positions = _error_positions(errors)
+    if len(set(positions)) != len(positions):
+        raise ValueError("errors: a position appears twice in one commit")
     unknown = set(pc.unique(results["domain"]).to_pylist()) - set(DOMAINS)
     if unknown:
         raise ValueError(f"results: domain {sorted(unknown, key=str)[0]!r} is not one of {', '.join(DOMAINS)}")
@@ -364,8 +395,10 @@ def _encodings(table: pa.Table) -> dict[str, Any]:
     return {"use_dictionary": others, "use_byte_stream_split": [f"{HIDDEN_FIELD.name}.list.element"]}
 
 
-def _commit_record(seq: int, run_id: str, files: list[str], ids: list[str], error_ids: list[str]) -> dict[str, Any]:
-    return {"seq": seq, "run_id": run_id, "time": time.time(), "files": files, "ids": ids, "error_ids": error_ids}
+def _commit_record(seq: int, run_id: str, files: list[str], ids: list[str], error_ids: list[str],
+                   error_positions: list[str]) -> dict[str, Any]:
+    return {"seq": seq, "run_id": run_id, "time": time.time(), "files": files, "ids": ids, "error_ids": error_ids,
+            "error_positions": error_positions}
 
 
 def _files(records: list[dict[str, Any]]) -> list[str]:
@@ -374,6 +407,15 @@ def _files(records: list[dict[str, Any]]) -> list[str]:
 
 def _ids(records: list[dict[str, Any]]) -> set[str]:
     return {i for record in records[1:] for i in (*record["ids"], *record["error_ids"])}
+
+
+def _positions(records: list[dict[str, Any]]) -> set[str]:
+    return {p for record in records[1:] for p in record.get("error_positions", ())}
+
+
+def _error_positions(errors: pa.Table) -> list[str]:
+    """Positions of the error rows keyed by position (those without an id)."""
+    return [p for i, p in zip(errors["id"].to_pylist(), errors["position"].to_pylist()) if i is None]
 
 
 def _rows(tables: list[pa.Table]) -> int:

@@ -1,0 +1,124 @@
+"""Hostile input, as a user who means harm or makes every mistake would give it: the job, the run
+directory, the config, the policy registry, `specray report` and `specray retrain`.
+
+The rule every case checks: a clear error naming the row, key or file, and nothing lost, mixed or
+deleted that the run did not create. Either the job fails at start, or it runs and every input
+record ends up exactly once in results/ or errors/. Cases are grouped by kind (sections below); the
+count per kind is in docs/reliability.md.
+
+Runs on the tiny seeded pair of tests/conftest.py and a local Ray instance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobkit import config, write_jsonl
+from specray.data.readers import ReaderConfig, read_prompts
+from specray.data.rows import ErrorRow, errors_table
+from specray.distributed.job import run_job
+from specray.distributed.sink import RunMeta, RunSink, read_errors, read_results
+from specray.schema import RESULT_SCHEMA, TRACE_SCHEMA
+
+pytestmark = pytest.mark.usefixtures("local_ray")
+
+
+def read_all(path: Path, **kwargs):
+    rows, errors = [], []
+    for batch in read_prompts(path, ReaderConfig(**kwargs)):
+        rows += batch.rows
+        errors += batch.errors
+    return rows, errors
+
+
+def result_rows(ids: list[str], prompts: list[str]) -> pa.Table:
+    n = len(ids)
+    return pa.table({
+        "id": ids, "domain": ["chat"] * n, "prompt": prompts, "output_text": ["o"] * n, "output_tokens": [[1]] * n,
+        "prompt_tokens": [1] * n, "new_tokens": [1] * n, "iterations": [1] * n, "drafted": [0] * n, "accepted": [0] * n,
+        "wall_ms": [1.0] * n, "stop_reason": ["eos"] * n, "policy": ["target"] * n, "policy_version": [""] * n,
+        "target": ["t"] * n, "draft": ["d"] * n,
+    }, schema=RESULT_SCHEMA)
+
+
+# ---- ids: error rows never shadow a result ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def id_run(pair, tmp_path_factory):
+    """The issue's reproductions in one JSONL (a BOM first), run twice: the second run must add nothing."""
+    tmp = tmp_path_factory.mktemp("ids")
+    lines = [
+        b'\xef\xbb\xbf{"id": "bom", "prompt": "w3 w4"}',  # line 1: a UTF-8 BOM before a valid row
+        b'{"id": "line:3", "prompt": "w5 w6"}',  # line 2: a real id that looks like a position
+        b'{"id": "x", "prompt": "w7 w8"}',  # line 3
+        b'{"id": "x", "prompt": "w9"}',  # line 4: a duplicate, keyed by its position line:4 ...
+        b'{"id": "line:4", "prompt": "w10"}',  # line 5: ... while a real row has the id "line:4"
+        b'{"id": "m"}',  # line 6: no prompt, owns the id "m"
+        b'{"id": "m", "prompt": "w11"}',  # line 7: a valid row reusing it: a duplicate, not a shadowed result
+        b'{"id": "bad\\ud800", "prompt": "w12"}',  # line 8: an id with a lone surrogate
+        b'{"id": "s", "prompt": "w13 \\udc00"}',  # line 9: a prompt with a lone surrogate
+        b'{"id": "line:3", "prompt": "w14"}',  # line 10: a duplicate of the position-like id
+    ]
+    data = tmp / "c.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    cfg = config(pair, data, tmp / "out", "cluster.num_workers=1", "generation.max_new_tokens=4")
+    first = run_job(cfg)
+    second = run_job(cfg)
+    return cfg, first, second
+
+
+def test_no_error_row_takes_a_valid_rows_place(id_run):
+    cfg, first, _ = id_run
+    results = {r["id"]: r["prompt"] for r in read_results(cfg.output.dir).to_pylist()}
+    assert results == {"bom": "w3 w4", "line:3": "w5 w6", "x": "w7 w8", "line:4": "w10"}
+    errors = read_errors(cfg.output.dir).to_pylist()
+    by_key = {(e["id"], e["position"]): e["reason"] for e in errors}
+    assert set(by_key) == {(None, "line:4"), ("m", "line:6"), (None, "line:7"), (None, "line:8"), ("s", "line:9"),
+                           (None, "line:10")}
+    assert "duplicate id 'x'" in by_key[(None, "line:4")] and "duplicate id 'm'" in by_key[(None, "line:7")]
+    assert "missing prompt column 'prompt'" in by_key[("m", "line:6")]
+    assert (first["results"], first["errors"]) == (4, 6)
+
+
+def test_a_lone_surrogate_id_is_an_error_row_with_its_escaped_form(id_run):
+    cfg, _, _ = id_run
+    errors = {e["position"]: e for e in read_errors(cfg.output.dir).to_pylist()}
+    assert errors["line:8"]["id"] is None and "bad\\ud800" in errors["line:8"]["reason"]
+    assert "lone surrogate" in errors["line:9"]["reason"]
+
+
+def test_a_rerun_adds_nothing_and_skips_every_record(id_run):
+    cfg, _, second = id_run
+    assert (second["results"], second["errors"], second["skipped"]) == (0, 0, 10)
+    assert read_results(cfg.output.dir).num_rows == 4 and read_errors(cfg.output.dir).num_rows == 6
+
+
+def test_parquet_explicit_id_that_looks_like_a_position_keeps_its_result(tmp_path):
+    """Row 0's id is "row:2"; row 2 has no id, so its position "row:2" would be its id: a duplicate,
+    committed first, must not drop row 0's result."""
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"id": ["row:2", "b", None], "prompt": ["first", "second", "third"]}), path)
+    rows, errors = read_all(path)
+    assert [r.id for r in rows] == ["row:2", "b"]
+    assert [(e.id, e.position) for e in errors] == [(None, "row:2")] and "has no id" in errors[0].reason
+    with RunSink(tmp_path / "out", RunMeta("r", "t", "d")) as sink:
+        sink.commit(RESULT_SCHEMA.empty_table(), TRACE_SCHEMA.empty_table(), errors_table(errors))
+        sink.flush()  # the error row is committed first, as a fast reader would
+        sink.commit(result_rows([r.id for r in rows], [r.prompt for r in rows]), TRACE_SCHEMA.empty_table())
+    assert sorted(read_results(tmp_path / "out")["id"].to_pylist()) == ["b", "row:2"]
+    with RunSink(tmp_path / "out", RunMeta("r", "t", "d")) as sink:
+        assert sink.committed_ids() == {"b", "row:2"} and sink.committed_positions() == {"row:2"}
+
+
+def test_a_manifest_keeps_ids_and_positions_apart(tmp_path):
+    with RunSink(tmp_path, RunMeta("r", "t", "d")) as sink:
+        sink.commit(RESULT_SCHEMA.empty_table(), TRACE_SCHEMA.empty_table(),
+                    errors_table([ErrorRow(None, "f", "bad", "line:1")]))
+    record = json.loads((tmp_path / "manifest.jsonl").read_text().splitlines()[1])
+    assert record["error_ids"] == [] and record["error_positions"] == ["line:1"]
