@@ -160,6 +160,10 @@ def _fragment_records(fragment, schema: pa.Schema, config: ReaderConfig) -> Iter
         if config.prompt_column not in names:
             raise DatasetError(f"{source}: Parquet file has no prompt column {config.prompt_column!r} (columns: {sorted(names)})")
         columns = [c for c in (config.id_column, config.prompt_column, config.domain_column) if c and c in schema.names]
+        # each file is read with its own column types: files of one directory may disagree (integer ids in
+        # one, string ids in another), and every id becomes a string anyway
+        physical = fragment.physical_schema
+        schema = pa.schema([physical.field(n) if n in physical.names else schema.field(n) for n in schema.names])
         # no read-ahead and no pre-buffering: memory stays at about one row group, whatever the file size
         scanner = pads.Scanner.from_fragment(fragment, schema=schema, columns=columns, batch_size=config.batch_size,
                                              batch_readahead=0, use_threads=False,
