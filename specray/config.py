@@ -318,7 +318,14 @@ def _output_problems(output: OutputConfig) -> list[str]:
     return [
         *_check("output.rows_per_file", output.rows_per_file >= 1, "an integer >= 1", output.rows_per_file),
         *_check("output.dir", _creatable_dir(Path(output.dir or ".")), "a writable directory", output.dir),
+        *_check("output.dir", not _root_or_home(Path(output.dir or ".")),
+                "a directory of the run's own, not the filesystem root or the home directory", output.dir),
     ]
+
+
+def _root_or_home(path: Path) -> bool:
+    path = path.resolve()
+    return path == Path(path.anchor) or path == Path.home().resolve()
 
 
 def _creatable_dir(path: Path) -> bool:

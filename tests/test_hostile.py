@@ -22,7 +22,7 @@ from jobkit import config, write_jsonl
 from specray.data.readers import ReaderConfig, read_prompts
 from specray.data.rows import ErrorRow, errors_table
 from specray.distributed.job import run_job
-from specray.distributed.sink import RunMeta, RunSink, read_errors, read_results
+from specray.distributed.sink import RunMeta, RunSink, SinkError, read_errors, read_results
 from specray.schema import RESULT_SCHEMA, TRACE_SCHEMA
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -164,3 +164,56 @@ def test_special_token_text_in_a_prompt_is_text_not_a_control_token(chat):
     if chat:  # prompts without special-token text are encoded exactly as the template always did
         assert plain == list(tokenizer.apply_chat_template([{"role": "user", "content": "w1 w2"}],
                                                             add_generation_prompt=True, tokenize=True)["input_ids"])
+
+
+# ---- the run directory: nothing the run did not create is touched ----------------------------------
+
+
+def test_a_users_file_in_tmp_of_a_new_dir_is_refused_and_kept(tmp_path):
+    precious = tmp_path / "d" / "_tmp" / "important.txt"
+    precious.parent.mkdir(parents=True)
+    precious.write_text("precious")
+    with pytest.raises(SinkError, match=r"output.dir .*not empty and is not a specray run.*_tmp/important.txt"):
+        RunSink(tmp_path / "d", RunMeta("r", "t", "d"))
+    assert precious.read_text() == "precious" and not (tmp_path / "d" / "manifest.jsonl").exists()
+
+
+def test_a_non_empty_dir_that_is_not_a_run_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SinkError, match="not empty and is not a specray run.*notes.txt"):
+        RunSink(tmp_path, RunMeta("r", "t", "d"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "notes.txt"]
+
+
+def test_resuming_a_run_deletes_only_its_own_temp_and_orphan_files(tmp_path):
+    with RunSink(tmp_path, RunMeta("r", "t", "d")) as sink:
+        sink.commit(result_rows(["a"], ["p"]), TRACE_SCHEMA.empty_table())
+    ours = tmp_path / "_tmp" / f"{'cd' * 16}.parquet"
+    ours.parent.mkdir(exist_ok=True)
+    ours.write_bytes(b"PAR1")
+    theirs = [tmp_path / "_tmp" / "important.txt", tmp_path / "results" / "mine.parquet", tmp_path / "README"]
+    for path in theirs:
+        path.write_text("precious")
+    RunSink(tmp_path, RunMeta("r", "t", "d")).close()
+    assert not ours.exists() and all(p.read_text() == "precious" for p in theirs)
+    assert read_results(tmp_path)["id"].to_pylist() == ["a"]  # readers follow the manifest, not the directory
+
+
+@pytest.mark.parametrize("where", ["root", "home"])
+def test_root_and_home_are_refused_as_output_dir(pair, tmp_path, where):
+    from specray.config import ConfigError
+
+    out = "/" if where == "root" else str(Path.home())
+    with pytest.raises(ConfigError, match=r"output.dir: expected a directory of the run's own"):
+        config(pair, write_jsonl(tmp_path / "p.jsonl", [{"prompt": "w3"}]), Path(out))
+    with pytest.raises(SinkError, match=f"output.dir {out}: is the"):
+        RunSink(out, RunMeta("r", "t", "d"))
+
+
+def test_bench_report_never_deletes_a_dir_it_did_not_make(tmp_path):
+    from specray.analysis.bench_report import main
+
+    (tmp_path / "keep.txt").write_text("precious")
+    with pytest.raises(SystemExit):
+        main(["--dir", str(tmp_path), "--rows", "10"])
+    assert (tmp_path / "keep.txt").read_text() == "precious"

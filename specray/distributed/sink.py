@@ -14,6 +14,12 @@ Layout under out_dir:
     results/domain=<d>/part-*.parquet   traces/domain=<d>/part-*.parquet   errors/part-*.parquet
     manifest.jsonl   config.yaml   _tmp/ (ignored by pyarrow readers)   .lock
 
+Nothing the run did not create is ever deleted: a directory without a manifest must be new or
+empty (leftovers of a specray start that died before its manifest aside), `/` and the home
+directory are refused outright, and the clean-up on open removes only files named as this sink
+names them (`_tmp/<32 hex>.parquet`, `_tmp/<file>.<pid>.tmp`, `part-<seq>-<n>-<8 hex>.parquet`)
+that no manifest record lists. A file a user puts anywhere in the run is left where it is.
+
 A run that records hidden states (a label run) stores them as a `hidden` column of its trace files,
 so they are committed, skipped on resume and cleaned up exactly like the rest of their rows.
 """
@@ -24,7 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -52,6 +58,8 @@ CONFIG = "config.yaml"
 TMP = "_tmp"
 LOCK = ".lock"
 KINDS = ("results", "traces", "errors")
+TMP_NAME = re.compile(r"[0-9a-f]{32}\.parquet|[A-Za-z0-9._-]+\.\d+\.tmp")  # what this sink and write_atomic put in _tmp/
+PART_NAME = re.compile(r"part-\d{6}-\d{3}-[0-9a-f]{8}\.parquet")  # the data files _write_table names
 DOMAIN_PARTITIONING = ds.partitioning(pa.schema([("domain", pa.string())]), flavor="hive")
 
 
@@ -88,6 +96,9 @@ class RunSink:
         if rows_per_file < 1:
             raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
         self.out_dir = Path(out_dir).resolve()
+        refused = forbidden_run_dir(self.out_dir)
+        if refused:
+            raise SinkError(f"output.dir {self.out_dir}: {refused}")
         self.meta = run_meta
         self.schemas = run_schemas(run_meta.hidden_states)
         self.rows_per_file = rows_per_file
@@ -269,6 +280,16 @@ def _read(out_dir: Path, kind: str, columns: list[str] | None = None) -> pa.Tabl
     return dataset.to_table(columns=columns)
 
 
+def forbidden_run_dir(path: Path) -> str | None:
+    """Why `path` can never be a run directory (the filesystem root, the home directory), or None."""
+    path = Path(path).resolve()
+    if path == Path(path.anchor):
+        return "is the filesystem root; a run needs a directory of its own"
+    if path == Path.home().resolve():
+        return "is the home directory; a run needs a directory of its own"
+    return None
+
+
 def _acquire_lock(path: Path) -> Any:
     """An exclusive lock held for the sink's life; the kernel drops it when the process dies, even by SIGKILL."""
     handle = open(path, "a")
@@ -293,6 +314,10 @@ def _open_manifest(out_dir: Path, meta: RunMeta) -> list[dict[str, Any]]:
         stray = [p for kind in KINDS for p in _files_under(out_dir / kind)]
         if stray:
             raise SinkError(f"{out_dir} holds data but no {MANIFEST} (e.g. {stray[0]}); refusing to mix runs")
+        foreign = _foreign_entries(out_dir)
+        if foreign:
+            raise SinkError(f"output.dir {out_dir} is not empty and is not a specray run (it holds {foreign[0]!r}); "
+                            "use a new or empty directory")
         header = {"run_id": meta.run_id, "target": meta.target, "draft": meta.draft, "hidden_states": meta.hidden_states,
                   "schema_version": schema_version(meta.hidden_states)}
         create_manifest(manifest, {**header, "created": time.time()}, out_dir / TMP)
@@ -310,12 +335,34 @@ def _incompatibility(header: dict[str, Any], meta: RunMeta) -> str | None:
     return "; ".join(diffs) or None
 
 
+def _foreign_entries(out_dir: Path) -> list[str]:
+    """What a directory without a manifest holds besides the lock and a start's temp files (sorted)."""
+    entries = []
+    for entry in sorted(out_dir.iterdir()):
+        if entry.name == LOCK and entry.is_file() and not entry.is_symlink():
+            continue
+        if entry.name == TMP and entry.is_dir() and not entry.is_symlink():
+            entries += [f"{TMP}/{p.name}" for p in sorted(entry.iterdir()) if not _ours_in_tmp(p)]
+            continue
+        entries.append(entry.name)
+    return entries
+
+
+def _ours_in_tmp(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink() and bool(TMP_NAME.fullmatch(path.name))
+
+
 def _remove_uncommitted(out_dir: Path, committed: set[str]) -> None:
-    """Delete _tmp/ and every Parquet file no record names; fail if a recorded file has vanished."""
-    shutil.rmtree(out_dir / TMP, ignore_errors=True)
+    """Delete this sink's temp files and the data files it named that no record lists; fail if a recorded
+    file has vanished. Anything else (a user's file, even in _tmp/) is left alone."""
+    tmp = out_dir / TMP
+    if tmp.is_dir() and not tmp.is_symlink():
+        for path in tmp.iterdir():
+            if _ours_in_tmp(path):
+                path.unlink()
     for kind in KINDS:
         for path in _files_under(out_dir / kind):
-            if path.relative_to(out_dir).as_posix() not in committed:
+            if path.relative_to(out_dir).as_posix() not in committed and PART_NAME.fullmatch(path.name) and not path.is_symlink():
                 path.unlink()
     missing = [f for f in sorted(committed) if not _confined(out_dir, f).is_file()]
     if missing:
