@@ -6,6 +6,7 @@ the first second with the full key named, instead of an hour later on a worker.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -19,13 +20,15 @@ from omegaconf.errors import GrammarParseError, OmegaConfBaseException
 from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 from omegaconf.grammar_parser import parse
 
-from specray.policies.spec import parse_spec
+from specray.policies.spec import MAX_LOOKAHEAD, parse_spec
 from specray.schema import DOMAINS
 
 ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variables ${oc.env:...} may read
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 TRUNCATE = ("none", "left")
+MAX_SEED = 2**63 - 2**32  # a batch's seed is this plus a 32-bit hash of its ids, and must fit torch's int64
+MAX_NEW_TOKENS = 1_048_576  # past any context window; the model's own window is checked once workers load it
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run id becomes a directory name
 
 
@@ -268,11 +271,13 @@ def _models_problems(models: ModelsConfig) -> list[str]:
 
 def _generation_problems(gen: GenerationConfig) -> list[str]:
     return [
-        *_check("generation.max_new_tokens", gen.max_new_tokens >= 1, "an integer >= 1", gen.max_new_tokens),
-        *_check("generation.temperature", gen.temperature >= 0, "a number >= 0 (0 = greedy)", gen.temperature),
+        *_check("generation.max_new_tokens", 1 <= gen.max_new_tokens <= MAX_NEW_TOKENS, f"an integer in [1, {MAX_NEW_TOKENS}]",
+                gen.max_new_tokens),
+        *_check("generation.temperature", math.isfinite(gen.temperature) and gen.temperature >= 0,
+                "a finite number >= 0 (0 = greedy)", gen.temperature),
         *_check("generation.top_p", 0 < gen.top_p <= 1, "a number in (0, 1]", gen.top_p),
         *_check("generation.top_k", gen.top_k >= 0, "an integer >= 0 (0 = off)", gen.top_k),
-        *_check("generation.seed", gen.seed >= 0, "an integer >= 0", gen.seed),
+        *_check("generation.seed", 0 <= gen.seed <= MAX_SEED, f"an integer in [0, {MAX_SEED}]", gen.seed),
         *_check("generation.batch_size", gen.batch_size >= 1, "an integer >= 1", gen.batch_size),
         *_check("generation.stop", all(gen.stop), "non-empty stop strings", gen.stop),
     ]
@@ -295,7 +300,8 @@ def _policy_problems(policy: PolicyConfig) -> list[str]:
         if override.name is not None:
             specs[f"{key}.name"] = override.name
         k_max, threshold = override.k_max, override.threshold
-        problems += _check(f"{key}.k_max", k_max is None or k_max >= 1, "null or an integer >= 1", k_max)
+        problems += _check(f"{key}.k_max", k_max is None or 1 <= k_max <= MAX_LOOKAHEAD,
+                           f"null or an integer in [1, {MAX_LOOKAHEAD}]", k_max)
         problems += _check(f"{key}.threshold", _in_unit(threshold), "null or a number in [0, 1]", threshold)
     problems += [f"{key}: {policy_spec_problem(spec)}" for key, spec in specs.items() if policy_spec_problem(spec)]
     registry = Path(policy.registry) if policy.registry is not None else None

@@ -217,3 +217,137 @@ def test_bench_report_never_deletes_a_dir_it_did_not_make(tmp_path):
     with pytest.raises(SystemExit):
         main(["--dir", str(tmp_path), "--rows", "10"])
     assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+# ---- values that pass a type check but would make every row an error: refused at start -------------
+
+
+@pytest.mark.parametrize("override, key", [
+    ("generation.temperature=inf", "generation.temperature"),
+    ("generation.max_new_tokens=100000000", "generation.max_new_tokens"),
+    ("generation.seed=" + "9" * 70, "generation.seed"),
+    ("policy.per_domain.code.k_max=" + "1" + "0" * 30, "policy.per_domain.code.k_max"),
+    ("policy.default=static:100000000", "policy.default"),
+    ("policy.default=heuristic:k_max=100000000", "policy.default"),
+])
+def test_out_of_range_values_fail_at_start_naming_the_key(pair, tmp_path, override, key):
+    from specray.config import ConfigError
+
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "w3"}])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config(pair, data, tmp_path / "out", "generation.temperature=0.7", override)
+
+
+def publish_policy(registry: Path, kind: str, tensors=None, **meta):
+    """A valid artifact of `kind` in `registry`, with its tensors or JSON tampered as given; returns its stem."""
+    import torch
+
+    from specray.policies.artifacts import save_artifact
+    from specray.policies.disco import FEATURES, DiscoClassifier
+    from specray.policies.registry import publish
+    from specray.policies.specdecpp import AcceptanceHead
+
+    torch.manual_seed(0)
+    if kind == "disco":
+        state, base = DiscoClassifier(hidden=4).state_dict(), {"kind": "disco", "features": FEATURES, "tau": 0.5, "k_max": 8}
+    else:
+        state, base = AcceptanceHead(8, depth=1).state_dict(), {"kind": "specdecpp", "depth": 1, "h": 0.7, "k_max": 8}
+    state = {k: v.clone() for k, v in state.items()}
+    version = publish(registry, kind, {"global": (state, base)})
+    stem = registry / kind / version / "global"
+    if tensors is not None or meta:
+        from safetensors.torch import save_file
+
+        weights = {k: v.clone() for k, v in state.items()}
+        if tensors is not None:
+            tensors(weights)
+        save_file({k: v.contiguous() for k, v in weights.items()}, f"{stem}.safetensors")
+        stored = json.loads(Path(f"{stem}.json").read_text())
+        Path(f"{stem}.json").write_text(json.dumps({**stored, **meta}))
+    return stem
+
+
+def nan_first(key):
+    def tamper(w):
+        w[key][..., 0] = float("nan")
+    return tamper
+
+
+ARTIFACT_CASES = {
+    "disco tau 1e308": ("disco", None, {"tau": 1e308}, "tau must be a number in"),
+    "disco tau as a string": ("disco", None, {"tau": "0.5"}, "tau must be a number in"),
+    "disco k_max 1e30": ("disco", None, {"k_max": 1e30}, "k_max must be an integer"),
+    "disco k_max 10**30": ("disco", None, {"k_max": 10**30}, "k_max must be an integer"),
+    "disco k_max true": ("disco", None, {"k_max": True}, "k_max must be an integer"),
+    "disco NaN weight": ("disco", nan_first("fc1.weight"), {}, "'fc1.weight' holds NaN"),
+    "disco feature_std 0": ("disco", lambda w: w["feature_std"].zero_(), {}, "'feature_std' must be > 0"),
+    "disco bool weights": ("disco", lambda w: w.__setitem__("fc2.bias", w["fc2.bias"] > 0), {}, "dtype torch.bool"),
+    "disco extra tensor": ("disco", lambda w: w.__setitem__("evil", w["fc2.bias"].clone()), {}, "unexpected tensor"),
+    "disco version claimed": ("disco", None, {"version": "v9999"}, "claims version 'v9999'"),
+    "specdecpp h as a string": ("specdecpp", None, {"h": "high"}, "h must be a number in"),
+    "specdecpp depth not a number": ("specdecpp", None, {"depth": "abc"}, "depth must be an integer"),
+    "specdecpp depth huge": ("specdecpp", None, {"depth": 10**9}, "depth must be an integer"),
+    "specdecpp extra tensor": ("specdecpp", lambda w: w.__setitem__("x", w["out.bias"].clone()), {}, "unexpected tensor"),
+    "specdecpp infinite weight": ("specdecpp", lambda w: w["out.weight"].fill_(float("inf")), {}, "NaN or infinite"),
+    "specdecpp bool weights": ("specdecpp", lambda w: w.__setitem__("out.bias", w["out.bias"] > 0), {}, "dtype torch.bool"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ARTIFACT_CASES))
+def test_a_bad_registry_artifact_fails_at_start_naming_the_file(pair, tmp_path, case):
+    from specray.config import ConfigError
+    from specray.distributed.specs import domain_policy
+
+    kind, tensors, meta, problem = ARTIFACT_CASES[case]
+    stem = publish_policy(tmp_path / "reg", kind, tensors, **meta)
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "w3"}])
+    cfg = config(pair, data, tmp_path / "out", f"policy.default={kind}", f"policy.registry={tmp_path / 'reg'}")
+    with pytest.raises(ConfigError) as err:
+        domain_policy(cfg.policy, "code")
+    message = str(err.value)
+    assert message.startswith("policy.per_domain.code") and str(stem) in message and problem in message, message
+
+
+def test_a_valid_registry_artifact_still_loads(pair, tmp_path):
+    from specray.distributed.specs import domain_policy
+
+    for kind in ("disco", "specdecpp"):
+        publish_policy(tmp_path / "reg", kind)
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "w3"}])
+    for kind in ("disco", "specdecpp"):
+        cfg = config(pair, data, tmp_path / "out", f"policy.default={kind}", f"policy.registry={tmp_path / 'reg'}")
+        assert domain_policy(cfg.policy, "code").version == "v0001"
+
+
+def test_a_junk_version_dir_is_ignored_when_publishing(tmp_path):
+    (tmp_path / "reg" / "disco" / "v1x").mkdir(parents=True)
+    (tmp_path / "reg" / "disco" / "v0007-old").mkdir()
+    stem = publish_policy(tmp_path / "reg", "disco")
+    assert stem.parent.name == "v0001"
+
+
+def test_a_version_dir_symlinked_outside_the_registry_is_refused(pair, tmp_path):
+    from specray.config import ConfigError
+    from specray.distributed.specs import domain_policy
+
+    outside = publish_policy(tmp_path / "elsewhere", "disco").parent
+    json_path = outside / "global.json"
+    json_path.write_text(json.dumps({**json.loads(json_path.read_text()), "version": "v0002"}))
+    registry = tmp_path / "reg" / "disco"
+    registry.mkdir(parents=True)
+    (registry / "v0002").symlink_to(outside, target_is_directory=True)
+    (registry / "LATEST").write_text("v0002")
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "w3"}])
+    cfg = config(pair, data, tmp_path / "out", "policy.default=disco", f"policy.registry={tmp_path / 'reg'}")
+    with pytest.raises(ConfigError, match="outside the registry"):
+        domain_policy(cfg.policy, "code")
+
+
+def test_max_new_tokens_past_the_context_window_fails_before_any_row(pair, tmp_path):
+    from specray.distributed.job import JobError
+
+    data = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "w3 w4"}])
+    cfg = config(pair, data, tmp_path / "out", "generation.max_new_tokens=1024", "cluster.num_workers=1")
+    with pytest.raises(JobError, match="generation.max_new_tokens=1024 leaves no room .* context window of 1024"):
+        run_job(cfg)
+    assert read_results(tmp_path / "out").num_rows == 0 and read_errors(tmp_path / "out").num_rows == 0

@@ -82,6 +82,10 @@ def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progres
             pool.wait_ready()
         except RayError as exc:
             raise JobError(f"a model worker failed to start:\n{exc}") from None
+        window = ray.get(pool.slots[0].worker.context_window.remote())
+        if window is not None and cfg.generation.max_new_tokens >= window:
+            raise JobError(f"generation.max_new_tokens={cfg.generation.max_new_tokens} leaves no room for a prompt in the "
+                           f"target's context window of {window} tokens; every row would be an error")
         progress.begin()
         return Scheduler(work, pool, actors, sink, progress.done, cfg.cluster, source).run(), pool.replaced
     finally:
