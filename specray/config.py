@@ -148,6 +148,38 @@ def config_to_yaml(cfg: JobConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+# Settings a resumed run may change: they decide how fast and where, not what is generated. Every
+# other key (models, generation but its batch size, policies, data columns and truncation, label depth)
+# changes outputs, and a run whose outputs mixed two settings would be silently wrong.
+RESUMABLE = ("run_id", "cluster.", "output.", "generation.batch_size", "data.path", "data.limit")
+
+
+def config_changes(stored_yaml: str, new_yaml: str) -> tuple[list[str], dict[str, list[Any]]]:
+    """(refused, allowed): what differs between a run's stored config and a resuming session's, as
+    `key: old -> new` lines for settings that change outputs, and {key: [old, new]} for the rest.
+    A key the stored config lacks (written by an older specray) is not compared, only recorded."""
+    old, new = (_flatten(OmegaConf.to_container(OmegaConf.create(text), resolve=False)) for text in (stored_yaml, new_yaml))
+    refused, allowed = [], {}
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if key in old and key in new and not key.startswith(RESUMABLE) and key not in RESUMABLE:
+            refused.append(f"{key}: {before!r} -> {after!r}")
+        else:
+            allowed[key] = [before, after]
+    return refused, allowed
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 def _read_yaml(path: str) -> Any:
     if not Path(path).is_file():
         raise ConfigError(f"config file {path!r}: no such file")

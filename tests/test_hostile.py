@@ -351,3 +351,42 @@ def test_max_new_tokens_past_the_context_window_fails_before_any_row(pair, tmp_p
     with pytest.raises(JobError, match="generation.max_new_tokens=1024 leaves no room .* context window of 1024"):
         run_job(cfg)
     assert read_results(tmp_path / "out").num_rows == 0 and read_errors(tmp_path / "out").num_rows == 0
+    fixed = run_job(config(pair, data, tmp_path / "out", "generation.max_new_tokens=4", "cluster.num_workers=1"))
+    assert fixed["results"] == 1  # nothing was produced, so the fixed value may take over the run
+    assert "max_new_tokens: 4" in (tmp_path / "out" / "config.yaml").read_text()
+
+
+# ---- resume: a run's outputs never mix two settings ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resumed(pair, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    data = write_jsonl(tmp / "p.jsonl", [{"id": f"r{i}", "prompt": f"w{3 + i} w9"} for i in range(4)])
+    base = ("generation.max_new_tokens=4", "cluster.num_workers=1", "data.limit=2")
+    first = run_job(config(pair, data, tmp / "out", *base))
+    return pair, data, tmp / "out", base, first
+
+
+@pytest.mark.parametrize("override, key", [
+    ("generation.max_new_tokens=8", "generation.max_new_tokens: 4 -> 8"),
+    ("policy.default=static:2", "policy.default: 'heuristic' -> 'static:2'"),
+    ("generation.temperature=0.5", "generation.temperature: 0.0 -> 0.5"),
+    ("data.truncate=left", "data.truncate: 'none' -> 'left'"),
+])
+def test_resuming_with_output_changing_settings_is_refused_with_a_diff(resumed, override, key):
+    pair, data, out, base, _ = resumed
+    with pytest.raises(SinkError, match="other settings that change outputs") as err:
+        run_job(config(pair, data, out, *base, override))
+    assert key in str(err.value)
+    assert read_results(out).num_rows == 2  # nothing of the other setting was written
+
+
+def test_resuming_with_other_workers_and_batch_size_is_recorded_in_the_manifest(resumed):
+    pair, data, out, base, first = resumed
+    assert first["results"] == 2
+    second = run_job(config(pair, data, out, *base[:2], "data.limit=4", "generation.batch_size=1"))
+    assert (second["results"], second["skipped"]) == (2, 2)
+    sessions = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if '"session"' in line]
+    assert sessions and sessions[-1]["changed"]["generation.batch_size"] == [8, 1]
+    assert sessions[-1]["changed"]["data.limit"] == [2, 4]

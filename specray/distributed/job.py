@@ -18,7 +18,7 @@ from typing import Callable
 import ray
 from ray.exceptions import RayError
 
-from specray.config import JobConfig, config_to_yaml
+from specray.config import JobConfig, config_changes, config_to_yaml
 from specray.distributed.policy_actor import PolicyActors
 from specray.distributed.pool import WorkerPool
 from specray.distributed.progress import Progress
@@ -48,7 +48,8 @@ def run_job(cfg: JobConfig, make_engine: Callable | None = None, label: bool = F
     if started_ray:
         ray.init(address=cfg.cluster.address)  # None: RAY_ADDRESS when set (ray job submit), else a local instance
     try:
-        meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg), hidden_states=label)
+        meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg), hidden_states=label,
+                       compare_config=config_changes)
         with RunSink(cfg.output.dir, meta, cfg.output.rows_per_file) as sink:
             return _run(replace(cfg, run_id=sink.run_id), policies, sink, make_engine, label)
     finally:

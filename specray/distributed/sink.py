@@ -35,7 +35,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -76,6 +76,8 @@ class RunMeta:
     draft: str
     config_yaml: str = ""  # stored as config.yaml when the run starts
     hidden_states: bool = False  # traces carry the draft's hidden states (label runs)
+    # (stored, new) config YAML -> (refused changes, allowed changes); None: configs are not compared
+    compare_config: Callable[[str, str], tuple[list[str], dict[str, Any]]] | None = None
 
 
 def run_schemas(hidden_states: bool) -> dict[str, pa.Schema]:
@@ -323,8 +325,19 @@ def _open_manifest(out_dir: Path, meta: RunMeta) -> list[dict[str, Any]]:
         create_manifest(manifest, {**header, "created": time.time()}, out_dir / TMP)
         records = read_records(manifest)
     _remove_uncommitted(out_dir, set(_files(records)))
-    if meta.config_yaml and not (out_dir / CONFIG).exists():
-        write_atomic(out_dir / CONFIG, meta.config_yaml.encode(), out_dir / TMP)
+    has_commits = any(r.get("kind") == "commit" and (r.get("files") or r.get("ids") or r.get("error_ids")
+                                                     or r.get("error_positions")) for r in records[1:])
+    stored = out_dir / CONFIG
+    if meta.config_yaml and has_commits and stored.is_file() and meta.compare_config is not None:
+        refused, allowed = meta.compare_config(stored.read_text(), meta.config_yaml)
+        if refused:
+            raise SinkError(f"output.dir {out_dir}: this run was made with other settings that change outputs; resuming "
+                            f"would mix them (set them back, or use a new output.dir):\n  " + "\n  ".join(refused))
+        append_record(manifest, {"kind": "session", "time": time.time(), "changed": allowed})
+    elif meta.config_yaml and not has_commits:  # nothing produced yet: the settings that will produce it are the new ones
+        write_atomic(stored, meta.config_yaml.encode(), out_dir / TMP)
+    elif meta.config_yaml and not stored.exists():
+        write_atomic(stored, meta.config_yaml.encode(), out_dir / TMP)
     return records
 
 
@@ -449,11 +462,11 @@ def _commit_record(seq: int, run_id: str, files: list[str], ids: list[str], erro
 
 
 def _files(records: list[dict[str, Any]]) -> list[str]:
-    return [f for record in records[1:] for f in record["files"]]
+    return [f for record in records[1:] for f in record.get("files", ())]
 
 
 def _ids(records: list[dict[str, Any]]) -> set[str]:
-    return {i for record in records[1:] for i in (*record["ids"], *record["error_ids"])}
+    return {i for record in records[1:] for i in (*record.get("ids", ()), *record.get("error_ids", ()))}
 
 
 def _positions(records: list[dict[str, Any]]) -> set[str]:
