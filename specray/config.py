@@ -105,6 +105,7 @@ class ClusterConfig:
     max_in_flight: int = 2  # batches queued per worker (backpressure)
     batch_timeout_s: float = 600.0
     max_retries: int = 2
+    start_timeout_s: float = 900.0  # waiting longer for workers to be placed and load their models fails the job
 
 
 @dataclass
@@ -349,6 +350,8 @@ def _cluster_problems(c: ClusterConfig) -> list[str]:
         *_check("cluster.max_in_flight", c.max_in_flight >= 1, "an integer >= 1", c.max_in_flight),
         *_check("cluster.batch_timeout_s", c.batch_timeout_s > 0, "a number > 0", c.batch_timeout_s),
         *_check("cluster.max_retries", c.max_retries >= 0, "an integer >= 0", c.max_retries),
+        *_check("cluster.start_timeout_s", c.start_timeout_s > 0, "a number > 0", c.start_timeout_s),
+        *_check("cluster.gpus_per_worker", math.isfinite(c.gpus_per_worker), "a finite number", c.gpus_per_worker),
     ]
 
 

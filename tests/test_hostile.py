@@ -390,3 +390,37 @@ def test_resuming_with_other_workers_and_batch_size_is_recorded_in_the_manifest(
     sessions = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if '"session"' in line]
     assert sessions and sessions[-1]["changed"]["generation.batch_size"] == [8, 1]
     assert sessions[-1]["changed"]["data.limit"] == [2, 4]
+
+
+# ---- hangs: workers Ray can never place ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("cluster.gpus_per_worker=1",), "cluster.gpus_per_worker=1 asked for 1 GPU per worker; the cluster has 0"),
+    (("cluster.num_workers=3",), "cluster.num_workers=3 workers need at least 3 CPUs; the cluster has 2"),
+])
+def test_workers_the_cluster_cannot_place_fail_at_once(pair, tmp_path, overrides, message):
+    from specray.distributed.job import JobError
+
+    data = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "w3 w4"}])
+    with pytest.raises(JobError) as err:
+        run_job(config(pair, data, tmp_path / "out", *overrides))
+    assert message in str(err.value)
+
+
+def test_waiting_for_workers_has_a_timeout():
+    import ray
+
+    from specray.distributed.pool import WorkerPool
+
+    @ray.remote(resources={"no_such_resource": 1})
+    class Unplaceable:
+        def ready(self):
+            return "never"
+
+    pool = WorkerPool(lambda slot, generation: Unplaceable.remote(), 1, 1)
+    try:
+        with pytest.raises(TimeoutError, match="1 of 1 worker"):
+            pool.wait_ready(timeout_s=1.0)
+    finally:
+        pool.shutdown()

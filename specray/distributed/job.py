@@ -77,12 +77,16 @@ def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | 
 def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progress: Progress, source: str,
               make_engine: Callable | None, label: bool) -> tuple[Counts, int]:
     """Start the worker pool, wait for its models, run the scheduler; (counts, workers replaced)."""
+    check_placement(cfg.cluster, ray.cluster_resources())
     pool = WorkerPool(_spawner(cfg, source, make_engine, label), cfg.cluster.num_workers, cfg.cluster.max_in_flight)
     try:
         try:
-            pool.wait_ready()
+            pool.wait_ready(cfg.cluster.start_timeout_s)
         except RayError as exc:
             raise JobError(f"a model worker failed to start:\n{exc}") from None
+        except TimeoutError as exc:
+            raise JobError(f"{exc} (cluster.start_timeout_s={cfg.cluster.start_timeout_s}); the cluster has "
+                           f"{_describe_resources(ray.cluster_resources())}") from None
         window = ray.get(pool.slots[0].worker.context_window.remote())
         if window is not None and cfg.generation.max_new_tokens >= window:
             raise JobError(f"generation.max_new_tokens={cfg.generation.max_new_tokens} leaves no room for a prompt in the "
@@ -91,6 +95,24 @@ def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progres
         return Scheduler(work, pool, actors, sink, progress.done, cfg.cluster, source).run(), pool.replaced
     finally:
         pool.shutdown()
+
+
+def check_placement(cluster, resources: dict) -> None:
+    """Fail now, naming the key, when the cluster cannot hold the workers asked for: Ray would wait forever.
+    Checked against the resources the cluster has now (an autoscaling cluster: size its minimum to fit)."""
+    gpus, total_gpus, total_cpus = cluster.gpus_per_worker, resources.get("GPU", 0), int(resources.get("CPU", 0))
+    if gpus > 0 and gpus > total_gpus:
+        raise JobError(f"cluster.gpus_per_worker={gpus:g} asked for {gpus:g} GPU per worker; the cluster has {total_gpus:g}")
+    if gpus > 0 and gpus * cluster.num_workers > total_gpus:
+        raise JobError(f"cluster.num_workers={cluster.num_workers} workers x {gpus:g} GPU need {gpus * cluster.num_workers:g} "
+                       f"GPUs; the cluster has {total_gpus:g}")
+    if cluster.num_workers > total_cpus:  # every worker takes at least one CPU
+        raise JobError(f"cluster.num_workers={cluster.num_workers} workers need at least {cluster.num_workers} CPUs; "
+                       f"the cluster has {total_cpus}")
+
+
+def _describe_resources(resources: dict) -> str:
+    return f"{resources.get('CPU', 0):g} CPU(s) and {resources.get('GPU', 0):g} GPU(s)"
 
 
 def _spawner(cfg: JobConfig, source: str, make_engine: Callable | None,
