@@ -424,3 +424,89 @@ def test_waiting_for_workers_has_a_timeout():
             pool.wait_ready(timeout_s=1.0)
     finally:
         pool.shutdown()
+
+
+# ---- `specray report` and `specray retrain` on bad input: one line naming the file, no traceback -------
+
+
+def cli(capsys, *argv: str) -> tuple[int, str]:
+    from specray.cli import main
+
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def small_run(root: Path) -> Path:
+    from test_sink import batch
+
+    with RunSink(root, RunMeta("run-1", "tgt", "drf")) as sink:
+        sink.commit(*batch(["a", "b"], "code"))
+        sink.commit(*batch(["c"], "math"))
+    return root
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_report_on_a_damaged_committed_file_names_it(tmp_path, capsys, damage):
+    from specray.distributed.sink import committed_files
+
+    run = small_run(tmp_path / "run")
+    victim = committed_files(run, "traces")[0]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    code, err = cli(capsys, "report", str(run))
+    assert code == 2 and err.count("\n") == 1 and str(victim) in err and "Traceback" not in err
+    assert not (run / "report").exists()
+
+
+@pytest.mark.parametrize("what", ["missing", "not a run"])
+def test_report_on_a_dir_that_is_not_a_run(tmp_path, capsys, what):
+    target = tmp_path / "nope"
+    if what == "not a run":
+        target.mkdir()
+    code, err = cli(capsys, "report", str(target))
+    assert code == 2 and err.count("\n") == 1 and str(target) in err and "Traceback" not in err
+    assert (not target.exists()) if what == "missing" else list(target.iterdir()) == []
+
+
+def test_report_never_writes_bare_nan_into_metrics_json(tmp_path, capsys):
+    from specray.distributed.sink import committed_files
+
+    run = small_run(tmp_path / "run")
+    for path in committed_files(run, "traces"):  # trace files that lack `entropy`: it reads as null
+        pq.write_table(pq.read_table(path).drop_columns(["entropy"]), path)
+    code, _ = cli(capsys, "report", str(run))
+    text = (run / "report" / "metrics.json").read_text()
+
+    def refuse(constant):
+        raise ValueError(f"bare {constant} in metrics.json")
+
+    assert code == 0 and json.loads(text, parse_constant=refuse)["all"]["drafted_tokens"] > 0
+
+
+def test_retrain_skips_a_trace_file_with_nan_entropy(tmp_path):
+    from test_retrain import synthetic_traces, write
+
+    from specray.training.retrain import retrain
+
+    write(synthetic_traces(300, 0, "run-a"), tmp_path / "t", "code", "good")
+    bad = synthetic_traces(30, 1, "run-b")
+    entropy = bad.schema.get_field_index("entropy")
+    bad_path = write(bad.set_column(entropy, "entropy", pa.array([float("nan")] * bad.num_rows, pa.float32())),
+                     tmp_path / "t", "math", "nan")
+    report = retrain([tmp_path / "t"], tmp_path / "reg", min_rows=100_000, steps=5)
+    assert report["retrained"] and "run-b" not in report["data"]["runs"]
+    assert [s.split(": ")[0] for s in report["skipped_files"]] == [str(bad_path)] and "NaN" in report["skipped_files"][0]
+
+
+@pytest.mark.parametrize("what", ["missing", "errors only", "empty dir"])
+def test_retrain_with_nothing_to_train_on_is_one_line(tmp_path, capsys, what):
+    target = tmp_path / "runs"
+    if what == "errors only":
+        with RunSink(target, RunMeta("r", "t", "d")) as sink:
+            sink.commit(RESULT_SCHEMA.empty_table(), TRACE_SCHEMA.empty_table(), errors_table([ErrorRow("a", "f", "bad")]))
+    elif what == "empty dir":
+        target.mkdir()
+    code, err = cli(capsys, "retrain", "--traces", str(target), "--out", str(tmp_path / "reg"))
+    assert code == 2 and err.count("\n") == 1 and str(target) in err and "Traceback" not in err
+    assert not (tmp_path / "reg").exists()

@@ -264,6 +264,12 @@ def read_errors(out_dir: str | Path) -> pa.Table:
     return _read(Path(out_dir).resolve(), "errors")
 
 
+def committed_files(out_dir: str | Path, kind: str) -> list[Path]:
+    """The files of `kind` (results, traces, errors) the manifest of `out_dir` commits."""
+    out_dir = Path(out_dir).resolve()
+    return [_confined(out_dir, f) for f in _files(read_records(out_dir / MANIFEST)) if f.startswith(f"{kind}/")]
+
+
 def _read(out_dir: Path, kind: str, columns: list[str] | None = None) -> pa.Table:
     records = read_records(out_dir / MANIFEST)
     schema = run_schemas(bool(records[0].get("hidden_states")))[kind]
