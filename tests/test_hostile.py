@@ -510,3 +510,32 @@ def test_retrain_with_nothing_to_train_on_is_one_line(tmp_path, capsys, what):
     code, err = cli(capsys, "retrain", "--traces", str(target), "--out", str(tmp_path / "reg"))
     assert code == 2 and err.count("\n") == 1 and str(target) in err and "Traceback" not in err
     assert not (tmp_path / "reg").exists()
+
+
+# ---- the same, through `specray generate`: one line on stderr, exit 2, no traceback -----------------
+
+
+@pytest.mark.parametrize("case", ["root output dir", "foreign output dir", "no GPU", "temperature inf", "bad artifact"])
+def test_generate_cli_refuses_in_one_line(pair, tmp_path, capsys, case):
+    data = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "w3 w4"}])
+    target, draft = pair
+    args = [f"models.target={target}", f"models.draft={draft}", f"data.path={data}", f"output.dir={tmp_path / 'out'}",
+            "generation.max_new_tokens=4"]
+    if case == "root output dir":
+        args.append("output.dir=/")
+    elif case == "foreign output dir":
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "thesis.tex").write_text("precious")
+    elif case == "no GPU":
+        args.append("cluster.gpus_per_worker=1")
+    elif case == "temperature inf":
+        args.append("generation.temperature=inf")
+    else:
+        publish_policy(tmp_path / "reg", "disco", tau=1e308)
+        args += ["policy.default=disco", f"policy.registry={tmp_path / 'reg'}"]
+    code, err = cli(capsys, "generate", *args)
+    assert code == 2 and err.startswith("specray generate: ") and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) <= 2  # the key or file, and at most a line of detail
+    assert not (tmp_path / "out" / "results").exists()
+    if case == "foreign output dir":
+        assert (tmp_path / "out" / "thesis.tex").read_text() == "precious"

@@ -48,6 +48,7 @@ def run_job(cfg: JobConfig, make_engine: Callable | None = None, label: bool = F
     if started_ray:
         ray.init(address=cfg.cluster.address)  # None: RAY_ADDRESS when set (ray job submit), else a local instance
     try:
+        check_placement(cfg.cluster, ray.cluster_resources())  # before the output dir is touched
         meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg), hidden_states=label,
                        compare_config=config_changes)
         with RunSink(cfg.output.dir, meta, cfg.output.rows_per_file) as sink:
@@ -77,7 +78,6 @@ def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | 
 def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progress: Progress, source: str,
               make_engine: Callable | None, label: bool) -> tuple[Counts, int]:
     """Start the worker pool, wait for its models, run the scheduler; (counts, workers replaced)."""
-    check_placement(cfg.cluster, ray.cluster_resources())
     pool = WorkerPool(_spawner(cfg, source, make_engine, label), cfg.cluster.num_workers, cfg.cluster.max_in_flight)
     try:
         try:
