@@ -14,7 +14,7 @@ later record is a duplicate error row naming both positions, never a lost row.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -25,12 +25,13 @@ DOMAINS = ("code", "math", "logic", "chat")
 
 @dataclass(frozen=True)
 class PromptRow:
-    """A valid prompt; `index` is its 0-based record position in the dataset."""
+    """A valid prompt; `index` is its 0-based record position in the dataset, `position` its `line:N` / `row:N`."""
 
     id: str
     prompt: str
     domain: str | None
     index: int
+    position: str | None = field(default=None, compare=False)  # carried into the row's error row, if it gets one
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class RowValidator:
             domain, reason = normalise_domain(domain)
         if reason:
             return ErrorRow(row_id, source, reason, position)
-        return PromptRow(row_id, prompt, domain, index)
+        return PromptRow(row_id, prompt, domain, index, position)
 
 
 def errors_table(errors: list[ErrorRow]) -> pa.Table:

@@ -83,11 +83,11 @@ class BatchRunner:
             try:
                 encoded = encode_prompt(self.engine.tokenizer, row.prompt)
             except PromptError as exc:
-                errors.append(ErrorRow(row.id, self.source, str(exc)))
+                errors.append(ErrorRow(row.id, self.source, str(exc), row.position))
                 continue
             tokens, reason = fit_prompt(encoded, window, self.generation.max_new_tokens, self.cfg.data.truncate)
             if reason:
-                errors.append(ErrorRow(row.id, self.source, reason))
+                errors.append(ErrorRow(row.id, self.source, reason, row.position))
             else:
                 kept.append(row)
                 prompts.append(tokens)

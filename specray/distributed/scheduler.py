@@ -100,7 +100,7 @@ def after_failure(batch: Batch, failure: Failure, max_retries: int, slot: int, s
     if len(batch.rows) > 1:
         return [Batch(batch.domain, (row,), avoid=slot) for row in batch.rows], []
     reason = f"generation failed {batch.attempt + 1} time(s): {failure.reason}"
-    return [], [ErrorRow(batch.rows[0].id, source, reason)]
+    return [], [ErrorRow(batch.rows[0].id, source, reason, batch.rows[0].position)]
 
 
 @dataclass

@@ -339,7 +339,9 @@ def _open_manifest(out_dir: Path, meta: RunMeta) -> list[dict[str, Any]]:
         if refused:
             raise SinkError(f"output.dir {out_dir}: this run was made with other settings that change outputs; resuming "
                             f"would mix them (set them back, or use a new output.dir):\n  " + "\n  ".join(refused))
-        append_record(manifest, {"kind": "session", "time": time.time(), "changed": allowed})
+        # empty file and id lists, so a reader that takes every later line for a commit still reads it right
+        append_record(manifest, {"kind": "session", "time": time.time(), "changed": allowed, "files": [], "ids": [],
+                                 "error_ids": [], "error_positions": []})
     elif meta.config_yaml and not has_commits:  # nothing produced yet: the settings that will produce it are the new ones
         write_atomic(stored, meta.config_yaml.encode(), out_dir / TMP)
     elif meta.config_yaml and not stored.exists():
