@@ -1,10 +1,15 @@
 """`specray bench`: every policy against target-only decoding, on the same pair, prompts and machine, in one process.
 
-Speed claims are ratios measured side by side here, never absolute numbers carried from elsewhere.
-Batches are formed per domain (as the job shards them), so per-domain rows time only their own
-batches. Greedy runs also check that every policy reproduced the target-only tokens exactly.
+Speed claims are ratios measured side by side here, never absolute numbers carried from elsewhere,
+and always against target-only decoding in its fastest precision on this machine: with `--dtype auto`
+on a CPU target-only runs in both float32 and bf16 (`target@<dtype>` rows) and the faster is the
+baseline. Batches are formed per domain (as the job shards them), so per-domain rows time only their
+own batches. Greedy runs check every policy against target-only output in the verifier's precision:
+identical in float32; in low precision each differing prompt is classified at its first differing
+token as a numerical tie or a divergence (`specray.engine.numerics`), and divergences fail the run.
 """
 
+import copy
 import json
 import platform
 import time
@@ -17,10 +22,12 @@ from tqdm import tqdm
 
 from specray.data.builtin import builtin_path
 from specray.data.readers import ReaderConfig, read_prompts
+from specray.engine.numerics import classify_difference, logit_noise
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.hf_baselines import configure_assistant, hf_generate, hf_settings
 from specray.models import DEFAULT_DRAFT, DEFAULT_TARGET, encode_prompt, load_pair
+from specray.models.precision import AUTO, CANDIDATES, dtype_name
 from specray.policies.factory import make_policy
 from specray.policies.spec import POLICIES, parse_spec
 
@@ -61,25 +68,26 @@ def domain_batches(rows: list[dict], batch_size: int) -> list[list[dict]]:
 
 
 def run_hf_baseline(engine, spec, batch, config, tally: Tally) -> None:
-    """transformers' assisted generation on the same prompts, one prompt at a time."""
+    """transformers' assisted generation (or prompt lookup) on the same prompts, one prompt at a time."""
     configure_assistant(engine.draft, spec)
     s = config.sampling
     for row in batch:
         start = time.perf_counter()
-        tokens = hf_generate(engine.target, engine.draft, row["tokens"], config.max_new_tokens, s.temperature, s.top_k, s.top_p)
+        tokens = hf_generate(engine.target, engine.draft, spec, row["tokens"], config.max_new_tokens, s.temperature, s.top_k, s.top_p)
         tally.seconds += time.perf_counter() - start
         tally.prompts += 1
         tally.tokens += len(tokens)
         tally.outputs[row["id"]] = tokens
 
 
-def run_batch(engine, spec, batch, config, registry, references, tally: Tally) -> None:
+def run_batch(engines, spec, batch, config, registry, references, tally: Tally) -> None:
     """One batch under one policy, added to that policy's tally for the batch's domain."""
+    engine = engines.get(spec, engines[TARGET])
     if spec.startswith("hf-"):
         return run_hf_baseline(engine, spec, batch, config, tally)
     domain = batch[0]["domain"]
-    refs = None if references is None or spec == TARGET else [references[r["id"]] for r in batch]
-    policy = make_policy(spec, domain=domain, registry=registry, references=refs)
+    refs = None if references is None or is_target(spec) else [references[r["id"]] for r in batch]
+    policy = None if is_target(spec) else make_policy(spec, domain=domain, registry=registry, references=refs)
     start = time.perf_counter()
     out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain, source="bench")
     tally.seconds += time.perf_counter() - start
@@ -93,7 +101,22 @@ def run_batch(engine, spec, batch, config, registry, references, tally: Tally) -
         tally.outputs[row["id"]] = seq.tokens
 
 
-def run_interleaved(engine, specs, batches, config, registry) -> dict[str, dict[str, Tally]]:
+def is_target(spec: str) -> bool:
+    """`target`, or `target@<dtype>`: target-only decoding (in another precision)."""
+    return spec == TARGET or spec.startswith(TARGET + "@")
+
+
+def target_engines(pair, dtype: str) -> dict:
+    """The engine every policy runs on, plus target-only engines in the other precisions `auto` weighs."""
+    engines = {TARGET: SpeculativeEngine(pair.target, pair.draft, pair.tokenizer)}
+    if dtype == AUTO and next(pair.target.parameters()).device.type == "cpu":
+        for other in (d for d in CANDIDATES if d != pair.precision.target):
+            copy_ = copy.deepcopy(pair.target).to(other)
+            engines[f"{TARGET}@{dtype_name(other)}"] = SpeculativeEngine(copy_, pair.draft, pair.tokenizer)
+    return engines
+
+
+def run_interleaved(engines, specs, batches, config, registry) -> dict[str, dict[str, Tally]]:
     """Every batch through every policy in turn (target first, whose output the oracle needs), so a
     change in machine load during the run hits all policies alike instead of whichever ran then."""
     tallies = {spec: defaultdict(Tally) for spec in specs}
@@ -101,7 +124,7 @@ def run_interleaved(engine, specs, batches, config, registry) -> dict[str, dict[
     for batch in tqdm(batches, desc="bench batches"):
         for spec in specs:
             tally = tallies[spec][batch[0]["domain"]]
-            run_batch(engine, spec, batch, config, registry, references, tally)
+            run_batch(engines, spec, batch, config, registry, references, tally)
             if spec == TARGET:
                 references.update((r["id"], tally.outputs[r["id"]]) for r in batch)
     return tallies
@@ -118,12 +141,24 @@ def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
     return {**tallies, "all": total} if len(tallies) > 1 else {"all": total}
 
 
-def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally], greedy: bool) -> list[dict]:
+def fastest_target(summaries: dict[str, dict[str, Tally]]) -> str:
+    """The target-only spec with the most tokens per second overall: every speed-up's baseline."""
+    def tps(spec: str) -> float:
+        t = summaries[spec]["all"]
+        return t.tokens / t.seconds if t.seconds else 0.0
+
+    return max((spec for spec in summaries if is_target(spec)), key=tps)
+
+
+def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally], reference: dict[str, Tally],
+               lossless: dict[str, tuple[int, int]] | None) -> list[dict]:
+    """One row per domain; speed against `baseline`, output against `reference` (target-only in the verifier's dtype)."""
     rows = []
     for domain, t in tallies.items():
         base = baseline[domain]
         tps = t.tokens / t.seconds if t.seconds else 0.0
         base_tps = base.tokens / base.seconds if base.seconds else 0.0
+        ties, divergences = (None, None) if lossless is None else lossless[domain]
         rows.append(
             {
                 "policy": spec,
@@ -135,7 +170,9 @@ def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally],
                 "speedup_vs_target": round(tps / base_tps, 4) if base_tps else None,
                 "mean_accepted_per_iter": round(t.accepted / t.iterations, 4) if t.iterations else None,
                 "acceptance_rate": round(t.accepted / t.drafted, 4) if t.drafted else None,
-                "identical_to_target": (t.outputs == base.outputs) if greedy else None,
+                "identical_to_target": (t.outputs == reference[domain].outputs) if lossless is not None else None,
+                "ties": ties,
+                "divergences": divergences,
             }
         )
     return rows
@@ -158,7 +195,7 @@ def run_bench(
     sampling: Sampling = Sampling(),
     limit: int | None = None,
     registry: str | None = None,
-    dtype: str = "float32",
+    dtype: str = AUTO,
     device: str = "cpu",
 ) -> dict:
     for spec in policies:  # a typo fails before any model loads
@@ -170,39 +207,85 @@ def run_bench(
     for row in rows:
         row["tokens"] = encode_prompt(pair.tokenizer, row["prompt"])
     batches = domain_batches(rows, batch_size)
-    engine = SpeculativeEngine(pair.target, pair.draft, pair.tokenizer)
+    engines = target_engines(pair, dtype)
     config = GenerationConfig(max_new_tokens=max_new_tokens, sampling=sampling)
-    specs = [TARGET] + [p for p in policies if p != TARGET]
+    specs = list(engines) + [p for p in policies if not is_target(p)]
     warm = GenerationConfig(max_new_tokens=8, sampling=sampling)
     for spec in specs:  # warm-up: first-call overheads and cost calibration stay out of the timings
         if spec != "oracle":
-            run_batch(engine, spec, batches[0][:1], warm, registry, None, Tally())
-    tallies = run_interleaved(engine, specs, batches, config, registry)
-    baseline = summarise(tallies[TARGET])
-    table = [row for spec in specs for row in bench_rows(spec, summarise(tallies[spec]), baseline, sampling.greedy)]
+            run_batch(engines, spec, batches[0][:1], warm, registry, None, Tally())
+    tallies = run_interleaved(engines, specs, batches, config, registry)
+    summaries = {spec: summarise(tallies[spec]) for spec in specs}
+    baseline = fastest_target(summaries)
+    noise = None
+    if sampling.greedy:
+        first = batches[0]
+        noise = logit_noise(pair.target, [r["tokens"] for r in first], [summaries[TARGET]["all"].outputs[r["id"]] for r in first])
+    table = []
+    for spec in specs:
+        lossless = None
+        if noise is not None and not spec.startswith(f"{TARGET}@"):
+            lossless = lossless_counts(pair.target, rows, summaries[spec], summaries[TARGET], noise)
+        table += bench_rows(spec, summaries[spec], summaries[baseline], summaries[TARGET], lossless)
     return {
         "device": device_name(pair.target),
         "target": pair.target_ref,
         "draft": pair.draft_ref,
+        "precision": pair.precision.describe(),
+        "baseline": baseline,
+        "logit_noise": noise,
         "settings": {
             "max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": sampling.temperature,
             "top_k": sampling.top_k, "top_p": sampling.top_p, "n_prompts": len(rows), "prompts": prompts_path or "builtin:heldout",
+            "dtype": dtype,
         },
         "rows": table,
     }
 
 
+def lossless_counts(target, rows: list[dict], tallies: dict[str, Tally], reference: dict[str, Tally], noise: float) -> dict[str, tuple[int, int]]:
+    """(ties, divergences) per domain: each prompt whose output differs, judged at its first differing token."""
+    prompts = {r["id"]: r["tokens"] for r in rows}
+    counts = {}
+    for domain, t in tallies.items():
+        ties = divergences = 0
+        for prompt_id, tokens in t.outputs.items():
+            difference = classify_difference(target, prompts[prompt_id], reference[domain].outputs[prompt_id], tokens, noise)
+            ties += difference is not None and difference.tie
+            divergences += difference is not None and not difference.tie
+        counts[domain] = (ties, divergences)
+    return counts
+
+
+def lossless_ok(report: dict) -> bool:
+    """Exact identity in float32 (and float64); no divergences in low precision (ties are allowed)."""
+    exact = report["precision"]["target"] in ("float32", "float64")
+    return all(
+        r["identical_to_target"] is not False if exact else not r["divergences"]
+        for r in report["rows"]
+    )
+
+
 def format_table(report: dict) -> str:
-    head = f"{'policy':<28}{'domain':<8}{'prompts':>8}{'tokens':>8}{'tok/s':>9}{'speedup':>9}{'acc/iter':>9}{'acc rate':>9}  same"
-    lines = [f"device: {report['device']}  target: {report['target']}  draft: {report['draft']}", head]
+    precision = report["precision"]
+    head = (f"{'policy':<36}{'domain':<8}{'prompts':>8}{'tokens':>8}{'tok/s':>9}{'speedup':>9}{'acc/iter':>9}{'acc rate':>9}"
+            "  same  ties  div")
+    lines = [
+        f"device: {report['device']}  target: {report['target']} ({precision['target']})  "
+        f"draft: {report['draft']} ({precision['draft']})",
+        f"speed-ups against {report['baseline']}; logit noise {report['logit_noise']}",
+        head,
+    ]
+
     def num(value) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     for r in report["rows"]:
         same = "-" if r["identical_to_target"] is None else ("yes" if r["identical_to_target"] else "NO")
         lines.append(
-            f"{r['policy']:<28}{r['domain']:<8}{r['n_prompts']:>8}{r['n_tokens']:>8}{r['tokens_per_s']:>9.2f}"
-            f"{num(r['speedup_vs_target']):>9}{num(r['mean_accepted_per_iter']):>9}{num(r['acceptance_rate']):>9}  {same}"
+            f"{r['policy']:<36}{r['domain']:<8}{r['n_prompts']:>8}{r['n_tokens']:>8}{r['tokens_per_s']:>9.2f}"
+            f"{num(r['speedup_vs_target']):>9}{num(r['mean_accepted_per_iter']):>9}{num(r['acceptance_rate']):>9}"
+            f"  {same:<4}{'-' if r['ties'] is None else r['ties']:>6}{'-' if r['divergences'] is None else r['divergences']:>5}"
         )
     return "\n".join(lines)
 
@@ -220,7 +303,7 @@ def add_bench_parser(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--limit", type=int)
     p.add_argument("--policy-registry")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default=AUTO, help="auto (each model in its faster precision, measured at load) or a torch dtype")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="write the JSON report here")
     p.set_defaults(handler=bench_command)
@@ -246,4 +329,4 @@ def bench_command(args) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
-    return 0 if all(r["identical_to_target"] is not False for r in report["rows"]) else 1
+    return 0 if lossless_ok(report) else 1

@@ -24,7 +24,7 @@ from specray.policies.spec import MAX_LOOKAHEAD, parse_spec
 from specray.schema import DOMAINS
 
 ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variables ${oc.env:...} may read
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: each model in its faster precision, measured at load
 DEVICES = ("auto", "cpu", "cuda")
 TRUNCATE = ("none", "left")
 MAX_SEED = 2**63 - 2**32  # a batch's seed is this plus a 32-bit hash of its ids, and must fit torch's int64
@@ -50,7 +50,7 @@ class DataConfig:
 class ModelsConfig:
     target: str = "embedded"
     draft: str = "embedded-draft"
-    dtype: str = "float32"  # one of DTYPES
+    dtype: str = "auto"  # one of DTYPES
     device: str = "auto"  # one of DEVICES
     trust_remote_code: bool = False
 

@@ -52,7 +52,7 @@ def write_jsonl(path: Path, rows: list[dict], raw: tuple[bytes, ...] = ()) -> Pa
 def config(pair, data: Path, out: Path, *overrides: str):
     target, draft = pair
     return load_config(None, [f"models.target={target}", f"models.draft={draft}", f"data.path={data}",
-                              f"output.dir={out}", f"generation.max_new_tokens={MAX_NEW}", *overrides])
+                              f"output.dir={out}", f"generation.max_new_tokens={MAX_NEW}", "models.dtype=float32", *overrides])
 
 
 def assert_exactly_once(out: Path, ids: set[str]) -> None:

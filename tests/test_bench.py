@@ -53,6 +53,30 @@ def test_bench_reports_every_policy_against_target(pair_dirs, prompts_file, tmp_
     assert 0 < all_rows["static:2"]["acceptance_rate"] < 1
 
 
+def test_bench_auto_dtype_times_target_only_in_both_precisions(pair_dirs, prompts_file, tmp_path):
+    """Speed-ups are against target-only in its fastest precision; identity against the verifier's own."""
+    out = tmp_path / "bench.json"
+    code = main([
+        "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"), "--prompts", str(prompts_file),
+        "--policies", "static:2,draft=ngram+model,hf-ngram:2", "--max-new-tokens", "12", "--batch-size", "3",
+        "--dtype", "auto", "--out", str(out),
+    ])
+    report = json.loads(out.read_text())
+    verifier = report["precision"]["target"]
+    other = {"float32": "bfloat16", "bfloat16": "float32"}[verifier]
+    assert set(report["precision"]["timings_ms"]) == {"target", "draft"}
+    rows = {r["policy"]: r for r in report["rows"] if r["domain"] == "all"}
+    assert set(rows) == {"target", f"target@{other}", "static:2,draft=ngram+model", "hf-ngram:2"}
+    assert report["baseline"] in ("target", f"target@{other}")
+    assert rows[report["baseline"]]["speedup_vs_target"] == 1.0
+    assert report["logit_noise"] >= 0
+    spec = rows["static:2,draft=ngram+model"]
+    assert spec["divergences"] == 0 and code == 0
+    if spec["identical_to_target"]:
+        assert spec["ties"] == 0
+    assert rows[f"target@{other}"]["ties"] is None, "the other precision is a speed baseline, not an identity reference"
+
+
 def test_bench_sampling_has_no_identity_check(pair_dirs, prompts_file, tmp_path):
     out = tmp_path / "bench.json"
     main([

@@ -41,7 +41,7 @@ def test_distill_command_writes_a_loadable_draft(tiny_target_dir, prompts_file, 
     assert saved["training"]["seed"] == 3 and saved["training"]["steps"] == 3
     assert saved["training"]["command"].startswith("specray distill --target")
     assert 0 <= meta["heldout"]["by_domain"]["all"]["agreement"] <= 1 and meta["latency"]["ratio"] > 0
-    pair = load_pair(str(tiny_target_dir), str(out))
+    pair = load_pair(str(tiny_target_dir), str(out), dtype="float32")
     assert pair.draft.model.embed_tokens.weight is pair.target.model.embed_tokens.weight
     assert not any(p.requires_grad for p in pair.draft.parameters()) and not pair.draft.training
     draft, _ = load_model(str(out))
@@ -143,7 +143,7 @@ def test_shipped_draft_agrees_with_the_target_as_recorded():
     """Teacher-forced on a fixed held-out subset: at least the recorded agreement minus a margin."""
     from specray.data.builtin import builtin_prompts
 
-    pair = load_pair()
+    pair = load_pair(dtype="float32")  # the agreement was recorded in float32
     assert pair.draft.model.embed_tokens.weight is pair.target.model.embed_tokens.weight
     rows = interleave_domains(builtin_prompts("heldout"), 0)[:24]
     data = teacher_data(pair.target, pair.tokenizer, rows, max_new_tokens=64, topk=1, batch_size=24)

@@ -10,7 +10,10 @@ from specray.policies.factory import make_policy
 from specray.schema import LABEL_TRACE_SCHEMA, TRACE_SCHEMA
 
 MAX_NEW = 24
-GREEDY_SPECS = ["target", "static:1", "static:4", "heuristic:cost=off", "confidence:cost=off", "confidence:0.6,refit=true,cost=off"]
+GREEDY_SPECS = [
+    "target", "static:1", "static:4", "heuristic:cost=off", "confidence:cost=off", "confidence:0.6,refit=true,cost=off",
+    "static:4,draft=ngram", "heuristic:cost=off,draft=ngram+model,ngram=2", "confidence:cost=off,draft=ngram+model",
+]
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,10 @@ def small_pair():
     return target, perturbed(target, noise=0.6, seed=5)
 
 
-def exact_two_token_distribution(target, sampling: Sampling) -> dict[tuple[int, ...], float]:
+def exact_two_token_distribution(target, sampling: Sampling, prompt: list[int] = PROMPT) -> dict[tuple[int, ...], float]:
     """P(first two generated tokens) under target-only sampling, computed from the target's logits."""
     with torch.no_grad():
-        first = distribution(target(torch.tensor([PROMPT])).logits[0, -1], sampling)
+        first = distribution(target(torch.tensor([prompt])).logits[0, -1], sampling)
         probs = {}
         for t1 in range(VOCAB):
             if first[t1] == 0:
@@ -32,18 +32,18 @@ def exact_two_token_distribution(target, sampling: Sampling) -> dict[tuple[int, 
             if t1 == EOS:
                 probs[(t1,)] = float(first[t1])
                 continue
-            second = distribution(target(torch.tensor([PROMPT + [t1]])).logits[0, -1], sampling)
+            second = distribution(target(torch.tensor([prompt + [t1]])).logits[0, -1], sampling)
             for t2 in range(VOCAB):
                 if second[t2] > 0:
                     probs[(t1, t2)] = float(first[t1] * second[t2])
     return probs
 
 
-def sampled_counts(engine, policy_spec, sampling, n_batches=16, batch=256):
+def sampled_counts(engine, policy_spec, sampling, n_batches=16, batch=256, prompt: list[int] = PROMPT):
     counts = {}
     for seed in range(n_batches):
         config = GenerationConfig(max_new_tokens=2, sampling=sampling, seed=seed)
-        out = engine.generate([PROMPT] * batch, make_policy(policy_spec), config)
+        out = engine.generate([prompt] * batch, make_policy(policy_spec), config)
         for seq in out.sequences:
             counts[tuple(seq.tokens)] = counts.get(tuple(seq.tokens), 0) + 1
     return counts
@@ -78,6 +78,21 @@ def test_sampling_keeps_the_target_distribution(small_pair, sampling):
     probs = exact_two_token_distribution(target, sampling)
     counts = sampled_counts(engine, "static:3", sampling)
     assert_matches(counts, probs)
+
+
+REPEATING = [3, 5, 4, 3]  # its last token occurred before, so n-gram lookup proposes 5 (a point mass)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=5)], ids=["t1", "topk"])
+def test_sampling_with_ngram_drafts_keeps_the_target_distribution(small_pair, sampling):
+    target, draft = small_pair
+    engine = SpeculativeEngine(target, draft, tiny_tokenizer())
+    counts = sampled_counts(engine, "static:3,draft=ngram", sampling, prompt=REPEATING)
+    assert_matches(counts, exact_two_token_distribution(target, sampling, REPEATING))
+    out = engine.generate([REPEATING] * 256, make_policy("static:3,draft=ngram"), GenerationConfig(2, sampling, seed=0))
+    rows = out.traces.to_pylist()
+    assert rows and {r["draft_token"] for r in rows} == {5} and {r["draft_prob"] for r in rows} == {1.0}
+    assert 0 < sum(r["accepted"] for r in rows) < len(rows), "the point-mass draft must be both accepted and rejected"
 
 
 def test_the_test_can_fail(small_pair):

@@ -18,7 +18,7 @@ from typing import Callable
 import ray
 from ray.exceptions import RayError
 
-from specray.config import JobConfig, config_changes, config_to_yaml
+from specray.config import ConfigError, JobConfig, config_changes, config_to_yaml
 from specray.distributed.policy_actor import PolicyActors
 from specray.distributed.pool import WorkerPool
 from specray.distributed.progress import Progress
@@ -27,6 +27,8 @@ from specray.distributed.sink import RunMeta, RunSink
 from specray.distributed.specs import domain_policy, label_policy
 from specray.distributed.worker import ModelWorker, worker_device
 from specray.domains.detector import DomainDetector
+from specray.models.loading import torch_dtype
+from specray.models.precision import AUTO, check_dtype_runs
 from specray.schema import DOMAINS
 
 
@@ -41,7 +43,12 @@ def run_job(cfg: JobConfig, make_engine: Callable | None = None, label: bool = F
     `label`: a labelling run (`specray label`) instead of `specray generate`.
     Joins Ray if it is initialised, else `ray.init(cluster.address)`, and shuts down only what it started.
     """
-    worker_device(cfg.models.device, cfg.cluster.gpus_per_worker)  # fail before starting anything
+    device = worker_device(cfg.models.device, cfg.cluster.gpus_per_worker)  # fail before starting anything
+    if cfg.models.dtype != AUTO and device == "cpu":  # the driver's CPU stands for the workers'; a GPU is checked there
+        try:
+            check_dtype_runs(torch_dtype(cfg.models.dtype), device)
+        except ValueError as error:
+            raise ConfigError(f"models.dtype: {error}") from None
     pick = partial(label_policy, cfg.label.depth) if label else partial(domain_policy, cfg.policy)
     policies = {domain: pick(domain) for domain in DOMAINS}
     started_ray = not ray.is_initialized()

@@ -7,6 +7,7 @@ back per row. The first round's verification is also the target's prefill. With 
 loop is plain target-only decoding, so baselines share every line of overhead but the draft.
 """
 
+import functools
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -15,10 +16,13 @@ import pyarrow as pa
 import torch
 
 from specray.engine.kv_cache import SlotCache
-from specray.engine.sampling import Sampling, distribution, draw, soft_distribution, token_stats, verify
+from specray.engine.ngram import ngram_lookup
+from specray.engine.sampling import Sampling, TokenStats, distribution, draw, soft_distribution, token_stats, verify
 from specray.engine.traces import TraceBuffer
+from specray.models.pairing import output_vocab_size
 from specray.policies.base import Decision, DraftStep, Outcome, StopPolicy
 from specray.policies.cost import CostGate, CostModel
+from specray.schema import TOPK
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,65 @@ class _Proposal:
     topk: list[list[float]] = field(default_factory=list)
     hidden: list[torch.Tensor] = field(default_factory=list)  # the draft's hidden state behind each token
     stop_reason: str = "none"
+    from_ngram: bool = False  # proposed by n-gram lookup rather than the draft model
+
+
+@functools.cache
+def forward_keywords(model_class: type) -> tuple[bool, str]:
+    """Whether `forward` can skip unneeded logits, and what it calls the KV cache: transformers renamed
+    `past_key_values` to `cache` (the old name warns on every forward, and is going away)."""
+    params = inspect.signature(model_class.forward).parameters
+    return "logits_to_keep" in params, "cache" if "cache" in params else "past_key_values"
+
+
+def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, hidden: bool = False):
+    """Append ragged per-row chunks (left-padded with holes); logits of the last `keep` slots and,
+    with `hidden`, the last hidden state of each row."""
+    width = max(len(c) for c in chunks)
+    ids = torch.zeros(len(chunks), width, dtype=torch.long)
+    valid = torch.zeros(len(chunks), width, dtype=torch.bool)
+    for i, chunk in enumerate(chunks):
+        if chunk:
+            ids[i, width - len(chunk) :] = torch.tensor(chunk)
+            valid[i, width - len(chunk) :] = True
+    device = cache.valid.device
+    mask, positions = cache.extend(valid.to(device))
+    keeps_logits, cache_keyword = forward_keywords(type(model))
+    extra = {"logits_to_keep": keep} if keeps_logits else {}
+    out = model(
+        input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
+        use_cache=True, output_hidden_states=hidden, **{cache_keyword: cache.kv}, **extra,
+    )
+    last_hidden = out.hidden_states[-1][:, -1].float().cpu() if hidden else None
+    return out.logits[:, -keep:].float().cpu(), last_hidden
+
+
+@dataclass
+class _Draws:
+    """One draft step's tokens for the rows still drafting, from one source or interleaved from two."""
+
+    tokens: torch.Tensor  # (n,)
+    dist: torch.Tensor  # (n, V) what each token was drawn from
+    stats: TokenStats
+    hidden: torch.Tensor  # (n, H)
+
+    @staticmethod
+    def interleave(parts: list[tuple[torch.Tensor, "_Draws"]]) -> "_Draws":
+        """Rows marked by each part's (n,) mask take that part's draws, in row order."""
+        if len(parts) == 1:
+            return parts[0][1]
+        n = len(parts[0][0])
+        first = parts[0][1]
+        out = _Draws(
+            torch.empty(n, dtype=torch.long), first.dist.new_empty(n, first.dist.shape[1]),
+            TokenStats(torch.empty(n), torch.empty(n), torch.empty(n, first.stats.topk_probs.shape[1])),
+            first.hidden.new_empty(n, first.hidden.shape[1]),
+        )
+        for mask, part in parts:
+            out.tokens[mask], out.dist[mask], out.hidden[mask] = part.tokens, part.dist, part.hidden
+            out.stats.token_prob[mask], out.stats.entropy[mask] = part.stats.token_prob, part.stats.entropy
+            out.stats.topk_probs[mask] = part.stats.topk_probs
+        return out
 
 
 class SpeculativeEngine:
@@ -85,11 +148,10 @@ class SpeculativeEngine:
     def __init__(self, target, draft, tokenizer, cost_model: CostModel | None = None):
         self.target, self.draft, self.tokenizer = target, draft, tokenizer
         self.costs = cost_model or CostModel()
-        self.dtype = next(target.parameters()).dtype
         self.device = next(target.parameters()).device
+        self.vocab_size = output_vocab_size(target)
         eos = getattr(target.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-        self._keeps_logits = {m: "logits_to_keep" in inspect.signature(m.forward).parameters for m in (target, draft)}
 
     @torch.no_grad()
     def generate(
@@ -116,14 +178,14 @@ class SpeculativeEngine:
         trace = TraceBuffer(run_id, domain, name, version, source, record_hidden)
         if policy is not None:
             policy.reset(len(prompts))
-        tcache = SlotCache(len(prompts), self.dtype, self.device)
-        dcache = SlotCache(len(prompts), self.dtype, self.device)
+        tcache = SlotCache(len(prompts), self.dtype_of(self.target), self.device)
+        dcache = SlotCache(len(prompts), self.dtype_of(self.draft), self.device)
         generator = None if config.sampling.greedy else torch.Generator().manual_seed(config.seed)
         active = list(seqs)
         while active:
-            budget = self._budgets(active, policy, config)
+            budget, lookups = self._budgets(active, policy, config)
             t0 = time.perf_counter()
-            proposals = self._draft(active, budget, policy, dcache, config.sampling, generator)
+            proposals = self._draft(active, budget, lookups, policy, dcache, config.sampling, generator)
             t1 = time.perf_counter()
             target_probs, soft_target = self._verify(active, proposals, tcache, config.sampling)
             t2 = time.perf_counter()
@@ -143,7 +205,8 @@ class SpeculativeEngine:
                 accepted.append(verdict.n_accepted)
             if policy is not None:
                 drafted = torch.tensor([len(p.tokens) for p in proposals])
-                policy.observe(Outcome(torch.tensor([s.row for s in active]), drafted, torch.tensor(accepted)))
+                from_ngram = torch.tensor([p.from_ngram for p in proposals])
+                policy.observe(Outcome(torch.tensor([s.row for s in active]), drafted, torch.tensor(accepted), from_ngram))
             tcache.truncate(torch.tensor([s.target_len for s in active]))
             dcache.truncate(torch.tensor([s.draft_len for s in active]))
             active = self._retire(active, tcache, dcache)
@@ -156,6 +219,11 @@ class SpeculativeEngine:
             for s in seqs
         ]
         return Generation(results, trace.table())
+
+    @staticmethod
+    def dtype_of(model) -> torch.dtype:
+        """Each model runs in its own precision (see `specray.models.precision`); its cache follows it."""
+        return next(model.parameters()).dtype
 
     def context_window(self) -> int | None:
         return getattr(self.target.config, "max_position_embeddings", None)
@@ -171,25 +239,41 @@ class SpeculativeEngine:
                     f"the target's context window of {window} (prompts may have at most {window - max_new_tokens} tokens)"
                 )
 
-    def _budgets(self, active: list[_Sequence], policy: StopPolicy | None, config: GenerationConfig) -> torch.Tensor:
-        """Tokens each row may draft: the policy's budget, never past max_new_tokens, gated by cost."""
+    def _budgets(self, active: list[_Sequence], policy: StopPolicy | None, config: GenerationConfig):
+        """Tokens each row may draft, and the n-gram proposals of rows that draft by lookup.
+
+        The policy's budget, never past max_new_tokens; a row that drafts by n-gram only and finds no
+        match drafts nothing; then the cost gate, which counts n-gram tokens as free to propose.
+        """
         if policy is None:
-            return torch.zeros(len(active), dtype=torch.long)
+            return torch.zeros(len(active), dtype=torch.long), {}
         rows = torch.tensor([s.row for s in active])
         remaining = torch.tensor([config.max_new_tokens - s.generated - 1 for s in active])
         budget = torch.minimum(policy.budget(rows), remaining).clamp_min(0)
+        lookups = self._lookups(active, budget, policy)
+        if policy.draft_source == "ngram":
+            budget[[i for i in range(len(active)) if i not in lookups]] = 0
         gate = self._gate(policy, len(active))
         if gate is not None:
-            worth = gate.worth_drafting(policy.acceptance[rows])
+            ngram = torch.tensor([i in lookups for i in range(len(active))])
+            acceptance = torch.where(ngram, policy.ngram_acceptance[rows], policy.acceptance[rows])
+            worth = gate.worth_drafting(acceptance, free=ngram)
             probe = torch.tensor([s.idle_rounds >= self.probe_every for s in active])
             allowed = worth | probe
             budget[~allowed] = 0
             for seq, ok in zip(active, allowed.tolist()):
                 seq.idle_rounds = 0 if ok else seq.idle_rounds + 1
-        return budget
+        return budget, {i: tokens for i, tokens in lookups.items() if budget[i] > 0}
+
+    def _lookups(self, active: list[_Sequence], budget: torch.Tensor, policy: StopPolicy) -> dict[int, list[int]]:
+        """N-gram proposals (up to each row's budget) for the rows whose source looks them up."""
+        if policy.draft_source == "model":
+            return {}
+        found = {i: ngram_lookup(s.tokens, policy.ngram_max, k=int(budget[i])) for i, s in enumerate(active) if budget[i] > 0}
+        return {i: tokens for i, tokens in found.items() if tokens}
 
     def _gate(self, policy: StopPolicy | None, batch_size: int) -> CostGate | None:
-        if policy is None or not getattr(policy, "cost_aware", False):
+        if policy is None or not policy.cost_aware:
             return None
         if not self.costs.calibrated(batch_size):
             from specray.engine.calibration import measure_costs
@@ -198,69 +282,84 @@ class SpeculativeEngine:
         return CostGate(self.costs, batch_size)
 
     def forward(self, model, cache: SlotCache, chunks: list[list[int]], keep: int):
-        """Append ragged per-row chunks (left-padded with holes); logits of the last `keep` slots, last hidden."""
-        width = max(len(c) for c in chunks)
-        ids = torch.zeros(len(chunks), width, dtype=torch.long)
-        valid = torch.zeros(len(chunks), width, dtype=torch.bool)
-        for i, chunk in enumerate(chunks):
-            if chunk:
-                ids[i, width - len(chunk) :] = torch.tensor(chunk)
-                valid[i, width - len(chunk) :] = True
-        mask, positions = cache.extend(valid.to(self.device))
-        extra = {"logits_to_keep": keep} if self._keeps_logits[model] else {}
-        out = model(
-            input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions,
-            past_key_values=cache.kv, use_cache=True, output_hidden_states=model is self.draft, **extra,
-        )
-        hidden = out.hidden_states[-1][:, -1].float().cpu() if model is self.draft else None
-        return out.logits[:, -keep:].float().cpu(), hidden
+        """Append ragged per-row chunks to `model`'s cache; logits of the last `keep` slots, draft hidden."""
+        return model_forward(model, cache, chunks, keep, hidden=model is self.draft)
 
-    def _draft(self, active, budget, policy, cache, sampling, generator) -> list[_Proposal]:
-        """Draft token by token; each row stops when its policy, its budget, the cost gate or EOS says so."""
+    def _draft(self, active, budget, lookups, policy, cache, sampling, generator) -> list[_Proposal]:
+        """Draft token by token; each row stops when its policy, its budget, the cost gate or EOS says so.
+
+        Rows in `lookups` take their n-gram tokens (a point mass each, no forward); the others run the
+        draft model, which only runs at a depth where some row needs it.
+        """
         proposals = [_Proposal() for _ in active]
         drafting = budget > 0
         if not drafting.any():
             return proposals
         gate = self._gate(policy, len(active))
         rows = torch.tensor([s.row for s in active])
+        ngram = torch.tensor([i in lookups for i in range(len(active))])
         survival, expected = torch.ones(len(active)), torch.ones(len(active))
-        chunks = [s.tokens[s.draft_len :] for s in active]  # rows that skipped rounds catch up here
+        chunks = [[] if ngram[i] else s.tokens[s.draft_len :] for i, s in enumerate(active)]  # rows that skipped rounds catch up
         depth = 0
         while drafting.any():
-            t0 = time.perf_counter()
-            logits, hidden = self.forward(self.draft, cache, chunks, keep=1)
-            if max(len(c) for c in chunks) == 1:
-                self.costs.observe_draft(len(active), (time.perf_counter() - t0) * 1e3)
-            for seq, chunk in zip(active, chunks):
-                seq.draft_len += len(chunk)
             depth += 1
             idx = drafting.nonzero().squeeze(-1)
-            logits = logits[idx, -1]
-            dist = distribution(logits, sampling)
-            tokens = draw(dist, generator)
-            stats = token_stats(soft_distribution(logits, sampling), tokens)
+            from_ngram = ngram[idx]
+            parts = []
+            if from_ngram.any():
+                looked_up = torch.tensor([lookups[i][depth - 1] for i in idx[from_ngram].tolist()], dtype=torch.long)
+                parts.append((from_ngram, self._point_mass(looked_up)))
+            if not from_ngram.all():
+                t0 = time.perf_counter()
+                logits, hidden = self.forward(self.draft, cache, chunks, keep=1)
+                if max(len(c) for c in chunks) == 1:
+                    self.costs.observe_draft(len(active), (time.perf_counter() - t0) * 1e3)
+                for seq, chunk in zip(active, chunks):
+                    seq.draft_len += len(chunk)
+                by_model = idx[~from_ngram]
+                parts.append((~from_ngram, self._sample(logits[by_model, -1], hidden[by_model], sampling, generator)))
+            draws = _Draws.interleave(parts)
+            step_tokens, dist, stats, hidden = draws.tokens, draws.dist, draws.stats, draws.hidden
             position = torch.tensor([active[i].generated + depth - 1 for i in idx.tolist()])
-            step = DraftStep(rows[idx], depth, position, tokens, stats.token_prob, stats.entropy, stats.topk_probs, hidden[idx])
-            accept_prob = policy.accept_prob(step)
+            step = DraftStep(rows[idx], depth, position, step_tokens, stats.token_prob, stats.entropy, stats.topk_probs, hidden, from_ngram)
+            accept_prob = torch.where(from_ngram, policy.ngram_accept_prob(step), policy.accept_prob(step))
             wanted = policy.decide(step, accept_prob)
-            decision = wanted if gate is None else gate.decide(wanted, depth, accept_prob, survival[idx], expected[idx])
+            decision = wanted if gate is None else gate.decide(wanted, depth, accept_prob, survival[idx], expected[idx], free=from_ngram)
             survival[idx] *= accept_prob
             expected[idx] += survival[idx]
             for j, i in enumerate(idx.tolist()):
-                proposal, token = proposals[i], int(tokens[j])
+                proposal, token = proposals[i], int(step_tokens[j])
                 if decision[j] != Decision.DROP:
                     proposal.tokens.append(token)
                     proposal.dists.append(dist[j])
                     proposal.soft.append(float(stats.token_prob[j]))
                     proposal.entropy.append(float(stats.entropy[j]))
                     proposal.topk.append(stats.topk_probs[j].tolist())
-                    proposal.hidden.append(hidden[i])
-                reason = self._stop_reason(int(wanted[j]), int(decision[j]), token, len(proposal.tokens), int(budget[i]))
+                    proposal.hidden.append(hidden[j])
+                limit = min(int(budget[i]), len(lookups[i])) if ngram[i] else int(budget[i])
+                reason = self._stop_reason(int(wanted[j]), int(decision[j]), token, len(proposal.tokens), limit)
                 if reason:
                     proposal.stop_reason = reason
                     drafting[i] = False
-            chunks = [[p.tokens[-1]] if drafting[i] else [] for i, p in enumerate(proposals)]
+            chunks = [[p.tokens[-1]] if drafting[i] and not ngram[i] else [] for i, p in enumerate(proposals)]
+        for i in lookups:
+            proposals[i].from_ngram = True
         return proposals
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, hidden: torch.Tensor, sampling: Sampling, generator) -> "_Draws":
+        """The draft model's next token per row, the distribution it came from, and what policies see."""
+        dist = distribution(logits, sampling)
+        tokens = draw(dist, generator)
+        return _Draws(tokens, dist, token_stats(soft_distribution(logits, sampling), tokens), hidden)
+
+    def _point_mass(self, tokens: torch.Tensor) -> "_Draws":
+        """What an n-gram token looks like to verification, policies and traces: q = 1 on the token."""
+        n = len(tokens)
+        topk = torch.zeros(n, TOPK)
+        topk[:, 0] = 1.0
+        dist = torch.nn.functional.one_hot(tokens, self.vocab_size).float()
+        return _Draws(tokens, dist, TokenStats(torch.ones(n), torch.zeros(n), topk), torch.zeros(n, self.draft.config.hidden_size))
 
     def _stop_reason(self, wanted: int, decision: int, token: int, drafted: int, budget: int) -> str | None:
         if decision != wanted:

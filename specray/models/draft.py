@@ -57,22 +57,29 @@ def draft_config(target_config, num_layers: int):
     return config
 
 
-def build_draft(target, num_layers: int, head_token_ids: torch.Tensor | None = None, init_from_target: bool = True):
+def build_draft(target, num_layers: int, head_token_ids: torch.Tensor | None = None, init_from_target: bool = True,
+                dtype: torch.dtype | None = None):
     """A `num_layers` draft sharing the target's embeddings, final norm and head (same tensors, frozen).
 
     With `init_from_target` the layers start as copies of the target's first
-    layers, which trains far faster than random init.
+    layers, which trains far faster than random init. A `dtype` other than the
+    target's gives the draft its own copies of the shared modules in that dtype.
     """
     from transformers import AutoModelForCausalLM
 
     if num_layers < 1 or num_layers > target.config.num_hidden_layers:
         raise ValueError(f"num_layers must be in 1..{target.config.num_hidden_layers}, got {num_layers}")
-    dtype = target.get_input_embeddings().weight.dtype
+    target_dtype = target.get_input_embeddings().weight.dtype
+    dtype = dtype or target_dtype
+
+    def shared(module):
+        return module if dtype == target_dtype else copy.deepcopy(module).to(dtype)
+
     draft = AutoModelForCausalLM.from_config(draft_config(target.config, num_layers), dtype=dtype)
-    draft.model.embed_tokens = target.get_input_embeddings()
-    draft.model.norm = target.model.norm
+    draft.model.embed_tokens = shared(target.get_input_embeddings())
+    draft.model.norm = shared(target.model.norm)
     head = target.get_output_embeddings()
-    draft.lm_head = head if head_token_ids is None else SubsetHead(head.weight, head_token_ids)
+    draft.lm_head = shared(head) if head_token_ids is None else SubsetHead(head.weight.to(dtype), head_token_ids)
     if init_from_target:
         for mine, theirs in zip(draft.model.layers, target.model.layers):
             mine.load_state_dict(theirs.state_dict())
@@ -140,8 +147,8 @@ def draft_target_ref(draft_dir: str | Path) -> str:
     return read_draft_metadata(draft_dir)["target"]["ref"]
 
 
-def load_draft(draft_dir: str | Path, target):
-    """Rebuild a saved draft around `target`'s shared weights, in the target's dtype."""
+def load_draft(draft_dir: str | Path, target, dtype: torch.dtype | None = None):
+    """Rebuild a saved draft around `target`'s shared weights, in `dtype` (default: the target's)."""
     meta = read_draft_metadata(draft_dir)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{draft_dir}: unknown draft format {meta.get('format')!r}")
@@ -152,7 +159,7 @@ def load_draft(draft_dir: str | Path, target):
         )
     weights = load_file(str(Path(draft_dir) / meta["weights"]["file"]))
     ids = weights.pop(HEAD_IDS_KEY, None)
-    draft = build_draft(target, meta["num_hidden_layers"], ids, init_from_target=False)
+    draft = build_draft(target, meta["num_hidden_layers"], ids, init_from_target=False, dtype=dtype)
     missing, unexpected = draft.load_state_dict(weights, strict=False)
     missing = [k for k in missing if k.startswith(OWN_PREFIX)]
     if missing or unexpected:

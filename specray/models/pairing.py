@@ -6,19 +6,21 @@ from dataclasses import dataclass
 
 import torch
 
-from specray.models.loading import load_model, prepare_for_inference
+from specray.models.loading import load_model, prepare_for_inference, torch_dtype
+from specray.models.precision import AUTO, Precision, auto_precision, check_dtype_runs
 from specray.models.refs import DEFAULT_DRAFT, DEFAULT_TARGET, canonical_ref, draft_dir
 
 
 @dataclass
 class ModelPair:
-    """A verified draft/target pair sharing one tokenizer."""
+    """A verified draft/target pair sharing one tokenizer, each model in its own precision."""
 
     target: torch.nn.Module
     draft: torch.nn.Module
     tokenizer: object
     target_ref: str
     draft_ref: str
+    precision: Precision
 
 
 def output_vocab_size(model: torch.nn.Module) -> int:
@@ -54,17 +56,35 @@ def check_pair(target, draft, target_tokenizer, draft_tokenizer) -> None:
         )
 
 
-def load_pair(target_ref: str = DEFAULT_TARGET, draft_ref: str = DEFAULT_DRAFT, dtype: str = "float32",
+def load_pair(target_ref: str = DEFAULT_TARGET, draft_ref: str = DEFAULT_DRAFT, dtype: str = AUTO,
               device: str = "cpu", trust_remote_code: bool = False) -> ModelPair:
-    """Load and check a pair; with no arguments, the embedded SmolLM2 and its shipped draft."""
-    target_ref, draft_ref = canonical_ref(target_ref), canonical_ref(draft_ref)
-    target, tokenizer = load_model(target_ref, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    if draft_dir(draft_ref) is not None:
-        from specray.models.draft import load_draft
+    """Load and check a pair; with no arguments, the embedded SmolLM2 and its shipped draft.
 
-        draft = prepare_for_inference(load_draft(draft_dir(draft_ref), target), device)
-        draft_tokenizer = tokenizer
-    else:
-        draft, draft_tokenizer = load_model(draft_ref, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    `dtype="auto"` picks each model's precision by measuring both on its own work
+    (`specray.models.precision`); any other dtype is used for both.
+    """
+    target_ref, draft_ref = canonical_ref(target_ref), canonical_ref(draft_ref)
+    if dtype != AUTO:
+        check_dtype_runs(torch_dtype(dtype), device)
+    load_dtype = "float32" if dtype == AUTO else dtype
+    target, tokenizer = load_model(target_ref, dtype=load_dtype, device=device, trust_remote_code=trust_remote_code)
+    distilled = draft_dir(draft_ref)
+
+    def draft_in(dtype: torch.dtype | None, around):
+        if distilled is not None:
+            from specray.models.draft import load_draft
+
+            return prepare_for_inference(load_draft(distilled, around, dtype), device), tokenizer
+        return load_model(draft_ref, dtype=dtype or load_dtype, device=device, trust_remote_code=trust_remote_code)
+
+    draft, draft_tokenizer = draft_in(None, target)
     check_pair(target, draft, tokenizer, draft_tokenizer)
-    return ModelPair(target=target, draft=draft, tokenizer=tokenizer, target_ref=target_ref, draft_ref=draft_ref)
+    if dtype != AUTO:
+        return ModelPair(target, draft, tokenizer, target_ref, draft_ref, Precision(torch_dtype(dtype), torch_dtype(dtype)))
+    precision = auto_precision(target, draft, device)
+    target.to(precision.target)  # in place: a distilled draft's shared modules follow
+    if distilled is not None and precision.draft != precision.target:
+        draft = draft_in(precision.draft, target)[0]  # rebuilt with its own copy of the shared weights
+    else:
+        draft.to(precision.draft)
+    return ModelPair(target, draft, tokenizer, target_ref, draft_ref, precision)

@@ -29,7 +29,8 @@ class DraftStep:
     token_prob: torch.Tensor  # (n,) the draft's probability of its own token
     entropy: torch.Tensor  # (n,)
     topk_probs: torch.Tensor  # (n, TOPK)
-    hidden: torch.Tensor  # (n, H) the draft's last hidden state that produced this token
+    hidden: torch.Tensor  # (n, H) the draft's last hidden state that produced this token (zeros for n-gram tokens)
+    from_ngram: torch.Tensor | None = None  # (n,) bool: token proposed by n-gram lookup, not by the draft model
 
 
 @dataclass(frozen=True)
@@ -37,14 +38,25 @@ class Outcome:
     rows: torch.Tensor  # (n,) rows that took part in this verification
     drafted: torch.Tensor  # (n,) tokens proposed
     accepted: torch.Tensor  # (n,) leading proposed tokens the target accepted
+    from_ngram: torch.Tensor | None = None  # (n,) bool: this round's proposal came from n-gram lookup
 
 
 class StopPolicy:
-    """Base: a running acceptance estimate per row, no lookahead limit of its own beyond `k_max`."""
+    """Base: a running acceptance estimate per row and per draft source, no lookahead limit beyond `k_max`.
+
+    `draft_source` says what proposes tokens for this policy to stop: the draft `model`, `ngram` lookup
+    in the prompt and output (free, and a point mass), or `ngram+model` (n-gram where a match exists,
+    the model elsewhere). N-gram tokens carry no draft confidence, so their acceptance estimate is the
+    row's running n-gram acceptance rate, kept apart from the model's.
+    """
 
     name = "policy"
     version = "builtin"
+    cost_aware = False  # whether the engine's cost gate may cut this policy's drafts
+    draft_source = "model"
+    ngram_max = 3  # longest n-gram matched when drafting by lookup
     prior_acceptance = 0.6  # per-token acceptance assumed before any verification
+    prior_ngram_acceptance = 0.5
     ema_decay = 0.8
 
     def __init__(self, k_max: int = 8):
@@ -52,10 +64,12 @@ class StopPolicy:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
         self.k_max = k_max
         self.acceptance = torch.zeros(0)
+        self.ngram_acceptance = torch.zeros(0)
 
     def reset(self, batch_size: int) -> None:
         """A new batch of sequences begins."""
         self.acceptance = torch.full((batch_size,), self.prior_acceptance)
+        self.ngram_acceptance = torch.full((batch_size,), self.prior_ngram_acceptance)
 
     def budget(self, rows: torch.Tensor) -> torch.Tensor:
         """Most tokens each row may draft this round (0 = do not draft)."""
@@ -65,15 +79,21 @@ class StopPolicy:
         """Estimated probability that the target accepts this token, given the ones before were."""
         return self.acceptance[step.rows]
 
+    def ngram_accept_prob(self, step: DraftStep) -> torch.Tensor:
+        """Estimated acceptance of an n-gram token: the row's running n-gram acceptance rate."""
+        return self.ngram_acceptance[step.rows]
+
     def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
         """Decision per row (a `Decision` code); the base never stops early."""
         return torch.full((len(step.rows),), Decision.CONTINUE, dtype=torch.long)
 
     def observe(self, outcome: Outcome) -> None:
-        """Verification results; updates the per-row acceptance estimate (accepted / evaluated)."""
+        """Verification results; updates the per-row acceptance estimate of the source each row drafted with."""
         drafted = outcome.drafted
-        has = drafted > 0
         evaluated = torch.minimum(outcome.accepted + 1, drafted).clamp_min(1)
         rate = outcome.accepted.float() / evaluated
-        rows = outcome.rows[has]
-        self.acceptance[rows] = self.ema_decay * self.acceptance[rows] + (1 - self.ema_decay) * rate[has]
+        ngram = outcome.from_ngram if outcome.from_ngram is not None else torch.zeros(len(drafted), dtype=torch.bool)
+        for estimate, mine in ((self.acceptance, ~ngram), (self.ngram_acceptance, ngram)):
+            has = (drafted > 0) & mine
+            rows = outcome.rows[has]
+            estimate[rows] = self.ema_decay * estimate[rows] + (1 - self.ema_decay) * rate[has]

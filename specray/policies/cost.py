@@ -9,7 +9,8 @@ and the gate keeps a draft token only while it raises the expected tokens per un
     E[tokens | k] = 1 + sum_{i<=k} prod_{j<=i} a_j,
 
 where a_j is the policy's estimate that token j is accepted given the ones before were. This is
-SpecDec++'s stopping rule with the cost constants measured instead of assumed.
+SpecDec++'s stopping rule with the cost constants measured instead of assumed. Tokens proposed by
+n-gram lookup run no draft forward, so for those rows the draft term is zero ("free").
 """
 
 from dataclasses import dataclass, field
@@ -48,8 +49,9 @@ class CostModel:
         costs = self.batches.get(batch_size)
         return costs is not None and costs.draft_ms is not None and len(costs.verify_ms) >= 2
 
-    def round_ms(self, batch_size: int, drafted: torch.Tensor) -> torch.Tensor:
-        """Expected wall time of a round in which `drafted` tokens are proposed, then verified."""
+    def round_ms(self, batch_size: int, drafted: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
+        """Expected wall time of a round in which `drafted` tokens are proposed in `steps` draft forwards
+        (default: one per token), then verified."""
         costs = self.batches[batch_size]
         widths = sorted(costs.verify_ms)
         verify = np.interp(
@@ -64,7 +66,8 @@ class CostModel:
             slope = (costs.verify_ms[w1] - costs.verify_ms[w0]) / (w1 - w0)
             beyond = drafted.numpy() + 1 > w1
             verify[beyond] = costs.verify_ms[w1] + slope * (drafted.numpy()[beyond] + 1 - w1)
-        return drafted.double() * costs.draft_ms + torch.from_numpy(verify)
+        steps = drafted if steps is None else steps
+        return steps.double() * costs.draft_ms + torch.from_numpy(verify)
 
 
 class CostGate:
@@ -73,13 +76,14 @@ class CostGate:
     def __init__(self, costs: CostModel, batch_size: int):
         self.costs, self.batch_size = costs, batch_size
 
-    def rate(self, expected: torch.Tensor, drafted: torch.Tensor) -> torch.Tensor:
-        return expected.double() / self.costs.round_ms(self.batch_size, drafted)
+    def rate(self, expected: torch.Tensor, drafted: torch.Tensor, free: torch.Tensor | None = None) -> torch.Tensor:
+        steps = drafted if free is None else torch.where(free, 0, drafted)
+        return expected.double() / self.costs.round_ms(self.batch_size, drafted, steps)
 
-    def worth_drafting(self, acceptance: torch.Tensor) -> torch.Tensor:
+    def worth_drafting(self, acceptance: torch.Tensor, free: torch.Tensor | None = None) -> torch.Tensor:
         """Before a round: does a first token, accepted with this probability, beat not drafting?"""
         zero = torch.zeros(len(acceptance), dtype=torch.long)
-        return self.rate(1 + acceptance, zero + 1) > self.rate(torch.ones(len(acceptance)), zero)
+        return self.rate(1 + acceptance, zero + 1, free) > self.rate(torch.ones(len(acceptance)), zero)
 
     def decide(
         self,
@@ -88,16 +92,18 @@ class CostGate:
         accept_prob: torch.Tensor,
         survival: torch.Tensor,
         expected: torch.Tensor,
+        free: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Drop a token that lowers the rate; stop when the next one (as likely as this) would.
 
-        survival/expected describe the draft before this token: P(all accepted so far), E[tokens].
+        survival/expected describe the draft before this token: P(all accepted so far), E[tokens];
+        `free` marks rows whose tokens cost no draft forward (n-gram lookup).
         """
         k = torch.full((len(decision),), depth, dtype=torch.long)
         keep_survival = survival * accept_prob
         keep_expected = expected + keep_survival
-        keep = self.rate(keep_expected, k) >= self.rate(expected, k - 1)
-        more = self.rate(keep_expected + keep_survival * accept_prob, k + 1) > self.rate(keep_expected, k)
+        keep = self.rate(keep_expected, k, free) >= self.rate(expected, k - 1, free)
+        more = self.rate(keep_expected + keep_survival * accept_prob, k + 1, free) > self.rate(keep_expected, k, free)
         gated = decision.clone()
         gated[(decision == Decision.CONTINUE) & ~more] = Decision.STOP
         gated[~keep] = Decision.DROP

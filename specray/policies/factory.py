@@ -15,6 +15,7 @@ from specray.policies.spec import parse_spec
 from specray.policies.specdecpp import AcceptanceHead, SpecDecPPPolicy
 from specray.policies.static import StaticPolicy
 
+
 def make_policy(
     spec: str,
     domain: str = "global",
@@ -23,6 +24,15 @@ def make_policy(
 ) -> StopPolicy | None:
     """The policy for `spec`; None for `target` (target-only decoding)."""
     name, options = parse_spec(spec)
+    source = {key: options.pop(key) for key in ("draft", "ngram") if key in options}
+    policy = _build(name, options, domain, registry, references)
+    if policy is not None:
+        policy.draft_source = source.get("draft", policy.draft_source)
+        policy.ngram_max = source.get("ngram", policy.ngram_max)
+    return policy
+
+
+def _build(name: str, options: dict, domain: str, registry: str | None, references) -> StopPolicy | None:
     if "cost" in options:
         options["cost_aware"] = options.pop("cost")
     if name == "target":

@@ -32,5 +32,8 @@ class OraclePolicy(StopPolicy):
     def accept_prob(self, step: DraftStep) -> torch.Tensor:
         return self._matches(step).float()
 
+    def ngram_accept_prob(self, step: DraftStep) -> torch.Tensor:
+        return self._matches(step).float()
+
     def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
         return torch.where(accept_prob > 0, Decision.CONTINUE, Decision.DROP)

@@ -2,10 +2,17 @@
 
     static:4    heuristic:k_max=12    confidence:0.3,refit=true
     disco:path=DIR/code    specdecpp:h=0.6    oracle    target (no drafting)
+    static:4,draft=ngram    confidence,draft=ngram+model,ngram=2
 
-A bare first value is the policy's main knob (K, threshold, tau or h). Config validation uses this
-parser too, so a bad spec fails before any model loads.
+A bare first value is the policy's main knob (K, threshold, tau or h). Every drafting policy also takes
+`draft=` (what proposes tokens: model | ngram | ngram+model) and `ngram=` (longest n-gram matched).
+Config validation uses this parser too, so a bad spec fails before any model loads.
 """
+
+import re
+
+DRAFT_SOURCES = ("model", "ngram", "ngram+model")
+NGRAM_MAX_LIMIT = 8  # longer matches are rare enough that looking for them only costs time
 
 POLICIES = ("target", "static", "heuristic", "confidence", "disco", "specdecpp", "oracle")
 _FIRST_VALUE = {"static": "k", "confidence": "threshold", "disco": "tau", "specdecpp": "h", "heuristic": "k_max"}
@@ -20,6 +27,10 @@ _OPTIONS = {
 }
 
 
+_SOURCE_OPTIONS = {"draft": str, "ngram": int}  # every policy that drafts takes these
+for _name in POLICIES[1:]:
+    _OPTIONS[_name].update(_SOURCE_OPTIONS)
+
 _UNIT = ("threshold", "tau", "h")  # probabilities
 _COUNTS = ("k", "k_max", "k_start")
 MAX_LOOKAHEAD = 1024  # the most tokens one round may draft: far past any useful lookahead, within int64
@@ -30,6 +41,10 @@ def _check_range(spec: str, key: str, value) -> None:
         raise ValueError(f"policy '{spec}': {key} must be in [0, 1], got {value}")
     if key in _COUNTS and not 1 <= value <= MAX_LOOKAHEAD:
         raise ValueError(f"policy '{spec}': {key} must be in [1, {MAX_LOOKAHEAD}], got {value}")
+    if key == "draft" and value not in DRAFT_SOURCES:
+        raise ValueError(f"policy '{spec}': draft must be one of {', '.join(DRAFT_SOURCES)}, got {value!r}")
+    if key == "ngram" and not 1 <= value <= NGRAM_MAX_LIMIT:
+        raise ValueError(f"policy '{spec}': ngram must be in 1..{NGRAM_MAX_LIMIT}, got {value}")
 
 
 def _convert(spec: str, key: str, value: str, kind: type):
@@ -44,7 +59,9 @@ def _convert(spec: str, key: str, value: str, kind: type):
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
-    name, _, rest = spec.strip().partition(":")
+    spec = spec.strip()
+    name = re.match(r"[^:,]*", spec).group()  # `name:opts`, or `name,key=value...` when there is no main value
+    rest = spec[len(name) + 1 :]
     if name not in POLICIES:
         raise ValueError(f"unknown policy '{name}' in '{spec}'; known: {', '.join(POLICIES)}")
     options = {}

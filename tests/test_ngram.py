@@ -1,0 +1,96 @@
+"""N-gram drafting: the lookup itself, and that the engine drafts from it (lossless greedy is in
+test_engine_greedy, the sampling distribution in test_engine_sampling)."""
+
+import pytest
+
+from conftest import random_prompts, reference_greedy
+from specray.engine.ngram import ngram_lookup
+from specray.engine.speculative import GenerationConfig, SpeculativeEngine
+from specray.policies.cost import CostModel
+from specray.policies.factory import make_policy
+from specray.policies.spec import parse_spec
+
+
+def test_lookup_proposes_what_followed_the_latest_match():
+    tokens = [1, 2, 3, 9, 1, 2, 3, 7, 8, 1, 2]
+    assert ngram_lookup(tokens, n_max=2, k=3) == [3, 7, 8]  # "1 2" last seen at 4, followed by 3 7 8
+    assert ngram_lookup(tokens, n_max=2, k=1) == [3]
+
+
+def test_lookup_prefers_the_longest_match():
+    tokens = [5, 2, 8, 4, 2, 6, 5, 2]  # "5 2" matches at 0 (-> 8); "2" alone matches later at 4 (-> 6)
+    assert ngram_lookup(tokens, n_max=2, k=1) == [8]
+    assert ngram_lookup(tokens, n_max=1, k=1) == [6]
+
+
+def test_lookup_finds_nothing_without_a_repeat():
+    assert ngram_lookup([1, 2, 3, 4], n_max=3, k=4) == []
+    assert ngram_lookup([1], k=4) == [] and ngram_lookup([1, 1], k=0) == []
+
+
+def test_lookup_may_overlap_its_own_tail():
+    assert ngram_lookup([7, 7, 7], n_max=2, k=4) == [7]  # "7 7" at 0 is followed by the tail's own 7
+
+
+@pytest.mark.parametrize(
+    "spec, key",
+    [("static:4,draft=eagle", "draft"), ("static:4,draft=ngram,ngram=0", "ngram"), ("heuristic,ngram=9", "ngram must be"),
+     ("confidence,ngram=x", "ngram=.x. is not")],
+)
+def test_bad_draft_source_options_name_the_key(spec, key):
+    with pytest.raises(ValueError, match=key):
+        parse_spec(spec)
+
+
+def test_policies_carry_their_draft_source():
+    policy = make_policy("confidence:0.3,draft=ngram+model,ngram=2")
+    assert (policy.draft_source, policy.ngram_max, policy.threshold) == ("ngram+model", 2, 0.3)
+    assert make_policy("static:2").draft_source == "model"
+
+
+def repetitive_prompts():
+    """Prompts that repeat themselves, as extraction and code edits do, so lookup finds matches."""
+    return [p + p for p in random_prompts(6, seed=11)]
+
+
+def test_ngram_drafts_cost_no_draft_forward_and_are_accepted(target, draft, tokenizer):
+    engine = SpeculativeEngine(target, draft, tokenizer)
+    calls = []
+    original = engine.forward
+    engine.forward = lambda model, *a, **k: calls.append(model is draft) or original(model, *a, **k)
+    prompts = repetitive_prompts()
+    out = engine.generate(prompts, make_policy("static:4,draft=ngram"), GenerationConfig(max_new_tokens=16))
+    assert not any(calls), "n-gram drafting must never run the draft model"
+    assert [s.tokens for s in out.sequences] == [reference_greedy(target, p, 16) for p in prompts]
+    rows = out.traces.to_pylist()
+    assert rows and all(r["draft_prob"] == 1.0 and r["entropy"] == 0.0 for r in rows)
+    assert sum(s.accepted for s in out.sequences) > 0
+
+
+def test_hybrid_uses_the_model_where_lookup_finds_nothing(target, draft, tokenizer):
+    engine = SpeculativeEngine(target, draft, tokenizer)
+    prompts = random_prompts(6, seed=12) + repetitive_prompts()
+    out = engine.generate(prompts, make_policy("static:3,draft=ngram+model"), GenerationConfig(max_new_tokens=16))
+    assert [s.tokens for s in out.sequences] == [reference_greedy(target, p, 16) for p in prompts]
+    probs = out.traces.column("draft_prob").to_pylist()
+    assert any(p == 1.0 for p in probs) and any(p < 1.0 for p in probs), "both sources should have drafted"
+
+
+def test_cost_gate_counts_ngram_tokens_as_free(target, draft, tokenizer):
+    """With a draft step dearer than a verification, the model drafts only the gate's occasional probes;
+    free n-gram tokens pay and are drafted far more."""
+    costs = CostModel()
+    for batch in range(1, 7):
+        costs.observe_draft(batch, 1e6)  # stays dear under the EMA of real timings
+        for width, ms in ((1, 10.0), (2, 10.5), (3, 11.0), (5, 12.0), (9, 14.0)):
+            costs.observe_verify(batch, width, ms)
+    engine = SpeculativeEngine(target, draft, tokenizer, cost_model=costs)
+    prompts = repetitive_prompts()
+    drafted = {}
+    for source in ("model", "ngram"):
+        out = engine.generate(prompts, make_policy(f"heuristic,draft={source}"), GenerationConfig(max_new_tokens=16))
+        rounds = {(r["prompt_id"], r["iteration"]) for r in out.traces.to_pylist()}
+        drafted[source] = (len(rounds), sum(s.iterations for s in out.sequences))
+    model_rounds, model_iterations = drafted["model"]
+    assert model_rounds <= model_iterations / engine.probe_every, "the model should draft in probe rounds only"
+    assert drafted["ngram"][0] > 2 * model_rounds
