@@ -55,7 +55,7 @@ def load_bench_prompts(path: str | None, limit: int | None) -> list[dict]:
         rows += [{"id": r.id, "prompt": r.prompt, "domain": r.domain or "all"} for r in batch.rows]
         errors += batch.errors
     if errors:
-        listed = "; ".join(f"{e.id}: {e.reason}" for e in errors[:5])
+        listed = "; ".join(f"{e.key}: {e.reason}" for e in errors[:5])
         raise ValueError(f"{path}: {len(errors)} malformed prompt rows ({listed})")
     return rows
 

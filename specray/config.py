@@ -6,6 +6,7 @@ the first second with the full key named, instead of an hour later on a worker.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -19,7 +20,7 @@ from omegaconf.errors import GrammarParseError, OmegaConfBaseException
 from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 from omegaconf.grammar_parser import parse
 
-from specray.policies.spec import parse_spec
+from specray.policies.spec import MAX_LOOKAHEAD, parse_spec
 from specray.schema import DOMAINS
 
 ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variables ${oc.env:...} may read
@@ -28,6 +29,8 @@ DEVICES = ("auto", "cpu", "cuda")
 TRUNCATE = ("none", "left")
 BUILTIN_SETS = ("quick", "demo", "heldout", "distill")  # specray.data.builtin.SPLITS, without importing it here
 LOG_LEVELS = ("warning", "info", "debug")
+MAX_SEED = 2**63 - 2**32  # a batch's seed is this plus a 32-bit hash of its ids, and must fit torch's int64
+MAX_NEW_TOKENS = 1_048_576  # past any context window; the model's own window is checked once workers load it
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run id becomes a directory name
 
 
@@ -105,6 +108,7 @@ class ClusterConfig:
     max_in_flight: int = 2  # batches queued per worker (backpressure)
     batch_timeout_s: float = 600.0
     max_retries: int = 2
+    start_timeout_s: float = 900.0  # waiting longer for workers to be placed and load their models fails the job
 
 
 @dataclass
@@ -150,6 +154,38 @@ def load_config(path: str | None, overrides: list[str]) -> JobConfig:
 def config_to_yaml(cfg: JobConfig) -> str:
     """The resolved config as YAML, so a run can store exactly what produced its outputs."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+# Settings a resumed run may change: they decide how fast and where, not what is generated. Every
+# other key (models, generation but its batch size, policies, data columns and truncation, label depth)
+# changes outputs, and a run whose outputs mixed two settings would be silently wrong.
+RESUMABLE = ("run_id", "cluster.", "output.", "generation.batch_size", "data.path", "data.limit")
+
+
+def config_changes(stored_yaml: str, new_yaml: str) -> tuple[list[str], dict[str, list[Any]]]:
+    """(refused, allowed): what differs between a run's stored config and a resuming session's, as
+    `key: old -> new` lines for settings that change outputs, and {key: [old, new]} for the rest.
+    A key the stored config lacks (written by an older specray) is not compared, only recorded."""
+    old, new = (_flatten(OmegaConf.to_container(OmegaConf.create(text), resolve=False)) for text in (stored_yaml, new_yaml))
+    refused, allowed = [], {}
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if key in old and key in new and not key.startswith(RESUMABLE) and key not in RESUMABLE:
+            refused.append(f"{key}: {before!r} -> {after!r}")
+        else:
+            allowed[key] = [before, after]
+    return refused, allowed
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
 def _read_yaml(path: str) -> Any:
@@ -277,11 +313,13 @@ def _models_problems(models: ModelsConfig) -> list[str]:
 
 def _generation_problems(gen: GenerationConfig) -> list[str]:
     return [
-        *_check("generation.max_new_tokens", gen.max_new_tokens >= 1, "an integer >= 1", gen.max_new_tokens),
-        *_check("generation.temperature", gen.temperature >= 0, "a number >= 0 (0 = greedy)", gen.temperature),
+        *_check("generation.max_new_tokens", 1 <= gen.max_new_tokens <= MAX_NEW_TOKENS, f"an integer in [1, {MAX_NEW_TOKENS}]",
+                gen.max_new_tokens),
+        *_check("generation.temperature", math.isfinite(gen.temperature) and gen.temperature >= 0,
+                "a finite number >= 0 (0 = greedy)", gen.temperature),
         *_check("generation.top_p", 0 < gen.top_p <= 1, "a number in (0, 1]", gen.top_p),
         *_check("generation.top_k", gen.top_k >= 0, "an integer >= 0 (0 = off)", gen.top_k),
-        *_check("generation.seed", gen.seed >= 0, "an integer >= 0", gen.seed),
+        *_check("generation.seed", 0 <= gen.seed <= MAX_SEED, f"an integer in [0, {MAX_SEED}]", gen.seed),
         *_check("generation.batch_size", gen.batch_size >= 1, "an integer >= 1", gen.batch_size),
         *_check("generation.stop", all(gen.stop), "non-empty stop strings", gen.stop),
     ]
@@ -304,7 +342,8 @@ def _policy_problems(policy: PolicyConfig) -> list[str]:
         if override.name is not None:
             specs[f"{key}.name"] = override.name
         k_max, threshold = override.k_max, override.threshold
-        problems += _check(f"{key}.k_max", k_max is None or k_max >= 1, "null or an integer >= 1", k_max)
+        problems += _check(f"{key}.k_max", k_max is None or 1 <= k_max <= MAX_LOOKAHEAD,
+                           f"null or an integer in [1, {MAX_LOOKAHEAD}]", k_max)
         problems += _check(f"{key}.threshold", _in_unit(threshold), "null or a number in [0, 1]", threshold)
     problems += [f"{key}: {policy_spec_problem(spec)}" for key, spec in specs.items() if policy_spec_problem(spec)]
     registry = Path(policy.registry) if policy.registry is not None else None
@@ -320,6 +359,8 @@ def _cluster_problems(c: ClusterConfig) -> list[str]:
         *_check("cluster.max_in_flight", c.max_in_flight >= 1, "an integer >= 1", c.max_in_flight),
         *_check("cluster.batch_timeout_s", c.batch_timeout_s > 0, "a number > 0", c.batch_timeout_s),
         *_check("cluster.max_retries", c.max_retries >= 0, "an integer >= 0", c.max_retries),
+        *_check("cluster.start_timeout_s", c.start_timeout_s > 0, "a number > 0", c.start_timeout_s),
+        *_check("cluster.gpus_per_worker", math.isfinite(c.gpus_per_worker), "a finite number", c.gpus_per_worker),
     ]
 
 
@@ -327,7 +368,14 @@ def _output_problems(output: OutputConfig) -> list[str]:
     return [
         *_check("output.rows_per_file", output.rows_per_file >= 1, "an integer >= 1", output.rows_per_file),
         *_check("output.dir", _creatable_dir(Path(output.dir or ".")), "a writable directory", output.dir),
+        *_check("output.dir", not _root_or_home(Path(output.dir or ".")),
+                "a directory of the run's own, not the filesystem root or the home directory", output.dir),
     ]
+
+
+def _root_or_home(path: Path) -> bool:
+    path = path.resolve()
+    return path == Path(path.anchor) or path == Path.home().resolve()
 
 
 def _creatable_dir(path: Path) -> bool:

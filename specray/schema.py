@@ -65,7 +65,10 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 
-ERROR_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
+# `id`: the record's own id when it owns it, else null; `position`: `line:N` / `row:N` in the input. An
+# error row is keyed by its id when it has one, else by its position: the two never share a key space.
+ERROR_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string()),
+                          ("position", pa.string())])
 
 DOMAINS = ("code", "math", "logic", "chat")  # what the detector predicts and budgets are kept for
 

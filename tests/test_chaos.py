@@ -119,5 +119,6 @@ def test_a_hung_worker_is_killed_its_batch_retried_elsewhere_then_an_error_row(p
     assert_exactly_once(tmp_path / "out", {r["id"] for r in rows[1:]})
     errors = read_errors(tmp_path / "out").to_pylist()
     assert errors == [{"id": "hang", "source": str(tmp_path / "p.jsonl"),
-                       "reason": "generation failed 2 time(s): worker hung: nothing finished within cluster.batch_timeout_s=2"}]
+                       "reason": "generation failed 2 time(s): worker hung: nothing finished within cluster.batch_timeout_s=2",
+                       "position": "line:1"}]
     assert (summary["hung_workers"], summary["replaced_workers"], summary["failed_batches"]) == (2, 2, 2)

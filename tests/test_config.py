@@ -123,7 +123,7 @@ def test_sizes_must_be_positive(override, key):
 
 @pytest.mark.parametrize("domain", ["code", "math", "logic", "chat"])
 def test_k_max_at_least_one(domain):
-    fails(f"policy.per_domain.{domain}.k_max=0", key=f"policy.per_domain.{domain}.k_max", expected=">= 1")
+    fails(f"policy.per_domain.{domain}.k_max=0", key=f"policy.per_domain.{domain}.k_max", expected="an integer in [1, 1024]")
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1.5", "nan"])

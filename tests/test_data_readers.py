@@ -31,7 +31,7 @@ def write_jsonl(path, lines):
 
 
 def reasons(errors):
-    return {e.id: e.reason for e in errors}
+    return {e.key: e.reason for e in errors}
 
 
 # ---- JSONL ---------------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def test_jsonl_blank_lines_are_skipped_and_limit_counts_records(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [b"", {"prompt": "a"}, b"   ", {"prompt": ""}, {"prompt": "c"}, {"prompt": "d"}])
     rows, errors = read_all(path, limit=3)
     assert [r.prompt for r in rows] == ["a", "c"]
-    assert [e.id for e in errors] == ["line:4"]
+    assert [e.key for e in errors] == ["line:4"]
 
 
 def test_jsonl_custom_columns(tmp_path):
@@ -149,7 +149,7 @@ def test_parquet_without_id_column_and_non_string_prompts(tmp_path):
     pq.write_table(pa.table({"prompt": [1.5, math.nan, 3.0]}), path)
     rows, errors = read_all(path)
     assert rows == []
-    assert [e.id for e in errors] == ["row:0", "row:1", "row:2"]
+    assert [e.key for e in errors] == ["row:0", "row:1", "row:2"]
     assert "must be a string" in errors[0].reason and "NaN" in errors[1].reason
 
 
@@ -157,7 +157,7 @@ def test_parquet_bad_id_type(tmp_path):
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"id": [1.5], "prompt": ["x"]}), path)
     _, errors = read_all(path)
-    assert errors[0].id == "row:0" and "string or an integer" in errors[0].reason
+    assert errors[0].key == "row:0" and "string or an integer" in errors[0].reason
 
 
 @pytest.mark.parametrize(
@@ -326,6 +326,10 @@ def test_large_parquet_streams_in_bounded_batches(tmp_path):
 
 
 def test_errors_table_uses_error_schema():
-    table = errors_table([ErrorRow("line:3", "f.jsonl", "prompt is empty or whitespace-only")])
+    table = errors_table([ErrorRow("a", "f.jsonl", "prompt is empty or whitespace-only", "line:3"),
+                          ErrorRow(None, "f.jsonl", "line is not valid JSON", "line:4")])
     assert table.schema.equals(ERROR_SCHEMA)
-    assert table.to_pylist() == [{"id": "line:3", "source": "f.jsonl", "reason": "prompt is empty or whitespace-only"}]
+    assert table.to_pylist() == [
+        {"id": "a", "source": "f.jsonl", "reason": "prompt is empty or whitespace-only", "position": "line:3"},
+        {"id": None, "source": "f.jsonl", "reason": "line is not valid JSON", "position": "line:4"},
+    ]

@@ -88,7 +88,7 @@ def test_greedy_job_output_is_the_targets_own(e2e):
 
 def test_bad_rows_become_error_rows(e2e):
     cfg, _, _ = e2e
-    errors = {e["id"]: e["reason"] for e in read_errors(cfg.output.dir).to_pylist()}
+    errors = {e["id"] or e["position"]: e["reason"] for e in read_errors(cfg.output.dir).to_pylist()}
     assert set(errors) == set(BAD)
     for row_id, reason in BAD.items():
         assert reason in errors[row_id], (row_id, errors[row_id])

@@ -50,9 +50,11 @@ def test_shard_leftovers_come_out_at_the_end():
 
 def test_skip_committed_drops_rows_and_errors_and_counts_them():
     skipped = []
-    chunk = PromptBatch([row(0), row(1)], [ErrorRow("line:3", "f", "bad json"), ErrorRow("line:4", "f", "bad")])
-    (out,) = skip_committed(iter([chunk]), {"p0", "line:3"}, skipped.append)
-    assert [r.id for r in out.rows] == ["p1"] and [e.id for e in out.errors] == ["line:4"] and skipped == [2]
+    chunk = PromptBatch([row(0), row(1)], [ErrorRow(None, "f", "bad json", "line:3"), ErrorRow(None, "f", "bad", "line:4"),
+                                           ErrorRow("e", "f", "empty", "line:5")])
+    # "line:4" committed as an id is another key space: it must not skip the error row at position line:4
+    (out,) = skip_committed(iter([chunk]), {"p0", "e", "line:4"}, skipped.append, positions={"line:3"})
+    assert [r.id for r in out.rows] == ["p1"] and [e.key for e in out.errors] == ["line:4"] and skipped == [3]
 
 
 def test_a_failed_batch_is_retried_elsewhere_then_split_then_errors():
@@ -227,7 +229,8 @@ def test_runner_turns_a_batch_into_rows_and_errors_too_long_prompts():
     rows = (PromptRow("a", "w5 w9 w12", "math", 0), long, PromptRow("b", "w3 w4", "math", 1))
     out = runner("math", rows, "static:3")
     assert out.results["id"].to_pylist() == ["a", "b"]
-    assert out.errors.to_pylist() == [{"id": "long", "source": "data.jsonl", "reason": fit_prompt([0] * 1020, 1024, 8, "none")[1]}]
+    assert out.errors.to_pylist() == [{"id": "long", "source": "data.jsonl", "reason": fit_prompt([0] * 1020, 1024, 8, "none")[1],
+                                       "position": None}]
     r = out.results.to_pydict()
     assert r["policy"] == ["static:3"] * 2 and r["policy_version"] == ["builtin"] * 2 and r["target"] == ["t", "t"]
     assert r["prompt_tokens"] == [3, 2] and all(n == len(t) for n, t in zip(r["new_tokens"], r["output_tokens"]))

@@ -57,7 +57,8 @@ def batch(ids: list[str], domain: str = "code") -> tuple[pa.Table, pa.Table]:
 
 
 def errors(ids: list[str]) -> pa.Table:
-    return pa.table({"id": ids, "source": ["worker"] * len(ids), "reason": ["oom"] * len(ids)}, schema=ERROR_SCHEMA)
+    return pa.table({"id": ids, "source": ["worker"] * len(ids), "reason": ["oom"] * len(ids),
+                     "position": [None] * len(ids)}, schema=ERROR_SCHEMA)
 
 
 def ids_of(table: pa.Table, column: str = "id") -> list[str]:
@@ -199,7 +200,7 @@ def test_orphans_and_temp_files_are_ignored_then_cleaned(tmp_path):
     orphan = tmp_path / "results" / "domain=code" / "part-000009-000-deadbeef.parquet"
     pq.write_table(batch(["z"])[0].drop_columns(["domain"]), orphan)
     (tmp_path / "_tmp").mkdir(exist_ok=True)
-    (tmp_path / "_tmp" / "half.parquet").write_bytes(b"PAR1")
+    (tmp_path / "_tmp" / f"{'ab' * 16}.parquet").write_bytes(b"PAR1")  # named as the sink names a temp file
     assert ids_of(read_results(tmp_path)) == ["a"]  # readers follow the manifest only
     RunSink(tmp_path, META).close()
     assert not orphan.exists() and not list(tmp_path.glob("_tmp/*"))

@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from specray.analysis.report import write_report
-from specray.distributed.sink import RunMeta, RunSink
+from specray.distributed.manifest import ManifestError, read_records
+from specray.distributed.sink import MANIFEST, RunMeta, RunSink
 from specray.schema import DOMAINS, RESULT_SCHEMA, TOPK, TRACE_SCHEMA
 
 ITERATIONS = 50  # per prompt
@@ -85,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default="/tmp/specray-bench-report")
     args = parser.parse_args(argv)
     run = Path(args.dir)
-    shutil.rmtree(run, ignore_errors=True)
+    if run.exists():  # only ever delete a run this benchmark made: its manifest names run id "bench"
+        try:
+            ours = read_records(run / MANIFEST)[0].get("run_id") == "bench"
+        except (ManifestError, OSError, ValueError):
+            ours = False
+        if not ours:
+            parser.error(f"--dir {run}: exists and is not an earlier bench-report run; pick a new directory")
+        shutil.rmtree(run)
     rows = synthesize_run(run, args.rows)
     start = time.perf_counter()
     write_report([str(run)], run / "report")

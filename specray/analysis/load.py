@@ -7,10 +7,14 @@ few tens of MB in memory. A label run's rows are the drafts of its `static:K` po
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from specray.distributed.sink import read_results, read_traces
+from specray.distributed.manifest import ManifestError
+from specray.distributed.sink import committed_files, read_results, read_traces
 
 TRACE_COLUMNS = (
     "run_id", "prompt_id", "domain", "iteration", "depth", "gen_position",
@@ -20,11 +24,34 @@ RESULT_COLUMNS = ("id", "domain", "new_tokens", "iterations", "drafted", "accept
 ORACLE_POLICY = "oracle"
 
 
+class RunReadError(ValueError):
+    """A run directory whose committed files cannot be read; the message names the dir or the file."""
+
+
 def load_runs(run_dirs: list[str]) -> tuple[pa.Table, pa.Table]:
-    """(traces, results) of every run, concatenated; traces gain a boolean `oracle` column."""
-    traces = pa.concat_tables([read_traces(d, columns=list(TRACE_COLUMNS)) for d in run_dirs])
-    results = pa.concat_tables([read_results(d).select(list(RESULT_COLUMNS)) for d in run_dirs])
+    """(traces, results) of every run, concatenated; traces gain a boolean `oracle` column.
+
+    A report is about whole runs, so an unreadable run or file fails it (RunReadError naming the file)
+    rather than silently leaving rows out of the figures."""
+    traces = pa.concat_tables([_read_run(d, "traces", lambda: read_traces(d, columns=list(TRACE_COLUMNS))) for d in run_dirs])
+    results = pa.concat_tables([_read_run(d, "results", lambda: read_results(d).select(list(RESULT_COLUMNS))) for d in run_dirs])
     return traces.append_column("oracle", oracle_mask(traces)), results
+
+
+def _read_run(run_dir: str, kind: str, read):
+    if not Path(run_dir).is_dir():
+        raise RunReadError(f"{run_dir}: no such directory")
+    try:
+        return read()
+    except ManifestError as exc:
+        raise RunReadError(str(exc)) from None
+    except (pa.ArrowException, OSError) as exc:
+        for path in committed_files(run_dir, kind):  # name the file that breaks the read
+            try:
+                pq.ParquetFile(path).read()
+            except (pa.ArrowException, OSError) as file_exc:
+                raise RunReadError(f"{path}: unreadable Parquet file ({file_exc})") from None
+        raise RunReadError(f"{run_dir}: {kind} cannot be read ({exc})") from None
 
 
 def oracle_mask(traces: pa.Table) -> pa.ChunkedArray:

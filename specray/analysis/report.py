@@ -11,11 +11,12 @@ import argparse
 import base64
 import html
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from specray.analysis.load import load_runs
+from specray.analysis.load import RunReadError, load_runs
 from specray.analysis.metrics import compute_metrics
 from specray.analysis.plots import write_plots
 
@@ -23,14 +24,27 @@ from specray.analysis.plots import write_plots
 def write_report(run_dirs: list[str], out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
     """Compute the metrics of `run_dirs` together and write metrics.json, PNGs, report.html, summary.md; returns the metrics."""
     out = Path(out_dir)
+    metrics = json_safe(compute_metrics(*load_runs(run_dirs), seed=seed))  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    metrics = compute_metrics(*load_runs(run_dirs), seed=seed)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
     figures = write_plots(metrics, out)
     tables = headline_table(metrics) + "\n\n" + policy_table_md(metrics)
     (out / "summary.md").write_text(summary_markdown(run_dirs, tables, figures))
     (out / "report.html").write_text(report_html(run_dirs, tables, figures, out))
     return metrics
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinite float as None: bare NaN is not JSON, and no reader should guess."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:  # a numpy scalar
+        return json_safe(value.item())
+    return value
 
 
 def headline_table(metrics: dict[str, Any]) -> str:
@@ -96,8 +110,13 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def report_command(args: argparse.Namespace) -> int:
+    """A run that cannot be read is one line on stderr naming the dir or file, and exit 2."""
     out = Path(args.out or Path(args.run_dirs[0]) / "report")
-    metrics = write_report(args.run_dirs, out, seed=args.seed)
+    try:
+        metrics = write_report(args.run_dirs, out, seed=args.seed)
+    except RunReadError as exc:
+        print(f"specray report: {exc}", file=sys.stderr)
+        return 2
     print(f"{metrics['all']['drafted_tokens']} drafted tokens -> {out}/report.html", file=sys.stderr)
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from specray.data.rows import ErrorRow, PromptBatch, PromptRow, RowValidator
+from specray.data.rows import ErrorRow, MissingPrompt, PromptBatch, PromptRow, RowValidator
 
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -122,19 +122,19 @@ def _jsonl_record(raw: bytes, lineno: int, source: str, config: ReaderConfig) ->
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return ErrorRow(fallback, source, f"line is not valid UTF-8 ({e.reason} at byte {e.start})"), False
+        return ErrorRow(None, source, f"line is not valid UTF-8 ({e.reason} at byte {e.start})", fallback), False
+    if lineno == 1:
+        text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write, is not part of the JSON
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        return ErrorRow(fallback, source, f"line is not valid JSON ({e.msg})"), False
+        return ErrorRow(None, source, f"line is not valid JSON ({e.msg})", fallback), False
     if not isinstance(obj, dict):
-        return ErrorRow(fallback, source, f"line is JSON {type(obj).__name__}, not an object"), True
-    if config.prompt_column not in obj:
-        raw_id = obj.get(config.id_column)
-        row_id = str(raw_id) if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else fallback
-        return ErrorRow(row_id, source, f"missing prompt column {config.prompt_column!r}"), True
+        return ErrorRow(None, source, f"line is JSON {type(obj).__name__}, not an object", fallback), True
+    # a record without a prompt still goes through the validator, so its id is claimed like any other
+    prompt = obj[config.prompt_column] if config.prompt_column in obj else MissingPrompt(config.prompt_column)
     domain = obj.get(config.domain_column) if config.domain_column else None
-    return (obj.get(config.id_column), obj[config.prompt_column], domain, fallback, source), True
+    return (obj.get(config.id_column), prompt, domain, fallback, source), True
 
 
 # ---- Parquet -----------------------------------------------------------------------------------
@@ -160,6 +160,10 @@ def _fragment_records(fragment, schema: pa.Schema, config: ReaderConfig) -> Iter
         if config.prompt_column not in names:
             raise DatasetError(f"{source}: Parquet file has no prompt column {config.prompt_column!r} (columns: {sorted(names)})")
         columns = [c for c in (config.id_column, config.prompt_column, config.domain_column) if c and c in schema.names]
+        # each file is read with its own column types: files of one directory may disagree (integer ids in
+        # one, string ids in another), and every id becomes a string anyway
+        physical = fragment.physical_schema
+        schema = pa.schema([physical.field(n) if n in physical.names else schema.field(n) for n in schema.names])
         # no read-ahead and no pre-buffering: memory stays at about one row group, whatever the file size
         scanner = pads.Scanner.from_fragment(fragment, schema=schema, columns=columns, batch_size=config.batch_size,
                                              batch_readahead=0, use_threads=False,

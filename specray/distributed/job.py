@@ -25,7 +25,7 @@ from typing import Callable
 import ray
 from ray.exceptions import RayError
 
-from specray.config import ConfigError, JobConfig, config_to_yaml
+from specray.config import ConfigError, JobConfig, config_changes, config_to_yaml
 from specray.distributed.console import driver_console, ray_init_options
 from specray.distributed.policy_actor import PolicyActors
 from specray.distributed.pool import WorkerPool
@@ -101,7 +101,9 @@ def run_job(cfg: JobConfig, make_engine: Callable | None = None, label: bool = F
 
 
 def _open_and_run(cfg: JobConfig, policies: dict, make_engine: Callable | None, label: bool) -> dict:
-    meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg), hidden_states=label)
+    check_placement(cfg.cluster, ray.cluster_resources())  # before the output dir is touched
+    meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg), hidden_states=label,
+                   compare_config=config_changes)
     sink, total = RunSink(cfg.output.dir, meta, cfg.output.rows_per_file), 0
     try:
         with sink:
@@ -115,7 +117,8 @@ def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | 
     source, progress = str(dataset_path(cfg.data)), Progress(total, "label" if label else "generate")
     actors = PolicyActors(policies, f"specray-{cfg.run_id}")
     try:
-        work = plan(cfg.data, cfg.generation.batch_size, sink.committed_ids(), DomainDetector.load(), progress.skip, actors.start)
+        work = plan(cfg.data, cfg.generation.batch_size, sink.committed_ids(), DomainDetector.load(), progress.skip, actors.start,
+                    sink.committed_positions())
         first = next(work, None)  # reads a first chunk, so its domains' policy actors start while the models load
         if first is None:  # an earlier session committed everything
             counts, replaced = Counts(), 0
@@ -133,13 +136,38 @@ def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progres
     pool = WorkerPool(_spawner(cfg, source, make_engine, label), cfg.cluster.num_workers, cfg.cluster.max_in_flight)
     try:
         try:
-            pool.wait_ready()
+            pool.wait_ready(cfg.cluster.start_timeout_s)
         except RayError as exc:
             raise JobError(f"a model worker failed to start:\n{exc}") from None
+        except TimeoutError as exc:
+            raise JobError(f"{exc} (cluster.start_timeout_s={cfg.cluster.start_timeout_s}); the cluster has "
+                           f"{_describe_resources(ray.cluster_resources())}") from None
+        window = ray.get(pool.slots[0].worker.context_window.remote())
+        if window is not None and cfg.generation.max_new_tokens >= window:
+            raise JobError(f"generation.max_new_tokens={cfg.generation.max_new_tokens} leaves no room for a prompt in the "
+                           f"target's context window of {window} tokens; every row would be an error")
         progress.begin()
         return Scheduler(work, pool, actors, sink, progress.done, cfg.cluster, source).run(), pool.replaced
     finally:
         pool.shutdown()
+
+
+def check_placement(cluster, resources: dict) -> None:
+    """Fail now, naming the key, when the cluster cannot hold the workers asked for: Ray would wait forever.
+    Checked against the resources the cluster has now (an autoscaling cluster: size its minimum to fit)."""
+    gpus, total_gpus, total_cpus = cluster.gpus_per_worker, resources.get("GPU", 0), int(resources.get("CPU", 0))
+    if gpus > 0 and gpus > total_gpus:
+        raise JobError(f"cluster.gpus_per_worker={gpus:g} asked for {gpus:g} GPU per worker; the cluster has {total_gpus:g}")
+    if gpus > 0 and gpus * cluster.num_workers > total_gpus:
+        raise JobError(f"cluster.num_workers={cluster.num_workers} workers x {gpus:g} GPU need {gpus * cluster.num_workers:g} "
+                       f"GPUs; the cluster has {total_gpus:g}")
+    if cluster.num_workers > total_cpus:  # every worker takes at least one CPU
+        raise JobError(f"cluster.num_workers={cluster.num_workers} workers need at least {cluster.num_workers} CPUs; "
+                       f"the cluster has {total_cpus}")
+
+
+def _describe_resources(resources: dict) -> str:
+    return f"{resources.get('CPU', 0):g} CPU(s) and {resources.get('GPU', 0):g} GPU(s)"
 
 
 def _spawner(cfg: JobConfig, source: str, make_engine: Callable | None,

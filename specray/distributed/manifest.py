@@ -1,6 +1,7 @@
 """A run's manifest: an append-only JSONL log whose records alone say which files and ids are committed.
 
-Line 1 is a header naming what produced the run; each later line is one commit. A record is written
+Line 1 is a header naming what produced the run; each later line is one commit, or a `session`
+record (a resume: the settings it changed that do not change outputs, such as workers or batch size). A record is written
 with a single append and fsync'd, so a crash leaves at most one torn last line, which readers skip
 and the next writer truncates: a commit exists exactly when its whole line does.
 """

@@ -24,6 +24,7 @@ from specray.distributed.worker import worker_device
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SequenceResult, SpeculativeEngine
 from specray.models import encode_prompt, load_pair
+from specray.models.prompts import PromptError
 from specray.policies.base import StopPolicy
 from specray.policies.factory import make_policy
 from specray.schema import RESULT_SCHEMA, trace_schema
@@ -79,10 +80,14 @@ class BatchRunner:
         kept, prompts, errors = [], [], []
         window = self.engine.context_window()
         for row in rows:
-            tokens, reason = fit_prompt(encode_prompt(self.engine.tokenizer, row.prompt), window,
-                                        self.generation.max_new_tokens, self.cfg.data.truncate)
+            try:
+                encoded = encode_prompt(self.engine.tokenizer, row.prompt)
+            except PromptError as exc:
+                errors.append(ErrorRow(row.id, self.source, str(exc), row.position))
+                continue
+            tokens, reason = fit_prompt(encoded, window, self.generation.max_new_tokens, self.cfg.data.truncate)
             if reason:
-                errors.append(ErrorRow(row.id, self.source, reason))
+                errors.append(ErrorRow(row.id, self.source, reason, row.position))
             else:
                 kept.append(row)
                 prompts.append(tokens)

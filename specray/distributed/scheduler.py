@@ -50,11 +50,13 @@ def count_records(data: DataConfig) -> int:
     return sum(len(chunk.rows) + len(chunk.errors) for chunk in read_stream(data))
 
 
-def skip_committed(stream: Iterator[PromptBatch], committed: set[str], on_skip: Callable[[int], None]) -> Iterator[PromptBatch]:
-    """Drop rows and errors a previous session of this run already committed."""
+def skip_committed(stream: Iterator[PromptBatch], committed: set[str], on_skip: Callable[[int], None],
+                   positions: set[str] = frozenset()) -> Iterator[PromptBatch]:
+    """Drop rows and errors a previous session of this run already committed: rows and id-keyed errors
+    by id, errors without an id of their own by their input position (`committed_positions`)."""
     for chunk in stream:
         rows = [r for r in chunk.rows if r.id not in committed]
-        errors = [e for e in chunk.errors if e.id not in committed]
+        errors = [e for e in chunk.errors if (e.id not in committed if e.id is not None else e.position not in positions)]
         on_skip(len(chunk.rows) + len(chunk.errors) - len(rows) - len(errors))
         yield PromptBatch(rows, errors)
 
@@ -84,9 +86,10 @@ def shard(stream: Iterator[PromptBatch], batch_size: int) -> Iterator[Batch | li
 
 
 def plan(data: DataConfig, batch_size: int, committed: set[str], detector: DomainDetector,
-         on_skip: Callable[[int], None], on_domain: Callable[[str], None]) -> Iterator[Batch | list[ErrorRow]]:
+         on_skip: Callable[[int], None], on_domain: Callable[[str], None],
+         positions: set[str] = frozenset()) -> Iterator[Batch | list[ErrorRow]]:
     """The dataset as the scheduler consumes it: read, skip committed, detect domains, shard."""
-    return shard(with_domains(skip_committed(read_stream(data), committed, on_skip), detector, on_domain), batch_size)
+    return shard(with_domains(skip_committed(read_stream(data), committed, on_skip, positions), detector, on_domain), batch_size)
 
 
 def after_failure(batch: Batch, failure: Failure, max_retries: int, slot: int, source: str) -> tuple[list[Batch], list[ErrorRow]]:
@@ -97,7 +100,7 @@ def after_failure(batch: Batch, failure: Failure, max_retries: int, slot: int, s
     if len(batch.rows) > 1:
         return [Batch(batch.domain, (row,), avoid=slot) for row in batch.rows], []
     reason = f"generation failed {batch.attempt + 1} time(s): {failure.reason}"
-    return [], [ErrorRow(batch.rows[0].id, source, reason)]
+    return [], [ErrorRow(batch.rows[0].id, source, reason, batch.rows[0].position)]
 
 
 @dataclass

@@ -5,9 +5,20 @@ the files and the ids they commit. Only that record makes them count: on open, f
 name (a crash between rename and record) are deleted, so a resumed run writes every id exactly once
 and traces/ never holds rows of a result that was not committed.
 
+Two key spaces are committed: ids (results, and error rows of records that own their id) and input
+positions (`line:N` / `row:N`, error rows of records with no usable id of their own). A record is
+committed under exactly one key, and a position never stands in for an id, so no error row can take
+a result's place (see specray.data.rows).
+
 Layout under out_dir:
     results/domain=<d>/part-*.parquet   traces/domain=<d>/part-*.parquet   errors/part-*.parquet
     manifest.jsonl   config.yaml   _tmp/ (ignored by pyarrow readers)   .lock
+
+Nothing the run did not create is ever deleted: a directory without a manifest must be new or
+empty (leftovers of a specray start that died before its manifest aside), `/` and the home
+directory are refused outright, and the clean-up on open removes only files named as this sink
+names them (`_tmp/<32 hex>.parquet`, `_tmp/<file>.<pid>.tmp`, `part-<seq>-<n>-<8 hex>.parquet`)
+that no manifest record lists. A file a user puts anywhere in the run is left where it is.
 
 A run that records hidden states (a label run) stores them as a `hidden` column of its trace files,
 so they are committed, skipped on resume and cleaned up exactly like the rest of their rows.
@@ -19,12 +30,12 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
+import re
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,6 +58,8 @@ CONFIG = "config.yaml"
 TMP = "_tmp"
 LOCK = ".lock"
 KINDS = ("results", "traces", "errors")
+TMP_NAME = re.compile(r"[0-9a-f]{32}\.parquet|[A-Za-z0-9._-]+\.\d+\.tmp")  # what this sink and write_atomic put in _tmp/
+PART_NAME = re.compile(r"part-\d{6}-\d{3}-[0-9a-f]{8}\.parquet")  # the data files _write_table names
 DOMAIN_PARTITIONING = ds.partitioning(pa.schema([("domain", pa.string())]), flavor="hive")
 
 
@@ -63,6 +76,8 @@ class RunMeta:
     draft: str
     config_yaml: str = ""  # stored as config.yaml when the run starts
     hidden_states: bool = False  # traces carry the draft's hidden states (label runs)
+    # (stored, new) config YAML -> (refused changes, allowed changes); None: configs are not compared
+    compare_config: Callable[[str, str], tuple[list[str], dict[str, Any]]] | None = None
 
 
 def run_schemas(hidden_states: bool) -> dict[str, pa.Schema]:
@@ -83,6 +98,9 @@ class RunSink:
         if rows_per_file < 1:
             raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
         self.out_dir = Path(out_dir).resolve()
+        refused = forbidden_run_dir(self.out_dir)
+        if refused:
+            raise SinkError(f"output.dir {self.out_dir}: {refused}")
         self.meta = run_meta
         self.schemas = run_schemas(run_meta.hidden_states)
         self.rows_per_file = rows_per_file
@@ -96,7 +114,9 @@ class RunSink:
         self.run_id: str = records[0]["run_id"]  # a resumed run keeps the id its first session chose
         self._seq = len(records) - 1
         self._committed = _ids(records)
+        self._committed_positions = _positions(records)
         self._pending: set[str] = set()
+        self._pending_positions: set[str] = set()
         self._results: dict[str, list[pa.Table]] = {}
         self._traces: dict[str, list[pa.Table]] = {}
         self._errors: list[pa.Table] = []
@@ -112,6 +132,10 @@ class RunSink:
         """Ids durably committed, as results or as errors: the scheduler skips these."""
         return set(self._committed)
 
+    def committed_positions(self) -> set[str]:
+        """Input positions (`line:N` / `row:N`) of committed error rows that have no id of their own."""
+        return set(self._committed_positions)
+
     def commit(self, results: pa.Table, traces: pa.Table, errors: pa.Table | None = None) -> int:
         """Accept a batch; ids already committed or pending are dropped (a retried batch is harmless).
 
@@ -121,7 +145,7 @@ class RunSink:
         results, traces = _conform(results, "results", RESULT_SCHEMA), _conform(traces, "traces", self.trace_schema)
         errors = _conform(errors if errors is not None else ERROR_SCHEMA.empty_table(), "errors", ERROR_SCHEMA)
         _check_batch(results, traces, errors)
-        results, errors = results.filter(self._new(results["id"])), errors.filter(self._new(errors["id"]))
+        results, errors = results.filter(self._new(results["id"])), errors.filter(self._new_errors(errors))
         traces = traces.filter(pc.is_in(traces["prompt_id"], value_set=results["id"].combine_chunks()))
         for domain in pc.unique(results["domain"]).to_pylist():
             domain_results = results.filter(pc.equal(results["domain"], domain))
@@ -132,10 +156,12 @@ class RunSink:
             self._buffered[domain] = (n_results + domain_results.num_rows, n_traces + domain_traces.num_rows)
         if errors.num_rows:
             self._errors.append(errors)
-        accepted = results["id"].to_pylist() + errors["id"].to_pylist()
+        accepted = results["id"].to_pylist() + [i for i in errors["id"].to_pylist() if i is not None]
+        positions = _error_positions(errors)
         self._pending.update(accepted)
+        self._pending_positions.update(positions)
         self._flush_full()
-        return len(accepted)
+        return len(accepted) + len(positions)
 
     def flush(self) -> None:
         """Write everything buffered and record it; when this returns, every accepted id is committed."""
@@ -158,6 +184,13 @@ class RunSink:
         """Mask of ids neither committed nor pending; O(batch), however large the run has grown."""
         return pa.array([i not in self._committed and i not in self._pending for i in ids.to_pylist()], pa.bool_())
 
+    def _new_errors(self, errors: pa.Table) -> pa.Array:
+        """Mask of error rows whose key (their id, else their position) is neither committed nor pending."""
+        keys = zip(errors["id"].to_pylist(), errors["position"].to_pylist())
+        return pa.array([(i not in self._committed and i not in self._pending) if i is not None else
+                         (p not in self._committed_positions and p not in self._pending_positions) for i, p in keys],
+                        pa.bool_())
+
     def _flush_full(self) -> None:
         full = [d for d, sizes in self._buffered.items() if max(sizes) >= self.rows_per_file]
         with_errors = _rows(self._errors) >= self.rows_per_file
@@ -169,7 +202,8 @@ class RunSink:
             raise SinkError(f"{self.out_dir}: a manifest append failed; open a new RunSink to resume from the manifest")
         seq, written = self._seq + 1, []
         ids = [i for d in domains for t in self._results[d] for i in t["id"].to_pylist()]
-        error_ids = [i for t in self._errors for i in t["id"].to_pylist()] if with_errors else []
+        error_ids = [i for t in self._errors for i in t["id"].to_pylist() if i is not None] if with_errors else []
+        positions = [p for t in self._errors for p in _error_positions(t)] if with_errors else []
         try:
             for domain in domains:
                 written += self._write_table("results", domain, self._results[domain], seq)
@@ -186,11 +220,13 @@ class RunSink:
             raise
         files = [path.relative_to(self.out_dir).as_posix() for path in written]
         self._broken = True  # if the append fails, only the manifest knows whether it landed
-        append_record(self.out_dir / MANIFEST, _commit_record(seq, self.meta.run_id, files, ids, error_ids))
+        append_record(self.out_dir / MANIFEST, _commit_record(seq, self.meta.run_id, files, ids, error_ids, positions))
         self._broken = False
         self._seq = seq
         self._committed.update(ids + error_ids)
         self._pending.difference_update(ids + error_ids)
+        self._committed_positions.update(positions)
+        self._pending_positions.difference_update(positions)
         for domain in domains:
             del self._results[domain], self._traces[domain], self._buffered[domain]
         if with_errors:
@@ -228,6 +264,12 @@ def read_errors(out_dir: str | Path) -> pa.Table:
     return _read(Path(out_dir).resolve(), "errors")
 
 
+def committed_files(out_dir: str | Path, kind: str) -> list[Path]:
+    """The files of `kind` (results, traces, errors) the manifest of `out_dir` commits."""
+    out_dir = Path(out_dir).resolve()
+    return [_confined(out_dir, f) for f in _files(read_records(out_dir / MANIFEST)) if f.startswith(f"{kind}/")]
+
+
 def _read(out_dir: Path, kind: str, columns: list[str] | None = None) -> pa.Table:
     records = read_records(out_dir / MANIFEST)
     schema = run_schemas(bool(records[0].get("hidden_states")))[kind]
@@ -244,6 +286,16 @@ def _read(out_dir: Path, kind: str, columns: list[str] | None = None) -> pa.Tabl
         partition_base_dir=str(out_dir / kind) if partitioned else None,
     )
     return dataset.to_table(columns=columns)
+
+
+def forbidden_run_dir(path: Path) -> str | None:
+    """Why `path` can never be a run directory (the filesystem root, the home directory), or None."""
+    path = Path(path).resolve()
+    if path == Path(path.anchor):
+        return "is the filesystem root; a run needs a directory of its own"
+    if path == Path.home().resolve():
+        return "is the home directory; a run needs a directory of its own"
+    return None
 
 
 def _acquire_lock(path: Path) -> Any:
@@ -270,13 +322,30 @@ def _open_manifest(out_dir: Path, meta: RunMeta) -> list[dict[str, Any]]:
         stray = [p for kind in KINDS for p in _files_under(out_dir / kind)]
         if stray:
             raise SinkError(f"{out_dir} holds data but no {MANIFEST} (e.g. {stray[0]}); refusing to mix runs")
+        foreign = _foreign_entries(out_dir)
+        if foreign:
+            raise SinkError(f"output.dir {out_dir} is not empty and is not a specray run (it holds {foreign[0]!r}); "
+                            "use a new or empty directory")
         header = {"run_id": meta.run_id, "target": meta.target, "draft": meta.draft, "hidden_states": meta.hidden_states,
                   "schema_version": schema_version(meta.hidden_states)}
         create_manifest(manifest, {**header, "created": time.time()}, out_dir / TMP)
         records = read_records(manifest)
     _remove_uncommitted(out_dir, set(_files(records)))
-    if meta.config_yaml and not (out_dir / CONFIG).exists():
-        write_atomic(out_dir / CONFIG, meta.config_yaml.encode(), out_dir / TMP)
+    has_commits = any(r.get("kind") == "commit" and (r.get("files") or r.get("ids") or r.get("error_ids")
+                                                     or r.get("error_positions")) for r in records[1:])
+    stored = out_dir / CONFIG
+    if meta.config_yaml and has_commits and stored.is_file() and meta.compare_config is not None:
+        refused, allowed = meta.compare_config(stored.read_text(), meta.config_yaml)
+        if refused:
+            raise SinkError(f"output.dir {out_dir}: this run was made with other settings that change outputs; resuming "
+                            f"would mix them (set them back, or use a new output.dir):\n  " + "\n  ".join(refused))
+        # empty file and id lists, so a reader that takes every later line for a commit still reads it right
+        append_record(manifest, {"kind": "session", "time": time.time(), "changed": allowed, "files": [], "ids": [],
+                                 "error_ids": [], "error_positions": []})
+    elif meta.config_yaml and not has_commits:  # nothing produced yet: the settings that will produce it are the new ones
+        write_atomic(stored, meta.config_yaml.encode(), out_dir / TMP)
+    elif meta.config_yaml and not stored.exists():
+        write_atomic(stored, meta.config_yaml.encode(), out_dir / TMP)
     return records
 
 
@@ -287,12 +356,34 @@ def _incompatibility(header: dict[str, Any], meta: RunMeta) -> str | None:
     return "; ".join(diffs) or None
 
 
+def _foreign_entries(out_dir: Path) -> list[str]:
+    """What a directory without a manifest holds besides the lock and a start's temp files (sorted)."""
+    entries = []
+    for entry in sorted(out_dir.iterdir()):
+        if entry.name == LOCK and entry.is_file() and not entry.is_symlink():
+            continue
+        if entry.name == TMP and entry.is_dir() and not entry.is_symlink():
+            entries += [f"{TMP}/{p.name}" for p in sorted(entry.iterdir()) if not _ours_in_tmp(p)]
+            continue
+        entries.append(entry.name)
+    return entries
+
+
+def _ours_in_tmp(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink() and bool(TMP_NAME.fullmatch(path.name))
+
+
 def _remove_uncommitted(out_dir: Path, committed: set[str]) -> None:
-    """Delete _tmp/ and every Parquet file no record names; fail if a recorded file has vanished."""
-    shutil.rmtree(out_dir / TMP, ignore_errors=True)
+    """Delete this sink's temp files and the data files it named that no record lists; fail if a recorded
+    file has vanished. Anything else (a user's file, even in _tmp/) is left alone."""
+    tmp = out_dir / TMP
+    if tmp.is_dir() and not tmp.is_symlink():
+        for path in tmp.iterdir():
+            if _ours_in_tmp(path):
+                path.unlink()
     for kind in KINDS:
         for path in _files_under(out_dir / kind):
-            if path.relative_to(out_dir).as_posix() not in committed:
+            if path.relative_to(out_dir).as_posix() not in committed and PART_NAME.fullmatch(path.name) and not path.is_symlink():
                 path.unlink()
     missing = [f for f in sorted(committed) if not _confined(out_dir, f).is_file()]
     if missing:
@@ -321,7 +412,10 @@ def _table_dir(out_dir: Path, kind: str, domain: str | None) -> Path:
 
 
 def _conform(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
-    """`table` with exactly the schema's columns, in order and cast; a missing or extra column is a bug upstream."""
+    """`table` with exactly the schema's columns, in order and cast; a missing or extra column is a bug upstream,
+    except an errors table without `position` (written before that column existed), whose rows all have ids."""
+    if kind == "errors" and "position" not in table.column_names:
+        table = table.append_column("position", pa.nulls(table.num_rows, pa.string()))
     missing, extra = set(schema.names) - set(table.column_names), set(table.column_names) - set(schema.names)
     if missing or extra:
         raise ValueError(f"{kind}: missing columns {sorted(missing)}, unexpected columns {sorted(extra)}")
@@ -330,11 +424,16 @@ def _conform(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
 
 def _check_batch(results: pa.Table, traces: pa.Table, errors: pa.Table) -> None:
     """Reject what would break exactly-once: null or repeated ids, unknown domains, orphan trace rows."""
-    ids = pa.concat_arrays([results["id"].combine_chunks(), errors["id"].combine_chunks()])
-    if ids.null_count:
-        raise ValueError("results/errors: null id")
+    if results["id"].null_count:
+        raise ValueError("results: null id")
+    if pc.sum(pc.and_(pc.is_null(errors["id"]), pc.is_null(errors["position"]))).as_py():
+        raise ValueError("errors: a row with neither an id nor a position")
+    ids = pa.concat_arrays([results["id"].combine_chunks(), errors["id"].drop_null().combine_chunks()])
     if pc.count_distinct(ids).as_py() != len(ids):
         raise ValueError("results/errors: an id appears twice in one commit")
+    positions = _error_positions(errors)
+    if len(set(positions)) != len(positions):
+        raise ValueError("errors: a position appears twice in one commit")
     unknown = set(pc.unique(results["domain"]).to_pylist()) - set(DOMAINS)
     if unknown:
         raise ValueError(f"results: domain {sorted(unknown, key=str)[0]!r} is not one of {', '.join(DOMAINS)}")
@@ -364,16 +463,27 @@ def _encodings(table: pa.Table) -> dict[str, Any]:
     return {"use_dictionary": others, "use_byte_stream_split": [f"{HIDDEN_FIELD.name}.list.element"]}
 
 
-def _commit_record(seq: int, run_id: str, files: list[str], ids: list[str], error_ids: list[str]) -> dict[str, Any]:
-    return {"seq": seq, "run_id": run_id, "time": time.time(), "files": files, "ids": ids, "error_ids": error_ids}
+def _commit_record(seq: int, run_id: str, files: list[str], ids: list[str], error_ids: list[str],
+                   error_positions: list[str]) -> dict[str, Any]:
+    return {"seq": seq, "run_id": run_id, "time": time.time(), "files": files, "ids": ids, "error_ids": error_ids,
+            "error_positions": error_positions}
 
 
 def _files(records: list[dict[str, Any]]) -> list[str]:
-    return [f for record in records[1:] for f in record["files"]]
+    return [f for record in records[1:] for f in record.get("files", ())]
 
 
 def _ids(records: list[dict[str, Any]]) -> set[str]:
-    return {i for record in records[1:] for i in (*record["ids"], *record["error_ids"])}
+    return {i for record in records[1:] for i in (*record.get("ids", ()), *record.get("error_ids", ()))}
+
+
+def _positions(records: list[dict[str, Any]]) -> set[str]:
+    return {p for record in records[1:] for p in record.get("error_positions", ())}
+
+
+def _error_positions(errors: pa.Table) -> list[str]:
+    """Positions of the error rows keyed by position (those without an id)."""
+    return [p for i, p in zip(errors["id"].to_pylist(), errors["position"].to_pylist()) if i is None]
 
 
 def _rows(tables: list[pa.Table]) -> int:

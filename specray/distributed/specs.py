@@ -13,6 +13,7 @@ from specray.config import ConfigError, PolicyConfig
 from specray.distributed.policy_actor import DomainPolicy
 from specray.policies.artifacts import ArtifactError
 from specray.policies.disco import DiscoClassifier
+from specray.policies.factory import make_policy
 from specray.policies.registry import artifact_stem
 from specray.policies.spec import parse_spec
 from specray.policies.specdecpp import AcceptanceHead
@@ -41,6 +42,10 @@ def domain_policy(policy: PolicyConfig, domain: str) -> DomainPolicy:
     spec = given if parse_spec(given) == (name, options) else format_spec(name, options)  # as written, when unchanged
     if parse_spec(spec) != (name, options):
         raise ConfigError(f"{key}: policy options {options} do not survive the spec grammar (a ',' in a path?)")
+    try:  # built here exactly as every worker will build it, so a value no worker accepts fails the job now
+        make_policy(spec, domain=domain)
+    except (ValueError, TypeError, OverflowError) as exc:  # ArtifactError is a ValueError
+        raise ConfigError(f"{key}: policy {spec!r} cannot be built: {exc}") from None
     return DomainPolicy(domain, spec, version, override.k_max, override.threshold)
 
 
@@ -71,6 +76,11 @@ def _pin(name: str, path: str | None, registry: str | None, domain: str) -> tupl
     try:
         stem, version = artifact_stem(registry, name, domain) if path is None else (Path(path), "unversioned")
         _, meta = LOADERS[name](stem)
+        claimed = meta.get("version", version)
+        if path is None and claimed != version:  # results name the version; it must be the one that was loaded
+            raise ArtifactError(f"{stem}.json: claims version {claimed!r} but lies in registry version {version}")
+        if not isinstance(claimed, str):
+            raise ArtifactError(f"{stem}.json: version must be a string, got {claimed!r}")
     except ArtifactError as exc:
         raise ConfigError(f"{key}: {exc}") from None
-    return stem, meta.get("version", version)
+    return stem, claimed

@@ -38,5 +38,9 @@ class ModelWorker:
         """Answers once the models are loaded; the pool waits on it, so a bad model ref fails the job at once."""
         return self.runner.device
 
+    def context_window(self) -> int | None:
+        """The target's context window in tokens (None: unbounded), so the driver can check max_new_tokens."""
+        return self.runner.engine.context_window()
+
     def generate(self, domain: str, rows: tuple[PromptRow, ...], spec: str) -> BatchOutput:
         return self.runner(domain, rows, spec)

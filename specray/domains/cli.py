@@ -23,7 +23,7 @@ def detect_main(prompts_path: str | Path, out_path: str | Path, config: ReaderCo
             for row, confidence in resolve_domains(batch.rows, detector):
                 out.write(json.dumps({"id": row.id, "domain": row.domain, "confidence": round(confidence, 4)}) + "\n")
             for err in batch.errors:
-                print(f"skipped {err.id} ({err.source}): {err.reason}", file=sys.stderr)
+                print(f"skipped {err.key} ({err.source}): {err.reason}", file=sys.stderr)
             counts["prompts"] += len(batch.rows)
             counts["errors"] += len(batch.errors)
     return counts

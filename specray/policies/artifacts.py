@@ -1,15 +1,21 @@
 """Learned-policy weights on disk: `<stem>.safetensors` + `<stem>.json`, never pickle.
 
 Every failure names the file and what is wrong with it, so a corrupt registry entry is never
-mistaken for a default.
+mistaken for a default. Contents are checked as well as the format, because a job validates its
+policies once on the driver and then trusts them on every worker: exactly the expected tensors, of a
+floating dtype and finite (a NaN weight or a bool tensor loads fine and silently stops all drafting),
+and the tuned knobs in the JSON (threshold, `k_max`) of the right type and range.
 """
 
 import json
+import math
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from specray.policies.spec import MAX_LOOKAHEAD
 
 
 class ArtifactError(ValueError):
@@ -51,3 +57,30 @@ def require_shapes(stem: str | Path, tensors: dict[str, torch.Tensor], shapes: d
         actual = tuple(tensors[name].shape)
         if len(actual) != len(shape) or any(s not in (-1, a) for s, a in zip(shape, actual)):
             raise ArtifactError(f"{weights}: tensor '{name}' has shape {actual}, expected {shape}")
+
+
+def require_exact_tensors(stem: str | Path, tensors: dict[str, torch.Tensor], names: set[str]) -> None:
+    """No tensor beyond `names`, and every tensor floating point and finite."""
+    weights = f"{stem}.safetensors"
+    extra = sorted(set(tensors) - names)
+    if extra:
+        raise ArtifactError(f"{weights}: unexpected tensor(s) {extra} (expected {sorted(names)})")
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if not tensor.is_floating_point():
+            raise ArtifactError(f"{weights}: tensor '{name}' has dtype {tensor.dtype}, expected a floating-point dtype")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ArtifactError(f"{weights}: tensor '{name}' holds NaN or infinite values")
+
+
+def tuned_knobs(stem: str | Path, meta: dict, threshold: str) -> dict:
+    """The threshold (a probability) and k_max chosen at training time, checked; explicit options override them."""
+    knobs = {key: meta[key] for key in (threshold, "k_max") if key in meta}
+    value = knobs.get(threshold)
+    if threshold in knobs and (isinstance(value, bool) or not isinstance(value, (int, float))
+                               or not math.isfinite(value) or not 0.0 <= value <= 1.0):
+        raise ArtifactError(f"{stem}.json: {threshold} must be a number in [0, 1], got {value!r}")
+    value = knobs.get("k_max")
+    if "k_max" in knobs and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LOOKAHEAD):
+        raise ArtifactError(f"{stem}.json: k_max must be an integer in [1, {MAX_LOOKAHEAD}], got {value!r}")
+    return knobs

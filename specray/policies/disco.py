@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from specray.policies.artifacts import ArtifactError, load_artifact, require_shapes
+from specray.policies.artifacts import ArtifactError, load_artifact, require_exact_tensors, require_shapes, tuned_knobs
 from specray.policies.base import Decision, DraftStep, StopPolicy
 from specray.schema import TOPK
 
@@ -42,6 +42,12 @@ class DiscoClassifier(nn.Module):
         )
         if meta.get("features") != FEATURES:
             raise ArtifactError(f"{stem}.json: feature spec {meta.get('features')} differs from {FEATURES}")
+        require_exact_tensors(stem, tensors, {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "feature_mean", "feature_std"})
+        if not bool((tensors["feature_std"] > 0).all()):
+            raise ArtifactError(f"{stem}.safetensors: tensor 'feature_std' must be > 0 everywhere (it divides the features)")
+        if tensors["fc1.bias"].shape[0] != tensors["fc1.weight"].shape[0] or tensors["fc2.weight"].shape[1] != tensors["fc1.weight"].shape[0]:
+            raise ArtifactError(f"{stem}.safetensors: hidden sizes of fc1.weight, fc1.bias and fc2.weight disagree")
+        tuned_knobs(stem, meta, "tau")
         model = cls(hidden=tensors["fc1.weight"].shape[0])
         model.load_state_dict(tensors)
         return model.eval(), meta

@@ -4,6 +4,7 @@
 newest registry version for the domain.
 """
 
+from specray.policies.artifacts import tuned_knobs
 from specray.policies.base import StopPolicy
 from specray.policies.confidence import ConfidencePolicy
 from specray.policies.disco import DiscoClassifier, DiscoPolicy
@@ -54,11 +55,7 @@ def _build(name: str, options: dict, domain: str, registry: str | None, referenc
         stem, version = artifact_stem(registry, name, domain)
     if name == "disco":
         classifier, meta = DiscoClassifier.load(stem)
-        return DiscoPolicy(classifier, **{**_tuned(meta, "tau"), **options}, version=meta.get("version", version))
+        return DiscoPolicy(classifier, **{**tuned_knobs(stem, meta, "tau"), **options}, version=meta.get("version", version))
     head, meta = AcceptanceHead.load(stem)
-    return SpecDecPPPolicy(head, **{**_tuned(meta, "h"), **options}, version=meta.get("version", version))
+    return SpecDecPPPolicy(head, **{**tuned_knobs(stem, meta, "h"), **options}, version=meta.get("version", version))
 
-
-def _tuned(meta: dict, threshold: str) -> dict:
-    """Threshold and k_max chosen at training time, which explicit options override."""
-    return {key: meta[key] for key in (threshold, "k_max") if key in meta}

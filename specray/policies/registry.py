@@ -40,8 +40,13 @@ def artifact_stem(registry: str | Path, kind: str, domain: str, version: str | N
     version = safe_name(version or latest_version(registry, kind), VERSION, "version")
     directory = Path(registry) / safe_name(kind, NAME, "kind") / version
     safe_name(domain, NAME, "domain")
+    root = Path(registry).resolve()
     for name in (domain, GLOBAL):
         if Path(directory, f"{name}.json").is_file():
+            for suffix in (".json", ".safetensors"):  # a symlink may not lead outside the registry
+                target = Path(directory, f"{name}{suffix}").resolve()
+                if not target.is_relative_to(root):
+                    raise ArtifactError(f"{directory / (name + suffix)}: resolves to {target}, outside the registry {root}")
             return directory / name, version
     raise ArtifactError(f"{directory}: no artifact for domain '{domain}' and no '{GLOBAL}' fallback")
 
@@ -52,7 +57,7 @@ def publish(registry: str | Path, kind: str, artifacts: dict[str, tuple[dict[str
     for domain in artifacts:
         safe_name(domain, NAME, "domain")
     root.mkdir(parents=True, exist_ok=True)
-    existing = [int(p.name[1:]) for p in root.glob("v[0-9]*") if p.is_dir()]
+    existing = [int(p.name[1:]) for p in root.iterdir() if VERSION.fullmatch(p.name) and p.is_dir()]  # junk like v1x ignored
     version = f"v{max(existing, default=0) + 1:04d}"
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:

@@ -33,13 +33,14 @@ for _name in POLICIES[1:]:
 
 _UNIT = ("threshold", "tau", "h")  # probabilities
 _COUNTS = ("k", "k_max", "k_start")
+MAX_LOOKAHEAD = 1024  # the most tokens one round may draft: far past any useful lookahead, within int64
 
 
 def _check_range(spec: str, key: str, value) -> None:
     if key in _UNIT and not 0.0 <= value <= 1.0:
         raise ValueError(f"policy '{spec}': {key} must be in [0, 1], got {value}")
-    if key in _COUNTS and value < 1:
-        raise ValueError(f"policy '{spec}': {key} must be >= 1, got {value}")
+    if key in _COUNTS and not 1 <= value <= MAX_LOOKAHEAD:
+        raise ValueError(f"policy '{spec}': {key} must be in [1, {MAX_LOOKAHEAD}], got {value}")
     if key == "draft" and value not in DRAFT_SOURCES:
         raise ValueError(f"policy '{spec}': draft must be one of {', '.join(DRAFT_SOURCES)}, got {value!r}")
     if key == "ngram" and not 1 <= value <= NGRAM_MAX_LIMIT:

@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from specray.policies.artifacts import load_artifact, require_shapes
+from specray.policies.artifacts import ArtifactError, load_artifact, require_exact_tensors, require_shapes, tuned_knobs
+
+MAX_DEPTH = 64  # residual blocks a head may have
 from specray.policies.base import Decision, DraftStep, StopPolicy
 
 
@@ -36,9 +38,14 @@ class AcceptanceHead(nn.Module):
     def load(cls, stem: str | Path) -> tuple["AcceptanceHead", dict]:
         tensors, meta = load_artifact(stem, "specdecpp")
         require_shapes(stem, tensors, {"out.weight": (1, -1), "out.bias": (1,)})
-        hidden, depth = tensors["out.weight"].shape[1], int(meta.get("depth", 0))
+        depth = meta.get("depth", 0)
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
+            raise ArtifactError(f"{stem}.json: depth must be an integer in [0, {MAX_DEPTH}], got {depth!r}")
+        hidden = tensors["out.weight"].shape[1]
         blocks = {f"blocks.{i}.linear.{p}": s for i in range(depth) for p, s in (("weight", (hidden, hidden)), ("bias", (hidden,)))}
         require_shapes(stem, tensors, blocks)
+        require_exact_tensors(stem, tensors, {"out.weight", "out.bias", *blocks})
+        tuned_knobs(stem, meta, "h")
         head = cls(hidden, depth)
         head.load_state_dict(tensors)
         return head.eval(), meta

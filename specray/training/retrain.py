@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from specray.distributed.manifest import ManifestError
 from specray.policies.artifacts import ArtifactError
 from specray.policies.disco import FEATURES
 from specray.policies.registry import GLOBAL, artifact_stem, publish
@@ -210,8 +211,17 @@ def add_retrain_parser(subparsers) -> None:
 
 
 def retrain_command(args) -> int:
+    """Nothing to train on (no such dir, no usable rows) or a registry that cannot be written is one line
+    on stderr naming the dir or file, and exit 2; a bad trace file is skipped with a warning."""
     torch.set_num_threads(args.threads)  # models this small are overhead-bound: more threads only contend
-    report = retrain(args.traces, args.out, args.if_new_traces, args.min_rows, args.steps, max_hidden_rows=args.max_hidden_rows)
+    missing = [d for d in args.traces if not Path(d).is_dir()]
+    try:
+        if missing:
+            raise ValueError(f"{missing[0]}: no such directory")
+        report = retrain(args.traces, args.out, args.if_new_traces, args.min_rows, args.steps, max_hidden_rows=args.max_hidden_rows)
+    except (ValueError, OSError, ManifestError) as exc:  # ArtifactError is a ValueError
+        print(f"specray retrain: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(report, indent=2))
     return 0
 

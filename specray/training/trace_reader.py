@@ -169,6 +169,9 @@ class _Accumulator:
         )
         if col["domain"].null_count:
             raise ValueError("column 'domain' has nulls")
+        for name, values in (("entropy/topk_probs/depth", features), ("accept_prob", _floats(col["accept_prob"]))):
+            if not np.isfinite(values).all():  # one NaN poisons every weight it trains; skip the file instead
+                raise ValueError(f"column {name} holds NaN, infinite or null values")
         encoded = pc.dictionary_encode(col["domain"])
         codes = np.array([self.domains.setdefault(d, len(self.domains)) for d in encoded.dictionary.to_pylist()], np.int16)
         self._put("domain", codes[encoded.indices.to_numpy(zero_copy_only=False)])
