@@ -1,6 +1,7 @@
 """The generation job on a local Ray instance with tiny models: end to end with two CPU workers, bad
 rows, a poison row, a worker killed mid-run, and a driver SIGKILLed mid-run then resumed."""
 
+import json
 import os
 import signal
 import subprocess
@@ -59,6 +60,14 @@ def test_end_to_end_every_prompt_once_with_its_traces(e2e):
     assert (out / "config.yaml").read_text().count(str(cfg.models.target)) == 1
     traces = read_traces(out)
     assert set(traces["run_id"].to_pylist()) == {summary["run_id"]}
+
+
+def test_the_manifest_records_each_workers_device_and_precision(e2e):
+    cfg, _, _ = e2e
+    records = [json.loads(line) for line in (Path(cfg.output.dir) / "manifest.jsonl").read_text().splitlines()]
+    workers = [r for r in records if r.get("kind") == "workers"]
+    assert len(workers) == 1 and len(workers[0]["workers"]) == 2
+    assert workers[0]["workers"][0] == {"device": "cpu", "precision": {"target": "float32", "draft": "float32"}}
 
 
 def test_domains_and_their_policies(e2e):

@@ -136,7 +136,7 @@ def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progres
     pool = WorkerPool(_spawner(cfg, source, make_engine, label), cfg.cluster.num_workers, cfg.cluster.max_in_flight)
     try:
         try:
-            pool.wait_ready(cfg.cluster.start_timeout_s)
+            sink.record_workers(pool.wait_ready(cfg.cluster.start_timeout_s))
         except RayError as exc:
             raise JobError(f"a model worker failed to start:\n{exc}") from None
         except TimeoutError as exc:

@@ -41,14 +41,15 @@ class WorkerPool:
         self.replaced = 0
         self.hung: set[tuple[int, int]] = set()  # (slot, generation) of every worker declared hung
 
-    def wait_ready(self, timeout_s: float | None = None) -> None:
-        """Block until every worker has loaded its models; raises the first load failure, and
-        TimeoutError when some are not ready within `timeout_s` (Ray may never place them)."""
+    def wait_ready(self, timeout_s: float | None = None) -> list:
+        """Block until every worker has loaded its models and return what each answered; raises the first
+        load failure, and TimeoutError when some are not ready within `timeout_s` (Ray may never place them)."""
         refs = [slot.worker.ready.remote() for slot in self.slots]
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        ray.get(ready)  # raises a worker's load failure
+        answers = ray.get(ready)  # raises a worker's load failure
         if pending:
             raise TimeoutError(f"{len(pending)} of {len(refs)} worker(s) not placed and ready within {timeout_s} s")
+        return answers
 
     def has_room(self) -> bool:
         return any(s.in_flight < self.max_in_flight for s in self.slots)

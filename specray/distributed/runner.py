@@ -24,6 +24,7 @@ from specray.distributed.worker import worker_device
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SequenceResult, SpeculativeEngine
 from specray.models import encode_prompt, load_pair
+from specray.models.precision import dtype_name
 from specray.models.prompts import PromptError
 from specray.policies.base import StopPolicy
 from specray.policies.factory import make_policy
@@ -100,6 +101,11 @@ class BatchRunner:
                                    source="label" if self.label else "generate", record_hidden=self.label)
         results = result_table(kept, prompts, out.sequences, domain, policy, self.cfg.models)
         return BatchOutput(results, out.traces, errors_table(errors))
+
+    def precision(self) -> dict[str, str]:
+        """The dtype each role runs in (`models.dtype=auto` measures it per worker at load)."""
+        models = {"target": getattr(self.engine, "target", None), "draft": getattr(self.engine, "draft", None)}
+        return {role: dtype_name(SpeculativeEngine.dtype_of(m)) for role, m in models.items() if isinstance(m, torch.nn.Module)}
 
     def _policy(self, domain: str, spec: str) -> StopPolicy | None:
         key = (domain, spec)

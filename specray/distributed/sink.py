@@ -136,6 +136,12 @@ class RunSink:
         """Input positions (`line:N` / `row:N`) of committed error rows that have no id of their own."""
         return set(self._committed_positions)
 
+    def record_workers(self, workers: list) -> None:
+        """Note in the manifest where this session's model workers run and in which precision (run metadata
+        only: empty file and id lists, as for a session record)."""
+        append_record(self.out_dir / MANIFEST, {"kind": "workers", "time": time.time(), "workers": workers, "files": [],
+                                                "ids": [], "error_ids": [], "error_positions": []})
+
     def commit(self, results: pa.Table, traces: pa.Table, errors: pa.Table | None = None) -> int:
         """Accept a batch; ids already committed or pending are dropped (a retried batch is harmless).
 

@@ -34,9 +34,10 @@ class ModelWorker:
 
         self.runner = BatchRunner(cfg, source, make_engine, threads, label)
 
-    def ready(self) -> str:
-        """Answers once the models are loaded; the pool waits on it, so a bad model ref fails the job at once."""
-        return self.runner.device
+    def ready(self) -> dict:
+        """Answers once the models are loaded (the pool waits on it, so a bad model ref fails the job at once)
+        with where they run and in which precision each role runs, which the run's manifest records."""
+        return {"device": self.runner.device, "precision": self.runner.precision()}
 
     def context_window(self) -> int | None:
         """The target's context window in tokens (None: unbounded), so the driver can check max_new_tokens."""
