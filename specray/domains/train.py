@@ -1,12 +1,15 @@
 """Train the domain detector with scikit-learn and export it as a JSON artifact (``python -m specray.domains.train``).
 
-Deterministic: the corpus is seeded and lbfgs has no randomness, so re-running reproduces the
-shipped ``detector.json`` byte for byte.
+Deterministic: the corpus is seeded, the vocabulary is chosen with an explicit tie-break, and lbfgs
+has no randomness, so re-running reproduces the shipped ``detector.json`` (to the rounding of its
+numbers, whatever the numpy and scikit-learn releases).
 """
 
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from specray.domains.corpus import training_corpus
 from specray.domains.detector import ARTIFACT, FORMAT
@@ -18,12 +21,25 @@ C = 10.0
 DIGITS = 6  # significant digits kept in the artifact: ~1e-6 relative error, a third of the file size
 
 
+def select_vocabulary(prompts: list[str]) -> list[str]:
+    """The MAX_FEATURES most frequent features seen in at least MIN_DF prompts, ties broken by the
+    feature itself. sklearn's own `max_features` breaks ties by an unstable argsort, whose order moved
+    between numpy releases and with it the shipped artifact; choosing here keeps training reproducible."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    counts = CountVectorizer(analyzer=analyze, min_df=MIN_DF)
+    totals = np.asarray(counts.fit_transform(prompts).sum(axis=0)).ravel()
+    names = counts.get_feature_names_out()
+    order = sorted(range(len(names)), key=lambda i: (-totals[i], names[i]))[:MAX_FEATURES]
+    return sorted(names[i] for i in order)
+
+
 def fit_detector(prompts: list[str], labels: list[str]):
     """(vectorizer, model) fitted on the prompts; sklearn is imported only here, for training."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    vectorizer = TfidfVectorizer(analyzer=analyze, sublinear_tf=True, min_df=MIN_DF, max_features=MAX_FEATURES)
+    vectorizer = TfidfVectorizer(analyzer=analyze, sublinear_tf=True, vocabulary=select_vocabulary(prompts))
     x = vectorizer.fit_transform(prompts)
     model = LogisticRegression(C=C, max_iter=5000).fit(x, labels)
     return vectorizer, model
