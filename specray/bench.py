@@ -244,16 +244,17 @@ def run_bench(
 
 
 def lossless_counts(target, rows: list[dict], tallies: dict[str, Tally], reference: dict[str, Tally], noise: float) -> dict[str, tuple[int, int]]:
-    """(ties, divergences) per domain: each prompt whose output differs, judged at its first differing token."""
+    """(ties, divergences) per domain: each prompt whose output differs, judged once at its first differing token
+    (one target forward per differing prompt, so the "all" row reuses the domains' verdicts)."""
     prompts = {r["id"]: r["tokens"] for r in rows}
+    verdicts = {
+        prompt_id: classify_difference(target, prompts[prompt_id], reference["all"].outputs[prompt_id], tokens, noise)
+        for prompt_id, tokens in tallies["all"].outputs.items()
+    }
     counts = {}
     for domain, t in tallies.items():
-        ties = divergences = 0
-        for prompt_id, tokens in t.outputs.items():
-            difference = classify_difference(target, prompts[prompt_id], reference[domain].outputs[prompt_id], tokens, noise)
-            ties += difference is not None and difference.tie
-            divergences += difference is not None and not difference.tie
-        counts[domain] = (ties, divergences)
+        judged = [verdicts[prompt_id] for prompt_id in t.outputs if verdicts[prompt_id] is not None]
+        counts[domain] = (sum(d.tie for d in judged), sum(not d.tie for d in judged))
     return counts
 
 

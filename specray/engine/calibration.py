@@ -17,7 +17,7 @@ def measure_costs(engine, batch_size: int, context: int = 48, repeats: int = 3) 
     vocab = engine.target.config.vocab_size
     prompt = torch.randint(vocab, (batch_size, context), generator=generator).tolist()
     for model in (engine.target, engine.draft):
-        cache = SlotCache(batch_size, engine.dtype_of(model), engine.device)
+        cache = SlotCache.for_model(model, batch_size)
         engine.forward(model, cache, prompt, keep=1)
         widths = WIDTHS if model is engine.target else (1,)
         for width in widths:

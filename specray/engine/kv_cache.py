@@ -16,6 +16,12 @@ class SlotCache:
         self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
         self.dtype = dtype
 
+    @classmethod
+    def for_model(cls, model, batch_size: int) -> "SlotCache":
+        """An empty cache in `model`'s own dtype and on its device (each model runs in its own precision)."""
+        param = next(model.parameters())
+        return cls(batch_size, param.dtype, param.device)
+
     @property
     def lengths(self) -> torch.Tensor:
         """Tokens each row holds; also the position id of its next token."""

@@ -27,8 +27,7 @@ WIDTHS = (1, 4, 8)  # tokens per forward compared: decoding, and verification wi
 @torch.no_grad()
 def logits_fed_by(model, prompts: list[list[int]], continuations: list[list[int]], width: int) -> torch.Tensor:
     """Logits at every continuation position (B, L, V), feeding the continuations `width` tokens per forward."""
-    param = next(model.parameters())
-    cache = SlotCache(len(prompts), param.dtype, param.device)
+    cache = SlotCache.for_model(model, len(prompts))
     first, _ = model_forward(model, cache, prompts, keep=1)
     out = [first]
     length = len(continuations[0])
@@ -65,8 +64,7 @@ def classify_difference(model, prompt: list[int], reference: list[int], other: l
     position = next((i for i, (a, b) in enumerate(zip(reference, other)) if a != b), None)
     if position is None:  # equal, or one stopped where the other went on: no token choice to blame
         return None if len(reference) == len(other) else Difference(min(len(reference), len(other)), float("inf"), False)
-    param = next(model.parameters())
-    cache = SlotCache(1, param.dtype, param.device)
+    cache = SlotCache.for_model(model, 1)
     logits, _ = model_forward(model, cache, [prompt + reference[:position]], keep=1)
     row = logits[0, -1]
     gap = float(row[reference[position]] - row[other[position]])

@@ -148,7 +148,6 @@ class SpeculativeEngine:
     def __init__(self, target, draft, tokenizer, cost_model: CostModel | None = None):
         self.target, self.draft, self.tokenizer = target, draft, tokenizer
         self.costs = cost_model or CostModel()
-        self.device = next(target.parameters()).device
         self.vocab_size = output_vocab_size(target)
         eos = getattr(target.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
@@ -178,14 +177,13 @@ class SpeculativeEngine:
         trace = TraceBuffer(run_id, domain, name, version, source, record_hidden)
         if policy is not None:
             policy.reset(len(prompts))
-        tcache = SlotCache(len(prompts), self.dtype_of(self.target), self.device)
-        dcache = SlotCache(len(prompts), self.dtype_of(self.draft), self.device)
+        tcache, dcache = SlotCache.for_model(self.target, len(prompts)), SlotCache.for_model(self.draft, len(prompts))
         generator = None if config.sampling.greedy else torch.Generator().manual_seed(config.seed)
         active = list(seqs)
         while active:
-            budget, lookups, gated = self._budgets(active, policy, config)
+            budget, lookups, gate = self._budgets(active, policy, config)
             t0 = time.perf_counter()
-            proposals = self._draft(active, budget, lookups, gated, policy, dcache, config.sampling, generator)
+            proposals = self._draft(active, budget, lookups, gate, policy, dcache, config.sampling, generator)
             t1 = time.perf_counter()
             target_probs, soft_target = self._verify(active, proposals, tcache, config.sampling)
             t2 = time.perf_counter()
@@ -240,22 +238,21 @@ class SpeculativeEngine:
                 )
 
     def _budgets(self, active: list[_Sequence], policy: StopPolicy | None, config: GenerationConfig):
-        """Tokens each row may draft, the n-gram proposals of rows that draft by lookup, and whether the
-        cost gate also rules inside the round.
+        """Tokens each row may draft, the n-gram proposals (cut to that budget) of rows that draft by
+        lookup, and the cost gate that also rules inside the round (None: nothing gates the round).
 
         The policy's budget, never past max_new_tokens; a row that drafts by n-gram only and finds no
         match drafts nothing; then the cost gate, for the batch as a whole, which counts n-gram tokens as
         free to propose. When drafting does not pay, rows idle for `probe_every` rounds still try one token.
         """
         if policy is None:
-            return torch.zeros(len(active), dtype=torch.long), {}, False
+            return torch.zeros(len(active), dtype=torch.long), {}, None
         rows = torch.tensor([s.row for s in active])
         remaining = torch.tensor([config.max_new_tokens - s.generated - 1 for s in active])
         budget = torch.minimum(policy.budget(rows), remaining).clamp_min(0)
         lookups = self._lookups(active, budget, policy)
         if policy.draft_source == "ngram":
             budget[[i for i in range(len(active)) if i not in lookups]] = 0
-        gated = False
         gate = self._gate(policy, len(active))
         if gate is not None:
             ngram = torch.tensor([i in lookups for i in range(len(active))])
@@ -266,8 +263,8 @@ class SpeculativeEngine:
                 budget = torch.where(probe, budget.clamp(max=1), 0)
             for seq, ok in zip(active, (probe | worth).tolist()):
                 seq.idle_rounds = 0 if ok else seq.idle_rounds + 1
-            gated = worth
-        return budget, {i: tokens for i, tokens in lookups.items() if budget[i] > 0}, gated
+            gate = gate if worth else None
+        return budget, {i: tokens[: budget[i]] for i, tokens in lookups.items() if budget[i] > 0}, gate
 
     def _lookups(self, active: list[_Sequence], budget: torch.Tensor, policy: StopPolicy) -> dict[int, list[int]]:
         """N-gram proposals (up to each row's budget) for the rows whose source looks them up."""
@@ -289,7 +286,7 @@ class SpeculativeEngine:
         """Append ragged per-row chunks to `model`'s cache; logits of the last `keep` slots, draft hidden."""
         return model_forward(model, cache, chunks, keep, hidden=model is self.draft)
 
-    def _draft(self, active, budget, lookups, gated, policy, cache, sampling, generator) -> list[_Proposal]:
+    def _draft(self, active, budget, lookups, gate, policy, cache, sampling, generator) -> list[_Proposal]:
         """Draft token by token; each row stops when its policy, its budget, the cost gate or EOS says so.
 
         Rows in `lookups` take their n-gram tokens (a point mass each, no forward); the others run the
@@ -299,7 +296,6 @@ class SpeculativeEngine:
         drafting = budget > 0
         if not drafting.any():
             return proposals
-        gate = self._gate(policy, len(active)) if gated else None
         rows = torch.tensor([s.row for s in active])
         ngram = torch.tensor([i in lookups for i in range(len(active))])
         survival, expected = torch.ones(len(active)), torch.ones(len(active))
@@ -344,7 +340,7 @@ class SpeculativeEngine:
                     proposal.entropy.append(float(stats.entropy[j]))
                     proposal.topk.append(stats.topk_probs[j].tolist())
                     proposal.hidden.append(hidden[j])
-                limit = min(int(budget[i]), len(lookups[i])) if ngram[i] else int(budget[i])
+                limit = len(lookups[i]) if ngram[i] else int(budget[i])
                 reason = self._stop_reason(int(wanted[j]), int(decision[j]), token, len(proposal.tokens), limit)
                 if reason:
                     proposal.stop_reason = reason

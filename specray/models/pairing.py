@@ -70,21 +70,22 @@ def load_pair(target_ref: str = DEFAULT_TARGET, draft_ref: str = DEFAULT_DRAFT, 
     target, tokenizer = load_model(target_ref, dtype=load_dtype, device=device, trust_remote_code=trust_remote_code)
     distilled = draft_dir(draft_ref)
 
-    def draft_in(dtype: torch.dtype | None, around):
+    def draft_in(draft_dtype: torch.dtype | None):
+        """(draft, its tokenizer); a distilled draft is built around the target's weights as they are now."""
         if distilled is not None:
             from specray.models.draft import load_draft
 
-            return prepare_for_inference(load_draft(distilled, around, dtype), device), tokenizer
-        return load_model(draft_ref, dtype=dtype or load_dtype, device=device, trust_remote_code=trust_remote_code)
+            return prepare_for_inference(load_draft(distilled, target, draft_dtype), device), tokenizer
+        return load_model(draft_ref, dtype=draft_dtype or load_dtype, device=device, trust_remote_code=trust_remote_code)
 
-    draft, draft_tokenizer = draft_in(None, target)
+    draft, draft_tokenizer = draft_in(None)
     check_pair(target, draft, tokenizer, draft_tokenizer)
     if dtype != AUTO:
         return ModelPair(target, draft, tokenizer, target_ref, draft_ref, Precision(torch_dtype(dtype), torch_dtype(dtype)))
     precision = auto_precision(target, draft, device)
     target.to(precision.target)  # in place: a distilled draft's shared modules follow
     if distilled is not None and precision.draft != precision.target:
-        draft = draft_in(precision.draft, target)[0]  # rebuilt with its own copy of the shared weights
+        draft = draft_in(precision.draft)[0]  # rebuilt with its own copy of the shared weights
     else:
         draft.to(precision.draft)
     return ModelPair(target, draft, tokenizer, target_ref, draft_ref, precision)

@@ -59,10 +59,9 @@ def forward_ms(model, batch: int, width: int, context: int = 48, repeats: int = 
     from specray.engine.kv_cache import SlotCache
     from specray.engine.speculative import model_forward
 
-    param = next(model.parameters())
     generator = torch.Generator().manual_seed(0)
     vocab = int(model.config.vocab_size)
-    cache = SlotCache(batch, param.dtype, param.device)
+    cache = SlotCache.for_model(model, batch)
     model_forward(model, cache, torch.randint(vocab, (batch, context), generator=generator).tolist(), keep=1)
     times = []
     for _ in range(repeats + 1):  # the first forward of a new shape pays one-time kernel set-up
