@@ -368,14 +368,19 @@ def _output_problems(output: OutputConfig) -> list[str]:
     return [
         *_check("output.rows_per_file", output.rows_per_file >= 1, "an integer >= 1", output.rows_per_file),
         *_check("output.dir", _creatable_dir(Path(output.dir or ".")), "a writable directory", output.dir),
-        *_check("output.dir", not _root_or_home(Path(output.dir or ".")),
+        *_check("output.dir", forbidden_run_dir(Path(output.dir or ".")) is None,
                 "a directory of the run's own, not the filesystem root or the home directory", output.dir),
     ]
 
 
-def _root_or_home(path: Path) -> bool:
-    path = path.resolve()
-    return path == Path(path.anchor) or path == Path.home().resolve()
+def forbidden_run_dir(path: Path) -> str | None:
+    """Why `path` can never be a run directory (the filesystem root, the home directory), or None."""
+    path = Path(path).resolve()
+    if path == Path(path.anchor):
+        return "is the filesystem root; a run needs a directory of its own"
+    if path == Path.home().resolve():
+        return "is the home directory; a run needs a directory of its own"
+    return None
 
 
 def _creatable_dir(path: Path) -> bool:

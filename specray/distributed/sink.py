@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from specray.config import forbidden_run_dir
 from specray.distributed.manifest import (
     ManifestError,
     append_record,
@@ -292,16 +293,6 @@ def _read(out_dir: Path, kind: str, columns: list[str] | None = None) -> pa.Tabl
         partition_base_dir=str(out_dir / kind) if partitioned else None,
     )
     return dataset.to_table(columns=columns)
-
-
-def forbidden_run_dir(path: Path) -> str | None:
-    """Why `path` can never be a run directory (the filesystem root, the home directory), or None."""
-    path = Path(path).resolve()
-    if path == Path(path.anchor):
-        return "is the filesystem root; a run needs a directory of its own"
-    if path == Path.home().resolve():
-        return "is the home directory; a run needs a directory of its own"
-    return None
 
 
 def _acquire_lock(path: Path) -> Any:
