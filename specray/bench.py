@@ -4,7 +4,9 @@ Speed claims are ratios measured side by side here, never absolute numbers carri
 and always against target-only decoding in its fastest precision on this machine: with `--dtype auto`
 on a CPU target-only runs in both float32 and bf16 (`target@<dtype>` rows) and the faster is the
 baseline. Batches are formed per domain (as the job shards them), so per-domain rows time only their
-own batches. Greedy runs check every policy against target-only output in the verifier's precision:
+own batches; `--batching` keeps `--batch-size` sequences in flight and refills them (continuous, the
+default) or runs each batch to its end (drain), or both side by side. Every row reports the engine's
+overhead: milliseconds per round spent outside model forwards. Greedy runs check every policy against target-only output in the verifier's precision:
 identical in float32; in low precision each differing prompt is classified at its first differing
 token as a numerical tie or a divergence (`specray.engine.numerics`), and divergences fail the run.
 """
@@ -32,6 +34,9 @@ from specray.policies.factory import make_policy
 from specray.policies.spec import POLICIES, parse_spec
 
 TARGET = "target"
+CONTINUOUS, DRAIN = "continuous", "drain"
+BATCHINGS = {CONTINUOUS: [CONTINUOUS], DRAIN: [DRAIN], "both": [CONTINUOUS, DRAIN]}
+DRAIN_SUFFIX = " [drain]"
 
 
 @dataclass
@@ -44,6 +49,9 @@ class Tally:
     iterations: int = 0
     drafted: int = 0
     accepted: int = 0
+    rounds: int = 0  # engine rounds (hf baselines: none counted)
+    loop_ms: float = 0.0  # time inside the engine's round loop
+    forward_ms: float = 0.0  # of which model forwards; the rest is engine overhead
     outputs: dict[str, list[int]] = field(default_factory=dict)
     versions: set[str] = field(default_factory=set)  # policy versions used (a registry may publish mid-run)
 
@@ -60,11 +68,21 @@ def load_bench_prompts(path: str | None, limit: int | None) -> list[dict]:
     return rows
 
 
-def domain_batches(rows: list[dict], batch_size: int) -> list[list[dict]]:
+def domain_groups(rows: list[dict]) -> list[list[dict]]:
+    """The prompts of each domain, in order (the job shards by domain too)."""
     by_domain = defaultdict(list)
     for row in rows:
         by_domain[row["domain"]].append(row)
-    return [rows[i : i + batch_size] for rows in by_domain.values() for i in range(0, len(rows), batch_size)]
+    return list(by_domain.values())
+
+
+def engine_calls(group: list[dict], batch_size: int, batching: str) -> list[list[dict]]:
+    """One domain's prompts as `generate` calls: all in one call that keeps `batch_size` in flight and
+    refills slots as sequences finish (continuous), or one call per `batch_size` prompts, each run
+    until its last sequence finishes (drain)."""
+    if batching == CONTINUOUS:
+        return [group]
+    return [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
 
 
 def run_hf_baseline(engine, spec, batch, config, tally: Tally) -> None:
@@ -80,8 +98,8 @@ def run_hf_baseline(engine, spec, batch, config, tally: Tally) -> None:
         tally.outputs[row["id"]] = tokens
 
 
-def run_batch(engines, spec, batch, config, registry, references, tally: Tally) -> None:
-    """One batch under one policy, added to that policy's tally for the batch's domain."""
+def run_batch(engines, spec, batch, config, registry, references, tally: Tally, max_batch: int | None = None) -> None:
+    """One engine call under one policy, added to that policy's tally for the batch's domain."""
     engine = engines.get(spec, engines[TARGET])
     if spec.startswith("hf-"):
         return run_hf_baseline(engine, spec, batch, config, tally)
@@ -89,8 +107,12 @@ def run_batch(engines, spec, batch, config, registry, references, tally: Tally) 
     refs = None if references is None or is_target(spec) else [references[r["id"]] for r in batch]
     policy = None if is_target(spec) else make_policy(spec, domain=domain, registry=registry, references=refs)
     start = time.perf_counter()
-    out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain, source="bench")
+    out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain, source="bench",
+                          max_batch=max_batch)
     tally.seconds += time.perf_counter() - start
+    tally.rounds += out.time.rounds
+    tally.loop_ms += out.time.wall_ms
+    tally.forward_ms += out.time.forward_ms
     tally.versions.add(policy.version if policy else "")
     for row, seq in zip(batch, out.sequences):
         tally.prompts += 1
@@ -116,25 +138,36 @@ def target_engines(pair, dtype: str) -> dict:
     return engines
 
 
-def run_interleaved(engines, specs, batches, config, registry) -> dict[str, dict[str, Tally]]:
-    """Every batch through every policy in turn (target first, whose output the oracle needs), so a
-    change in machine load during the run hits all policies alike instead of whichever ran then."""
-    tallies = {spec: defaultdict(Tally) for spec in specs}
+def run_interleaved(engines, specs, groups, config, registry, batch_size: int, batchings: list[str]) -> dict[str, dict[str, Tally]]:
+    """Every domain's prompts through every policy and batching in turn (target first, whose output the
+    oracle needs), so a change in machine load during the run hits all of them alike."""
+    names = [bench_name(spec, b, batchings) for spec in specs for b in batchings if b == batchings[0] or not spec.startswith("hf-")]
+    tallies = {name: defaultdict(Tally) for name in names}
     references = {}
-    for batch in tqdm(batches, desc="bench batches"):
+    for group in tqdm(groups, desc="bench domains"):
         for spec in specs:
-            tally = tallies[spec][batch[0]["domain"]]
-            run_batch(engines, spec, batch, config, registry, references, tally)
-            if spec == TARGET:
-                references.update((r["id"], tally.outputs[r["id"]]) for r in batch)
+            for batching in batchings:
+                name = bench_name(spec, batching, batchings)
+                if name not in tallies:
+                    continue
+                tally = tallies[name][group[0]["domain"]]
+                for call in engine_calls(group, batch_size, batching):
+                    run_batch(engines, spec, call, config, registry, references, tally, max_batch=batch_size)
+                if spec == TARGET and batching == batchings[0]:
+                    references.update((r["id"], tally.outputs[r["id"]]) for r in group)
     return tallies
+
+
+def bench_name(spec: str, batching: str, batchings: list[str]) -> str:
+    """A run that compares batchings names the draining rows `<spec> [drain]`."""
+    return spec if batching == batchings[0] else f"{spec}{DRAIN_SUFFIX}"
 
 
 def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
     """Per-domain tallies plus their sum under "all"."""
     total = Tally()
     for t in tallies.values():
-        for name in ("seconds", "prompts", "tokens", "iterations", "drafted", "accepted"):
+        for name in ("seconds", "prompts", "tokens", "iterations", "drafted", "accepted", "rounds", "loop_ms", "forward_ms"):
             setattr(total, name, getattr(total, name) + getattr(t, name))
         total.outputs.update(t.outputs)
         total.versions |= t.versions
@@ -147,7 +180,7 @@ def fastest_target(summaries: dict[str, dict[str, Tally]]) -> str:
         t = summaries[spec]["all"]
         return t.tokens / t.seconds if t.seconds else 0.0
 
-    return max((spec for spec in summaries if is_target(spec)), key=tps)
+    return max((spec for spec in summaries if is_target(spec.removesuffix(DRAIN_SUFFIX))), key=tps)
 
 
 def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally], reference: dict[str, Tally],
@@ -173,6 +206,8 @@ def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally],
                 "identical_to_target": (t.outputs == reference[domain].outputs) if lossless is not None else None,
                 "ties": ties,
                 "divergences": divergences,
+                "overhead_ms_per_round": round((t.loop_ms - t.forward_ms) / t.rounds, 3) if t.rounds else None,
+                "overhead_share": round((t.loop_ms - t.forward_ms) / t.loop_ms, 4) if t.loop_ms else None,
             }
         )
     return rows
@@ -197,6 +232,7 @@ def run_bench(
     registry: str | None = None,
     dtype: str = AUTO,
     device: str = "cpu",
+    batching: str = CONTINUOUS,
 ) -> dict:
     for spec in policies:  # a typo fails before any model loads
         hf_settings(spec) if spec.startswith("hf-") else parse_spec(spec)
@@ -206,27 +242,28 @@ def run_bench(
     rows = load_bench_prompts(prompts_path, limit)
     for row in rows:
         row["tokens"] = encode_prompt(pair.tokenizer, row["prompt"])
-    batches = domain_batches(rows, batch_size)
+    groups = domain_groups(rows)
     engines = target_engines(pair, dtype)
     config = GenerationConfig(max_new_tokens=max_new_tokens, sampling=sampling)
     specs = list(engines) + [p for p in policies if not is_target(p)]
     warm = GenerationConfig(max_new_tokens=8, sampling=sampling)
-    for spec in specs:  # warm-up: first-call overheads and cost calibration stay out of the timings
+    engines[TARGET].calibrate(batch_size)  # the verification budget's cost table, measured before any timing
+    for spec in specs:  # warm-up: first-call overheads stay out of the timings
         if spec != "oracle":
-            run_batch(engines, spec, batches[0][:1], warm, registry, None, Tally())
-    tallies = run_interleaved(engines, specs, batches, config, registry)
-    summaries = {spec: summarise(tallies[spec]) for spec in specs}
+            run_batch(engines, spec, groups[0][:1], warm, registry, None, Tally())
+    tallies = run_interleaved(engines, specs, groups, config, registry, batch_size, BATCHINGS[batching])
+    summaries = {name: summarise(domains) for name, domains in tallies.items()}
     baseline = fastest_target(summaries)
     noise = None
     if sampling.greedy:
-        first = batches[0]
+        first = groups[0][:batch_size]
         noise = logit_noise(pair.target, [r["tokens"] for r in first], [summaries[TARGET]["all"].outputs[r["id"]] for r in first])
     table = []
-    for spec in specs:
+    for name in summaries:
         lossless = None
-        if noise is not None and not spec.startswith(f"{TARGET}@"):
-            lossless = lossless_counts(pair.target, rows, summaries[spec], summaries[TARGET], noise)
-        table += bench_rows(spec, summaries[spec], summaries[baseline], summaries[TARGET], lossless)
+        if noise is not None and not name.startswith(f"{TARGET}@"):
+            lossless = lossless_counts(pair.target, rows, summaries[name], summaries[TARGET], noise)
+        table += bench_rows(name, summaries[name], summaries[baseline], summaries[TARGET], lossless)
     return {
         "device": device_name(pair.target),
         "target": pair.target_ref,
@@ -237,7 +274,7 @@ def run_bench(
         "settings": {
             "max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": sampling.temperature,
             "top_k": sampling.top_k, "top_p": sampling.top_p, "n_prompts": len(rows), "prompts": prompts_path or "builtin:heldout",
-            "dtype": dtype,
+            "dtype": dtype, "batching": batching,
         },
         "rows": table,
     }
@@ -270,7 +307,7 @@ def lossless_ok(report: dict) -> bool:
 def format_table(report: dict) -> str:
     precision = report["precision"]
     head = (f"{'policy':<36}{'domain':<8}{'prompts':>8}{'tokens':>8}{'tok/s':>9}{'speedup':>9}{'acc/iter':>9}{'acc rate':>9}"
-            "  same  ties  div")
+            "  same  ties  div  ovh ms  ovh %")
     lines = [
         f"device: {report['device']}  target: {report['target']} ({precision['target']})  "
         f"draft: {report['draft']} ({precision['draft']})",
@@ -281,12 +318,16 @@ def format_table(report: dict) -> str:
     def num(value) -> str:
         return "-" if value is None else f"{value:.3f}"
 
+    def pct(value) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
     for r in report["rows"]:
         same = "-" if r["identical_to_target"] is None else ("yes" if r["identical_to_target"] else "NO")
         lines.append(
             f"{r['policy']:<36}{r['domain']:<8}{r['n_prompts']:>8}{r['n_tokens']:>8}{r['tokens_per_s']:>9.2f}"
             f"{num(r['speedup_vs_target']):>9}{num(r['mean_accepted_per_iter']):>9}{num(r['acceptance_rate']):>9}"
             f"  {same:<4}{'-' if r['ties'] is None else r['ties']:>6}{'-' if r['divergences'] is None else r['divergences']:>5}"
+            f"{num(r['overhead_ms_per_round']):>8}{pct(r['overhead_share']):>7}"
         )
     return "\n".join(lines)
 
@@ -306,6 +347,9 @@ def add_bench_parser(subparsers) -> None:
     p.add_argument("--policy-registry")
     p.add_argument("--dtype", default=AUTO, help="auto (each model in its faster precision, measured at load) or a torch dtype")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--batching", choices=sorted(BATCHINGS), default=CONTINUOUS,
+                   help="continuous: keep --batch-size sequences in flight, refilling as they finish; drain: run each "
+                        "batch of --batch-size prompts to its end; both: the two side by side (drain rows: '<spec> [drain]')")
     p.add_argument("--out", help="write the JSON report here")
     p.set_defaults(handler=bench_command)
 
@@ -325,6 +369,7 @@ def bench_command(args) -> int:
     report = run_bench(
         args.target, args.draft, args.prompts, split_policies(args.policies), args.max_new_tokens, args.batch_size,
         Sampling(args.temperature, args.top_k, args.top_p), args.limit, args.policy_registry, args.dtype, args.device,
+        args.batching,
     )
     print(format_table(report))
     if args.out:

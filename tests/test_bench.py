@@ -53,6 +53,25 @@ def test_bench_reports_every_policy_against_target(pair_dirs, prompts_file, tmp_
     assert 0 < all_rows["static:2"]["acceptance_rate"] < 1
 
 
+def test_bench_runs_continuous_and_draining_batches_side_by_side(pair_dirs, prompts_file, tmp_path):
+    """`--batching both`: every policy twice, refilled and drained, the same tokens, and each row's overhead."""
+    out = tmp_path / "bench.json"
+    code = main([
+        "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"),
+        "--prompts", str(prompts_file), "--policies", "static:2,hf-static:2", "--batching", "both",
+        "--max-new-tokens", "16", "--batch-size", "2", "--dtype", "float64", "--out", str(out),
+    ])
+    report = json.loads(out.read_text())
+    assert code == 0 and report["settings"]["batching"] == "both"
+    rows = {r["policy"]: r for r in report["rows"] if r["domain"] == "all"}
+    assert set(rows) == {"target", "target [drain]", "static:2", "static:2 [drain]", "hf-static:2"}
+    for name, row in rows.items():
+        assert row["identical_to_target"] is True and row["n_prompts"] == 12
+        if not name.startswith("hf-"):
+            assert row["overhead_ms_per_round"] > 0 and 0 < row["overhead_share"] < 1
+    assert rows["hf-static:2"]["overhead_ms_per_round"] is None, "transformers' loop is not ours to split"
+
+
 def test_bench_auto_dtype_times_target_only_in_both_precisions(pair_dirs, prompts_file, tmp_path):
     """Speed-ups are against target-only in its fastest precision; identity against the verifier's own."""
     out = tmp_path / "bench.json"

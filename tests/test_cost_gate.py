@@ -1,5 +1,7 @@
 """The batch-level cost gate, decided from a given cost table: the batch pays for a round as one."""
 
+import numpy as np
+import pytest
 import torch
 
 from specray.policies.base import Decision
@@ -10,9 +12,9 @@ CONTINUE, STOP, DROP = Decision.CONTINUE, Decision.STOP, Decision.DROP
 
 def table(batch: int, draft_ms: float, verify: dict[int, float]) -> CostGate:
     costs = CostModel(smoothing=0.0)
-    costs.observe_draft(batch, draft_ms)
+    costs.record_draft(batch, draft_ms)
     for width, ms in verify.items():
-        costs.observe_verify(batch, width, ms)
+        costs.record_verify(batch, width, ms)
     return CostGate(costs, batch)
 
 
@@ -50,3 +52,28 @@ def test_a_policys_own_stop_stands():
     gate = table(2, draft_ms=5.0, verify=VERIFY)
     wanted = torch.tensor([STOP, CONTINUE])
     assert gate.decide(wanted, 1, 1, torch.tensor([0.9, 0.9]), torch.ones(2), 2.0).tolist() == [STOP, CONTINUE]
+
+
+def test_costs_between_measured_batch_sizes_are_interpolated():
+    costs = CostModel(smoothing=0.0)
+    for batch, scale in ((1, 1.0), (4, 2.0)):
+        costs.record_draft(batch, 4.0 * scale)
+        for width, ms in VERIFY.items():
+            costs.record_verify(batch, width, ms * scale)
+    assert costs.calibrated(3) and not costs.calibrated(5), "no extrapolation past the largest measured batch"
+    assert costs.draft_ms(2) == pytest.approx(4.0 * (1 + 1 / 3))
+    assert float(costs.round_ms(3, torch.tensor([1]))[0]) == pytest.approx((4.0 + 55.0) * (1 + 2 / 3))
+
+
+def test_live_timings_move_the_table_by_a_load_factor():
+    """Measured on a quiet machine, then the machine gets twice as busy: predictions follow."""
+    costs = CostModel(smoothing=0.5)
+    costs.record_draft(2, 5.0)
+    for width, ms in VERIFY.items():
+        costs.record_verify(2, width, ms)
+    for _ in range(12):
+        costs.observe_verify(2, 3, 2 * VERIFY[3])
+        costs.observe_draft(2, 2 * 5.0)
+    assert costs.verify_ms(2, np.array([5]))[0] == pytest.approx(2 * VERIFY[5], rel=1e-3)
+    assert costs.draft_ms(2) == pytest.approx(10.0, rel=1e-3)
+    assert CostGate(costs, 2).round_ms(1, 2) == pytest.approx(2 * (5.0 + 55.0), rel=1e-3)

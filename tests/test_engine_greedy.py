@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from conftest import EOS, random_prompts, reference_greedy
+from specray.engine.budget import PROBE_EVERY
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.policies.cost import CostModel
 from specray.policies.factory import make_policy
@@ -100,7 +101,8 @@ def test_lookahead_is_per_sequence_within_a_round(engine, prompts, references):
 
 
 def test_accepted_prefix_is_never_recomputed(target, draft, tokenizer, prompts):
-    """Every target forward after the first feeds only the pending token plus the new proposal."""
+    """The prefill feeds the prompt but its last token; every later target forward only the pending token
+    plus the new proposal."""
     fed = []
     engine = SpeculativeEngine(target, draft, tokenizer)
     original = engine.forward
@@ -114,7 +116,7 @@ def test_accepted_prefix_is_never_recomputed(target, draft, tokenizer, prompts):
     prompt = prompts[0]
     out = engine.generate([prompt], make_policy("static:3"), GenerationConfig(max_new_tokens=MAX_NEW))
     seq = out.sequences[0]
-    assert fed[0] == len(prompt) + len(out.traces.filter(out.traces.column("iteration").to_numpy() == 0))
+    assert fed[0] == len(prompt) - 1
     assert sum(fed) == len(prompt) + seq.drafted + seq.iterations - 1
 
 
@@ -152,8 +154,8 @@ def fixed_costs(max_batch: int, verify_ms, draft_ms: float) -> CostModel:
     costs = CostModel(smoothing=0.0)
     for batch in range(1, max_batch + 1):
         for width in range(1, 12):
-            costs.observe_verify(batch, width, verify_ms(width))
-        costs.observe_draft(batch, draft_ms)
+            costs.record_verify(batch, width, verify_ms(width))
+        costs.record_draft(batch, draft_ms)
     return costs
 
 
@@ -163,7 +165,7 @@ def test_cost_gate_turns_speculation_off_when_verification_is_expensive(target, 
     out = engine.generate(prompts, make_policy("heuristic"), GenerationConfig(max_new_tokens=MAX_NEW))
     assert [s.tokens for s in out.sequences] == references
     rounds = sum(s.iterations for s in out.sequences)
-    assert sum(s.drafted for s in out.sequences) <= rounds / SpeculativeEngine.probe_every + len(prompts)
+    assert sum(s.drafted for s in out.sequences) <= rounds / PROBE_EVERY + len(prompts)
 
 
 def test_cost_gate_lets_speculation_run_when_verification_is_free(target, draft, tokenizer, prompts, references):
@@ -175,12 +177,56 @@ def test_cost_gate_lets_speculation_run_when_verification_is_free(target, draft,
     assert "cost" not in set(out.traces.column("stop_reason").to_pylist())
 
 
-def test_empty_prompt_is_a_clear_error(engine):
-    with pytest.raises(ValueError, match="empty prompt"):
-        engine.generate([[5, 6], []], None)
+def test_empty_prompt_is_its_own_error_and_the_others_go_on(engine, prompts, references):
+    out = engine.generate([prompts[0], []], None, GenerationConfig(max_new_tokens=MAX_NEW))
+    assert out.sequences[0].tokens == references[0]
+    assert out.sequences[1].stop_reason == "error" and "empty prompt" in out.sequences[1].error
 
 
-def test_prompt_longer_than_the_window_is_a_clear_error(engine):
+def test_prompt_that_cannot_fit_the_cache_is_an_error_naming_both_numbers(engine, prompts, references):
     window = engine.context_window()
-    with pytest.raises(ValueError, match=f"context window of {window}"):
-        engine.generate([[5] * (window - 10)], None, GenerationConfig(max_new_tokens=11))
+    out = engine.generate([[5] * (window - 10), prompts[0]], make_policy("static:3"), GenerationConfig(max_new_tokens=11))
+    error = out.sequences[0].error
+    assert out.sequences[0].stop_reason == "error"
+    assert f"prompt has {window - 10} tokens" in error and "max_new_tokens=11" in error and f"capacity of {window}" in error
+    assert out.sequences[1].tokens == references[0][:11]
+
+
+@pytest.mark.parametrize("spec", ["target", "static:3", "confidence:cost=off,draft=ngram+model", "heuristic"])
+def test_continuous_batching_refills_slots_in_prompt_order_and_stays_lossless(target, draft, tokenizer, prompts, references, spec):
+    """At most `max_batch` rows decode at once; a finished row's slot goes to the next waiting prompt."""
+    engine = SpeculativeEngine(target, draft, tokenizer)
+    widths, prefills = [], []
+    original = engine.forward
+
+    def logging_forward(model, cache, chunks, keep):
+        if model is target:
+            widths.append(len(chunks))
+            if keep == 1 and any(len(c) > 1 for c in chunks):  # a prefill: every prompt token but the last
+                prefills.append([next(i for i, p in enumerate(prompts) if p[:-1] == c) for c in chunks])
+        return original(model, cache, chunks, keep)
+
+    engine.forward = logging_forward
+    out = engine.generate(prompts, make_policy(spec) if spec != "target" else None, GenerationConfig(max_new_tokens=MAX_NEW), max_batch=4)
+    assert [s.tokens for s in out.sequences] == references
+    assert max(widths) == 4
+    assert prefills[0] == [0, 1, 2, 3] and len(prefills) > 1, "slots are refilled as sequences finish"
+    assert sum(prefills, []) == list(range(len(prompts))), "waiting prompts are admitted in order, each once"
+    rounds_at_full = sum(w == 4 for w in widths)
+    assert rounds_at_full > len(widths) / 2, "the batch stays full while prompts wait"
+
+
+def test_a_prompt_whose_prefill_fails_is_its_own_error(target, draft, tokenizer, prompts, references):
+    engine = SpeculativeEngine(target, draft, tokenizer)
+    original = engine.forward
+    poisoned = prompts[5][:-1]
+
+    def failing_forward(model, cache, chunks, keep):
+        if poisoned in chunks:
+            raise RuntimeError("out of memory (simulated)")
+        return original(model, cache, chunks, keep)
+
+    engine.forward = failing_forward
+    out = engine.generate(prompts, make_policy("static:3"), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=4)
+    assert out.sequences[5].stop_reason == "error" and "out of memory (simulated)" in out.sequences[5].error
+    assert [s.tokens for i, s in enumerate(out.sequences) if i != 5] == references[:5] + references[6:]

@@ -1,13 +1,11 @@
 """Speculative sampling draws from exactly the target's (warped) distribution."""
 
-import itertools
-
 import pytest
 import torch
 from scipy.stats import chisquare
 
 from conftest import EOS, perturbed, tiny_llama, tiny_tokenizer
-from specray.engine.sampling import Sampling, distribution, verify
+from specray.engine.sampling import Sampling, distribution, verify_greedy, verify_sampled
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.policies.factory import make_policy
 
@@ -39,11 +37,11 @@ def exact_two_token_distribution(target, sampling: Sampling, prompt: list[int] =
     return probs
 
 
-def sampled_counts(engine, policy_spec, sampling, n_batches=16, batch=256, prompt: list[int] = PROMPT):
+def sampled_counts(engine, policy_spec, sampling, n_batches=16, batch=256, prompt: list[int] = PROMPT, max_batch=None):
     counts = {}
     for seed in range(n_batches):
         config = GenerationConfig(max_new_tokens=2, sampling=sampling, seed=seed)
-        out = engine.generate([prompt] * batch, make_policy(policy_spec), config)
+        out = engine.generate([prompt] * batch, make_policy(policy_spec), config, max_batch=max_batch)
         for seq in out.sequences:
             counts[tuple(seq.tokens)] = counts.get(tuple(seq.tokens), 0) + 1
     return counts
@@ -80,6 +78,14 @@ def test_sampling_keeps_the_target_distribution(small_pair, sampling):
     assert_matches(counts, probs)
 
 
+def test_sampling_with_continuous_batching_keeps_the_target_distribution(small_pair):
+    """Rows admitted into freed slots mid-batch sample exactly as rows that started together."""
+    target, draft = small_pair
+    sampling = Sampling(temperature=1.0)
+    engine = SpeculativeEngine(target, draft, tiny_tokenizer())
+    assert_matches(sampled_counts(engine, "static:3", sampling, max_batch=48), exact_two_token_distribution(target, sampling))
+
+
 REPEATING = [3, 5, 4, 3]  # its last token occurred before, so n-gram lookup proposes 5 (a point mass)
 
 
@@ -114,21 +120,26 @@ def test_rejections_happen(small_pair):
 
 
 def test_verify_resamples_from_the_residual():
-    target = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
-    draft = torch.tensor([[0.0, 1.0, 0.0]])
+    # two rows of one draft token each, verified at k + 1 = 2 positions per row: [row0 p0, row0 bonus, row1 p0, row1 bonus]
+    target = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    draft = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    tokens, offsets = torch.tensor([1, 2]), torch.tensor([0, 1, 2])
     generator = torch.Generator().manual_seed(0)
-    outcomes = [verify(target, draft, [1], generator) for _ in range(2000)]
-    accepted = [v for v in outcomes if v.n_accepted == 1]
-    rejected = [v for v in outcomes if v.n_accepted == 0]
+    outcomes = [verify_sampled(target, draft, tokens, offsets, generator) for _ in range(2000)]
+    first = [(int(a[0]), int(n[0])) for a, n in outcomes]
+    accepted = [n for a, n in first if a == 1]
+    rejected = [n for a, n in first if a == 0]
     assert abs(len(accepted) / 2000 - 0.5) < 0.05  # min(1, p/q) = 0.5
-    assert {v.next_token for v in rejected} == {0}  # residual max(0, p - q) puts all mass on token 0
-    assert {v.next_token for v in accepted} == {0, 1, 2}  # bonus token from the next distribution
+    assert set(rejected) == {0}  # residual max(0, p - q) puts all mass on token 0
+    assert set(accepted) == {0, 1, 2}  # bonus token from the next distribution
+    assert all(int(a[1]) == 1 and int(n[1]) == 0 for a, n in outcomes), "row 1: p = q on its token, always accepted"
 
 
 def test_greedy_verify_accepts_exactly_the_argmax():
+    # row 0 proposes [1, 1] (argmaxes 1, 0, 2: one accepted, correction 0); row 1 proposes nothing (bonus 2);
+    # row 2 proposes [2] (argmaxes 2, 1: accepted, bonus 1)
+    argmax = torch.tensor([1, 0, 2, 2, 2, 1])
+    accepted, following = verify_greedy(argmax, torch.tensor([1, 1, 2]), torch.tensor([0, 2, 2, 3]))
+    assert accepted.tolist() == [1, 0, 1] and following.tolist() == [0, 2, 1]
     greedy = Sampling()
-    target = distribution(torch.tensor([[0.1, 2.0, 0.3], [3.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), greedy)
-    draft = distribution(torch.tensor([[0.0, 5.0, 0.0], [0.0, 5.0, 0.0]]), greedy)
-    verdict = verify(target, draft, [1, 1], None)
-    assert (verdict.n_accepted, verdict.next_token) == (1, 0)
-    assert list(itertools.chain(distribution(torch.tensor([[1.0, 1.0]]), greedy).tolist()))[0] == [1.0, 0.0]
+    assert distribution(torch.tensor([[1.0, 1.0]]), greedy).tolist() == [[1.0, 0.0]]

@@ -4,6 +4,7 @@ test_engine_greedy, the sampling distribution in test_engine_sampling)."""
 import pytest
 
 from conftest import random_prompts, reference_greedy
+from specray.engine.budget import PROBE_EVERY
 from specray.engine.ngram import ngram_lookup
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.policies.cost import CostModel
@@ -81,9 +82,9 @@ def test_cost_gate_counts_ngram_tokens_as_free(target, draft, tokenizer):
     probes, while free n-gram tokens pay whenever lookup finds a match."""
     costs = CostModel(smoothing=0.0)  # a fixed table: live timings do not move it
     for batch in range(1, 7):
-        costs.observe_draft(batch, 1e6)
+        costs.record_draft(batch, 1e6)
         for width in range(1, 12):
-            costs.observe_verify(batch, width, 10.0)
+            costs.record_verify(batch, width, 10.0)
     engine = SpeculativeEngine(target, draft, tokenizer, cost_model=costs)
     prompts = repetitive_prompts()
     rounds = {}
@@ -93,5 +94,5 @@ def test_cost_gate_counts_ngram_tokens_as_free(target, draft, tokenizer):
         drafting = {(r["prompt_id"], r["iteration"]) for r in out.traces.to_pylist()}
         rounds[source] = (len(drafting), sum(s.iterations for s in out.sequences))
     model_rounds, model_iterations = rounds["model"]
-    assert model_rounds <= model_iterations / engine.probe_every, "the model should draft in probe rounds only"
+    assert model_rounds <= model_iterations / PROBE_EVERY, "the model should draft in probe rounds only"
     assert rounds["ngram"][0] > 2 * model_rounds

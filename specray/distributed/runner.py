@@ -99,7 +99,10 @@ class BatchRunner:
         config = replace(self.generation, seed=batch_seed(self.generation.seed, ids))
         out = self.engine.generate(prompts, policy, config, prompt_ids=ids, domain=domain, run_id=self.cfg.run_id,
                                    source="label" if self.label else "generate", record_hidden=self.label)
-        results = result_table(kept, prompts, out.sequences, domain, policy, self.cfg.models)
+        done = [i for i, seq in enumerate(out.sequences) if seq.error is None]
+        errors += [ErrorRow(kept[i].id, self.source, seq.error, kept[i].position) for i, seq in enumerate(out.sequences) if seq.error]
+        results = result_table([kept[i] for i in done], [prompts[i] for i in done], [out.sequences[i] for i in done],
+                               domain, policy, self.cfg.models)
         return BatchOutput(results, out.traces, errors_table(errors))
 
     def precision(self) -> dict[str, str]:

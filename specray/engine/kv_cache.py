@@ -59,6 +59,27 @@ class SlotCache:
                 layer.keys, layer.values = layer.keys[rows], layer.values[rows]
         self.compact()
 
+    def append_rows(self, other: "SlotCache") -> None:
+        """Take `other`'s rows after this cache's (sequences admitted mid-batch, prefilled on their own);
+        the narrower of the two is padded on the left with holes. A cache whose model never ran (a 1-token
+        prompt has nothing to prefill) contributes rows of holes."""
+        if self.valid.shape[0] == 0:
+            self.kv, self.valid = other.kv, other.valid
+            return
+        width = max(self.valid.shape[1], other.valid.shape[1])
+        mine, theirs = self.kv.layers, other.kv.layers
+        kv = self.kv if mine else other.kv
+        for i, layer in enumerate(kv.layers):
+            for name in ("keys", "values"):
+                like = getattr(layer, name)
+                parts = [
+                    getattr(cache.kv.layers[i], name) if cache.kv.layers else like.new_zeros(len(cache.valid), like.shape[1], 0, like.shape[3])
+                    for cache in (self, other)
+                ]
+                setattr(layer, name, torch.cat([_pad_slots(part, width, dim=2) for part in parts]))
+        self.kv = kv
+        self.valid = torch.cat([_pad_slots(self.valid, width), _pad_slots(other.valid, width)])
+
     def holes(self) -> int:
         """Slots the widest row does not need: what `compact` would reclaim."""
         return self.valid.shape[1] - int(self.lengths.max()) if self.valid.numel() else 0
@@ -86,3 +107,13 @@ class SlotCache:
             index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
             layer.keys = layer.keys.gather(2, index)
             layer.values = layer.values.gather(2, index.expand(-1, -1, -1, layer.values.shape[3]))
+
+
+def _pad_slots(tensor: torch.Tensor, width: int, dim: int = 1) -> torch.Tensor:
+    """Left-pad the slot dimension with zeros (holes: invalid slots, or their unused keys and values)."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from specray.engine.kv_cache import SlotCache
-from specray.engine.speculative import model_forward
+from specray.engine.forward import model_forward
 
 WIDTHS = (1, 4, 8)  # tokens per forward compared: decoding, and verification widths
 

@@ -76,41 +76,47 @@ def token_stats(probs: torch.Tensor, tokens: torch.Tensor) -> TokenStats:
     return TokenStats(probs.gather(-1, tokens[:, None]).squeeze(-1), entropy, topk)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """Outcome of verifying one sequence's proposal."""
+def leading_accepted(accepted: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """[B] how many of each row's tokens are accepted before its first rejection, from [N] flags."""
+    counts = offsets.diff()
+    rows = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    padded = torch.zeros(len(counts), int(counts.max()) if len(counts) else 0, dtype=torch.long)
+    padded[rows, torch.arange(len(accepted)) - offsets[:-1][rows]] = accepted.long()
+    return padded.cumprod(-1).sum(-1)
 
-    n_accepted: int
-    next_token: int  # the target's correction at the first rejection, or its bonus token
 
+def verify_greedy(target_argmax: torch.Tensor, tokens: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy verification of a ragged batch: accept while each draft token is the target's argmax.
 
-def verify(
-    target_probs: torch.Tensor,
-    draft_probs: torch.Tensor,
-    proposal: list[int],
-    generator: torch.Generator | None,
-) -> Verdict:
-    """Accept a prefix of `proposal` so that the output follows the target distribution exactly.
-
-    target_probs: (k+1, V) target distributions at each proposal position and the bonus position.
-    draft_probs: (k, V) the distributions the proposal was drawn from.
+    target_argmax: [N+B] the target's argmax at each row's k+1 verified positions (row after row).
+    tokens: [N] draft tokens; offsets: [B+1]. Returns ([B] accepted, [B] next token).
     """
-    k = len(proposal)
-    if k:
-        idx = torch.tensor(proposal)[:, None]
-        p = target_probs[:k].gather(-1, idx).squeeze(-1)
-        q = draft_probs.gather(-1, idx).squeeze(-1)
-        ratio = torch.where(q > 0, p / q.clamp_min(1e-30), torch.zeros_like(p)).clamp(max=1.0)
-        # greedy ratios are exactly 0 or 1, so a zero "uniform" decides them without randomness
-        uniform = torch.rand(k, generator=generator) if generator is not None else torch.zeros(k)
-        ok = (uniform < ratio).tolist()
-    else:
-        ok = []
-    n = next((j for j, a in enumerate(ok) if not a), k)
-    if n < k:
-        residual = (target_probs[n] - draft_probs[n]).clamp_min(0)
-        residual = residual if residual.sum() > 0 else target_probs[n]
-        next_token = int(draw((residual / residual.sum())[None], generator))
-    else:
-        next_token = int(draw(target_probs[k][None], generator))
-    return Verdict(n, next_token)
+    rows = torch.repeat_interleave(torch.arange(len(offsets) - 1), offsets.diff())
+    accepted = leading_accepted(target_argmax[torch.arange(len(tokens)) + rows] == tokens, offsets)
+    return accepted, target_argmax[offsets[:-1] + torch.arange(len(offsets) - 1) + accepted]
+
+
+def verify_sampled(
+    target_probs: torch.Tensor, draft_probs: torch.Tensor, tokens: torch.Tensor, offsets: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rejection sampling of a ragged batch, so the output follows the target distribution exactly.
+
+    target_probs: [N+B, V] at each row's k+1 verified positions; draft_probs: [N, V] what each of the
+    [N] draft tokens was drawn from; offsets: [B+1]. Accept token i with probability min(1, p/q); at a
+    row's first rejection draw from normalised max(0, p - q), after a full acceptance from p's bonus row.
+    """
+    batch = len(offsets) - 1
+    rows = torch.repeat_interleave(torch.arange(batch), offsets.diff())
+    at_token = torch.arange(len(tokens)) + rows  # each draft token's verified position
+    p = target_probs[at_token].gather(-1, tokens[:, None]).squeeze(-1)
+    q = draft_probs.gather(-1, tokens[:, None]).squeeze(-1)
+    ratio = torch.where(q > 0, p / q.clamp_min(1e-30), torch.zeros_like(p)).clamp(max=1.0)
+    accepted = leading_accepted(torch.rand(len(tokens), generator=generator) < ratio, offsets)
+    at_next = offsets[:-1] + torch.arange(batch) + accepted
+    rejected = accepted < offsets.diff()
+    next_probs = target_probs[at_next].clone()
+    residual = (next_probs[rejected] - draft_probs[(offsets[:-1] + accepted)[rejected]]).clamp_min(0)
+    has_mass = residual.sum(-1, keepdim=True) > 0
+    next_probs[rejected] = torch.where(has_mass, residual, next_probs[rejected])
+    return accepted, draw(next_probs / next_probs.sum(-1, keepdim=True), generator)

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from specray.engine.proposals import Proposals, Verdicts
 from specray.schema import HIDDEN_FIELD, TRACE_SCHEMA, TRACE_SOURCES, trace_schema
 
 
@@ -20,47 +21,39 @@ class TraceBuffer:
         self.hidden: list[np.ndarray] = []  # (k, H) per round, when recorded
         self.rows = 0
 
-    def add_draft(
-        self,
-        prompt_id: str,
-        iteration: int,
-        first_position: int,
-        tokens: list[int],
-        draft_probs: list[float],
-        target_probs: list[float],
-        entropy: list[float],
-        topk_probs: list[list[float]],
-        n_accepted: int,
-        stop_reason: str,
-        draft_ms: float,
-        verify_ms: float,
-        hidden: list[torch.Tensor] | None = None,
-    ) -> None:
-        """One round of one sequence: `tokens` were proposed, the first `n_accepted` accepted;
-        `hidden` holds the draft's hidden state behind each token (kept only when recording them)."""
-        k = len(tokens)
+    def add_round(self, state, proposals: Proposals, verdicts: Verdicts, draft_ms: float, verify_ms: float) -> None:
+        """One round of the whole batch, before it is committed: every proposed token becomes a row."""
+        n = len(proposals.token_ids)
+        if n == 0:
+            return
+        rows = proposals.row_of_token()  # [N]
+        depth = proposals.depth_of_token()  # [N] 0-based
+        k = proposals.num_draft[rows]
+        accepted = verdicts.num_accepted[rows]
+        seqs = [state.active[b] for b in rows.tolist()]
+        q, p = proposals.token_prob, verdicts.target_prob
         cols = self.columns
-        cols["prompt_id"] += [prompt_id] * k
-        cols["iteration"] += [iteration] * k
-        cols["depth"] += list(range(1, k + 1))
-        cols["gen_position"] += list(range(first_position, first_position + k))
-        cols["draft_token"] += tokens
-        cols["draft_prob"] += draft_probs
-        cols["target_prob"] += target_probs
-        cols["accept_prob"] += [min(1.0, p / q) if q > 0 else 0.0 for p, q in zip(target_probs, draft_probs)]
-        cols["accepted"] += [j < n_accepted for j in range(k)]
-        cols["evaluated"] += [j <= n_accepted for j in range(k)]
-        cols["entropy"] += entropy
-        cols["topk_probs"] += topk_probs
-        cols["lookahead"] += [k] * k
-        cols["stop_reason"] += [stop_reason] * k
-        cols["draft_ms"] += [draft_ms] * k
-        cols["verify_ms"] += [verify_ms] * k
-        if self.record_hidden and k:
-            if hidden is None or len(hidden) != k:
-                raise ValueError(f"{k} drafted tokens need as many hidden states, got {0 if hidden is None else len(hidden)}")
-            self.hidden.append(torch.stack(hidden).float().numpy())
-        self.rows += k
+        cols["prompt_id"] += [s.prompt_id for s in seqs]
+        cols["iteration"] += [s.iterations for s in seqs]
+        cols["depth"] += (depth + 1).tolist()
+        cols["gen_position"] += (torch.tensor([s.generated for s in seqs]) + depth).tolist()
+        cols["draft_token"] += proposals.token_ids.tolist()
+        cols["draft_prob"] += q.tolist()
+        cols["target_prob"] += p.tolist()
+        cols["accept_prob"] += torch.where(q > 0, (p / q.clamp_min(1e-30)).clamp(max=1.0), 0.0).tolist()
+        cols["accepted"] += (depth < accepted).tolist()
+        cols["evaluated"] += (depth <= accepted).tolist()
+        cols["entropy"] += proposals.entropy.tolist()
+        cols["topk_probs"] += proposals.topk_probs.tolist()
+        cols["lookahead"] += k.tolist()
+        cols["stop_reason"] += [proposals.stop_reason[b] for b in rows.tolist()]
+        cols["draft_ms"] += [draft_ms] * n
+        cols["verify_ms"] += [verify_ms] * n
+        if self.record_hidden:
+            if proposals.hidden is None:
+                raise ValueError(f"{n} drafted tokens need their hidden states, and the proposals carry none")
+            self.hidden.append(proposals.hidden.float().numpy())
+        self.rows += n
 
     def table(self) -> pa.Table:
         columns = {name: self.columns.get(name, []) for name in TRACE_SCHEMA.names}

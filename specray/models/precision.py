@@ -52,29 +52,10 @@ def check_dtype_runs(dtype: torch.dtype, device: str | torch.device) -> None:
         raise ValueError(f"dtype {dtype_name(dtype)} cannot run on device {device}: {error}") from None
 
 
-@torch.no_grad()
-def forward_ms(model, batch: int, width: int, context: int = 48, repeats: int = 3) -> float:
-    """Fastest of `repeats` forwards of `width` new tokens per row over a `context`-token cache,
-    through the engine's own forward, so the timing is of the code path that runs."""
-    from specray.engine.kv_cache import SlotCache
-    from specray.engine.speculative import model_forward
-
-    generator = torch.Generator().manual_seed(0)
-    vocab = int(model.config.vocab_size)
-    cache = SlotCache.for_model(model, batch)
-    model_forward(model, cache, torch.randint(vocab, (batch, context), generator=generator).tolist(), keep=1)
-    times = []
-    for _ in range(repeats + 1):  # the first forward of a new shape pays one-time kernel set-up
-        chunk = torch.randint(vocab, (batch, width), generator=generator).tolist()
-        start = time.perf_counter()
-        model_forward(model, cache, chunk, keep=width)
-        times.append((time.perf_counter() - start) * 1e3)
-        cache.truncate(torch.full((batch,), context))
-    return min(times[1:])
-
-
 def work_ms(model, work) -> float:
     """Summed forward time over a role's typical shapes."""
+    from specray.engine.calibration import forward_ms  # the engine's own forward path, timed
+
     return sum(forward_ms(model, batch, width) for batch, width in work)
 
 

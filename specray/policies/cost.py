@@ -28,46 +28,82 @@ class BatchCosts:
 
 
 class CostModel:
-    """Exponential moving averages of measured forward times, per batch size."""
+    """Forward times measured at start-up per batch size, scaled by how live forwards compare.
+
+    `record_*` fills the table (calibration); `observe_*` compares a live forward with the table's
+    prediction and moves a load factor per role (an exponential moving average of actual/predicted),
+    so a table measured on a quiet machine stays honest when the machine gets busy, and back.
+    Batch sizes between measured ones are interpolated linearly; `smoothing=0` ignores live timings.
+    """
 
     def __init__(self, smoothing: float = 0.2):
         self.smoothing = smoothing
         self.batches: dict[int, BatchCosts] = {}
+        self.load = {"draft": 1.0, "verify": 1.0}
 
-    def _ema(self, old: float | None, new: float) -> float:
-        return new if old is None else (1 - self.smoothing) * old + self.smoothing * new
+    def record_draft(self, batch_size: int, ms: float) -> None:
+        self.batches.setdefault(batch_size, BatchCosts()).draft_ms = ms
 
-    def observe_draft(self, batch_size: int, ms: float) -> None:
-        costs = self.batches.setdefault(batch_size, BatchCosts())
-        costs.draft_ms = self._ema(costs.draft_ms, ms)
+    def record_verify(self, batch_size: int, width: int, ms: float) -> None:
+        self.batches.setdefault(batch_size, BatchCosts()).verify_ms[width] = ms
 
-    def observe_verify(self, batch_size: int, width: int, ms: float) -> None:
-        costs = self.batches.setdefault(batch_size, BatchCosts()).verify_ms
-        costs[width] = self._ema(costs.get(width), ms)
-
-    def calibrated(self, batch_size: int) -> bool:
+    def measured(self, batch_size: int) -> bool:
         costs = self.batches.get(batch_size)
         return costs is not None and costs.draft_ms is not None and len(costs.verify_ms) >= 2
+
+    def calibrated(self, batch_size: int) -> bool:
+        """Whether a measured batch size at least this large exists to interpolate from."""
+        return any(self.measured(b) for b in self.batches if b >= batch_size)
+
+    def observe_draft(self, batch_size: int, ms: float) -> None:
+        if self.calibrated(batch_size):
+            self._observe("draft", ms, self.draft_ms(batch_size, loaded=False))
+
+    def observe_verify(self, batch_size: int, width: int, ms: float) -> None:
+        if self.calibrated(batch_size):
+            self._observe("verify", ms, float(self.verify_ms(batch_size, np.array([width]), loaded=False)[0]))
+
+    def _observe(self, role: str, actual: float, predicted: float) -> None:
+        if predicted > 0:
+            self.load[role] = (1 - self.smoothing) * self.load[role] + self.smoothing * actual / predicted
+
+    def draft_ms(self, batch_size: int, loaded: bool = True) -> float:
+        """One draft step at this batch size."""
+        ms = self._between_batches(batch_size, lambda costs: costs.draft_ms)
+        return ms * (self.load["draft"] if loaded else 1.0)
+
+    def verify_ms(self, batch_size: int, widths: np.ndarray, loaded: bool = True) -> np.ndarray:
+        """Verifying `widths` tokens per row at this batch size."""
+        ms = self._between_batches(batch_size, lambda costs: _verify_curve(costs.verify_ms, widths))
+        return ms * (self.load["verify"] if loaded else 1.0)
+
+    def _between_batches(self, batch_size: int, value):
+        """`value` of the measured table at `batch_size`, linear between the nearest measured sizes."""
+        sizes = sorted(b for b in self.batches if self.measured(b))
+        above = next(b for b in sizes if b >= batch_size)
+        below = max((b for b in sizes if b <= batch_size), default=above)
+        if below == above:
+            return value(self.batches[above])
+        weight = (batch_size - below) / (above - below)
+        return (1 - weight) * value(self.batches[below]) + weight * value(self.batches[above])
 
     def round_ms(self, batch_size: int, drafted: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
         """Expected wall time of a round in which `drafted` tokens are proposed in `steps` draft forwards
         (default: one per token), then verified."""
-        costs = self.batches[batch_size]
-        widths = sorted(costs.verify_ms)
-        verify = np.interp(
-            drafted.numpy() + 1,
-            widths,
-            [costs.verify_ms[w] for w in widths],
-            right=None,
-        )
-        # beyond the widest measured width, extend the line through the two widest points
-        if len(widths) >= 2:
-            w0, w1 = widths[-2], widths[-1]
-            slope = (costs.verify_ms[w1] - costs.verify_ms[w0]) / (w1 - w0)
-            beyond = drafted.numpy() + 1 > w1
-            verify[beyond] = costs.verify_ms[w1] + slope * (drafted.numpy()[beyond] + 1 - w1)
+        verify = self.verify_ms(batch_size, drafted.numpy() + 1)
         steps = drafted if steps is None else steps
-        return steps.double() * costs.draft_ms + torch.from_numpy(verify)
+        return steps.double() * self.draft_ms(batch_size) + torch.from_numpy(np.asarray(verify, dtype=np.float64))
+
+
+def _verify_curve(measured: dict[int, float], widths: np.ndarray) -> np.ndarray:
+    """Measured verification times interpolated over width; beyond the widest, the line through the two widest."""
+    known = sorted(measured)
+    verify = np.interp(widths, known, [measured[w] for w in known])
+    w0, w1 = known[-2], known[-1]
+    slope = (measured[w1] - measured[w0]) / (w1 - w0)
+    beyond = widths > w1
+    verify[beyond] = measured[w1] + slope * (widths[beyond] - w1)
+    return verify
 
 
 class CostGate:

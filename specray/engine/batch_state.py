@@ -1,0 +1,129 @@
+"""The sequences in flight and their two KV caches: admitted, committed to and retired only here.
+
+Continuous batching: up to `max_batch` sequences decode together; when some finish, waiting prompts
+take their slots, so a batch never drains to a few long stragglers. A newcomer is prefilled on its own
+(every token of its prompt but the last, in both caches) and then joins the next round with its last
+prompt token pending, like every running row — prefilling inside the running rows' verification would
+pad all of them to the prompt's width. `commit` is the only code that changes a sequence: it appends
+the round's accepted tokens, applies the stop conditions and truncates both caches from one length
+tensor (each cache keeps a row's tokens up to its last accepted draft token; the new token is pending).
+"""
+
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from specray.engine.kv_cache import SlotCache
+from specray.engine.proposals import Proposals, Verdicts
+
+
+@dataclass
+class Sequence:
+    index: int  # position among the prompts of the `generate` call: the row policies and traces know it by
+    prompt_id: str
+    tokens: list[int]
+    prompt_len: int
+    iterations: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    stop_reason: str | None = None  # eos | max_new_tokens | stop_string | error
+    error: str | None = None
+    wall_ms: float = 0.0
+
+    @property
+    def generated(self) -> int:
+        return len(self.tokens) - self.prompt_len
+
+
+class BatchState:
+    def __init__(self, waiting: list[Sequence], max_batch: int, target, draft, eos: set[int], tokenizer):
+        self.waiting = deque(waiting)
+        self.max_batch, self.eos, self.tokenizer = max_batch, eos, tokenizer
+        self.active: list[Sequence] = []
+        self.tcache, self.dcache = SlotCache.for_model(target, 0), SlotCache.for_model(draft, 0)
+        self.idle_rounds = 0  # rounds since the budget last let the batch draft
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.active or self.waiting)
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """[B] each active sequence's index, in cache row order."""
+        return torch.tensor([s.index for s in self.active], dtype=torch.long)
+
+    def newcomers(self) -> list[Sequence]:
+        """Waiting sequences that fit the free slots, in prompt order (taken off the queue)."""
+        free = self.max_batch - len(self.active)
+        return [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
+
+    def admit(self, seqs: list[Sequence], tcache: SlotCache, dcache: SlotCache) -> None:
+        """Prefilled sequences join the batch after the running rows."""
+        self.active += seqs
+        self.tcache.append_rows(tcache)
+        self.dcache.append_rows(dcache)
+
+    def target_chunks(self, proposals: Proposals) -> list[list[int]]:
+        """What verification feeds each row: its pending token(s) and its proposal."""
+        lengths, offsets, tokens = self.tcache.lengths.tolist(), proposals.offsets.tolist(), proposals.token_ids.tolist()
+        return [s.tokens[n:] + tokens[offsets[b] : offsets[b + 1]] for b, (s, n) in enumerate(zip(self.active, lengths))]
+
+    def draft_chunks(self, rows: torch.Tensor) -> list[list[int]]:
+        """What the draft must read before its next token, for the marked rows (those behind catch up)."""
+        lengths = self.dcache.lengths.tolist()
+        return [s.tokens[n:] if on else [] for s, n, on in zip(self.active, lengths, rows.tolist())]
+
+    def commit(self, proposals: Proposals, verdicts: Verdicts, wall_ms: float, max_new_tokens: int, stops: tuple[str, ...]) -> None:
+        """Append each row's accepted tokens and its next token, apply stop conditions, roll both caches back."""
+        offsets, tokens = proposals.offsets.tolist(), proposals.token_ids.tolist()
+        accepted, following = verdicts.num_accepted.tolist(), verdicts.next_token.tolist()
+        for b, seq in enumerate(self.active):
+            start = offsets[b]
+            new = tokens[start : start + accepted[b]] + [following[b]]
+            seq.iterations += 1
+            seq.drafted += offsets[b + 1] - start
+            seq.accepted += accepted[b]
+            self._extend(seq, new, max_new_tokens, stops)
+            seq.wall_ms = wall_ms
+        kept = torch.tensor([len(s.tokens) - 1 for s in self.active], dtype=torch.long)
+        self.tcache.truncate(kept)
+        self.dcache.truncate(kept)
+
+    def _extend(self, seq: Sequence, new: list[int], max_new_tokens: int, stops: tuple[str, ...]) -> None:
+        for token in new:
+            seq.tokens.append(token)
+            if token in self.eos:
+                seq.stop_reason = "eos"
+                break
+            if seq.generated >= max_new_tokens:
+                seq.stop_reason = "max_new_tokens"
+                break
+        if stops and seq.stop_reason is None:
+            self._cut_at_stop_string(seq, stops, len(new))
+
+    def _cut_at_stop_string(self, seq: Sequence, stops: tuple[str, ...], new: int) -> None:
+        """End at the first token whose text completes a stop string (the same cut target-only makes)."""
+        output = seq.tokens[seq.prompt_len :]
+        for end in range(max(1, len(output) - new + 1), len(output) + 1):
+            text = self.tokenizer.decode(output[:end], skip_special_tokens=True)
+            if any(s in text for s in stops):
+                del seq.tokens[seq.prompt_len + end :]
+                seq.stop_reason = "stop_string"
+                return
+
+    def retire(self) -> None:
+        """Finished sequences leave the batch so they cost nothing; holes are reclaimed when they pile up."""
+        keep = [i for i, s in enumerate(self.active) if s.stop_reason is None]
+        if len(keep) < len(self.active):
+            rows = torch.tensor(keep, dtype=torch.long)
+            self.tcache.select_rows(rows)
+            self.dcache.select_rows(rows)
+            self.active = [self.active[i] for i in keep]
+            return
+        for cache in (self.tcache, self.dcache):
+            if cache.holes() > max(64, int(cache.lengths.max())):
+                cache.compact()

@@ -1,0 +1,72 @@
+"""What the batch pays for this round: how many tokens each row may draft, from which source, under which gate.
+
+Row policies stop their own rows; the budget decides for the batch as a whole, because the batch pays a
+round as one (`specray.policies.cost.CostGate`): it drafts at all only when the rows' summed acceptance
+estimates beat the measured price of a draft step and a wider verification, and the gate then rules on
+every depth. When nothing pays the round is plain target decoding, except that every `probe_every`
+idle rounds the batch drafts one token per row, ungated, so acceptance estimates keep learning.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from specray.engine.batch_state import BatchState
+from specray.engine.ngram import ngram_lookup
+from specray.policies.base import StopPolicy
+from specray.policies.cost import CostGate, CostModel
+
+PROBE_EVERY = 8
+
+
+@dataclass(frozen=True)
+class RoundBudget:
+    tokens: torch.Tensor  # [B] most tokens each row may draft (0: none)
+    ngram: torch.Tensor  # [B] bool: the row's tokens come from n-gram lookup
+    lookups: dict[int, list[int]]  # row -> its n-gram proposal, cut to its budget
+    gate: CostGate | None  # rules on each depth; None: the row policies alone decide
+
+    @staticmethod
+    def nothing(batch: int) -> "RoundBudget":
+        return RoundBudget(torch.zeros(batch, dtype=torch.long), torch.zeros(batch, dtype=torch.bool), {}, None)
+
+
+def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, max_new_tokens: int) -> RoundBudget:
+    """The policy's budget per row, never past max_new_tokens; n-gram rows get their lookup (a row that
+    drafts by n-gram only and finds no match drafts nothing); then the batch's cost gate."""
+    batch = len(state)
+    if policy is None:
+        return RoundBudget.nothing(batch)
+    rows = state.rows
+    remaining = torch.tensor([max_new_tokens - s.generated - 1 for s in state.active])
+    tokens = torch.minimum(policy.budget(rows), remaining).clamp_min(0)
+    lookups = _lookups(state, tokens, policy)
+    ngram = torch.zeros(batch, dtype=torch.bool)
+    for b, found in lookups.items():
+        ngram[b], tokens[b] = True, len(found)
+    if policy.draft_source == "ngram":
+        tokens[~ngram] = 0
+    if not policy.cost_aware or not bool((tokens > 0).any()):
+        return RoundBudget(tokens, ngram, lookups, None)
+    gate = CostGate(costs, batch)
+    acceptance = torch.where(ngram, policy.ngram_acceptance[rows], policy.acceptance[rows]) * (tokens > 0)
+    if gate.worth_drafting(acceptance, free=ngram):
+        state.idle_rounds = 0
+        return RoundBudget(tokens, ngram, lookups, gate)
+    state.idle_rounds += 1
+    if state.idle_rounds < PROBE_EVERY:
+        return RoundBudget.nothing(batch)
+    state.idle_rounds = 0  # a probe round: one token per row, kept whatever the gate says
+    tokens = tokens.clamp(max=1)
+    return RoundBudget(tokens, ngram, {b: found[:1] for b, found in lookups.items()}, None)
+
+
+def _lookups(state: BatchState, tokens: torch.Tensor, policy: StopPolicy) -> dict[int, list[int]]:
+    """N-gram proposals (up to each row's budget) for the rows whose source looks them up."""
+    if policy.draft_source == "model":
+        return {}
+    found = {
+        b: ngram_lookup(s.tokens, policy.ngram_max, k=int(tokens[b]))
+        for b, s in enumerate(state.active) if tokens[b] > 0
+    }
+    return {b: proposal for b, proposal in found.items() if proposal}

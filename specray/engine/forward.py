@@ -1,0 +1,44 @@
+"""One forward of a model over ragged per-row chunks appended to its `SlotCache`.
+
+Every role (verification, drafting, calibration, the numerics check) feeds a model the same way: each
+row's new tokens, left-padded with masked holes to the widest row, with positions and an attention
+mask from the row's own valid slots. Only the last `keep` slots' logits are computed where the model
+allows it, since verification needs k+1 positions and drafting one.
+"""
+
+import functools
+import inspect
+
+import torch
+
+from specray.engine.kv_cache import SlotCache
+
+
+@functools.cache
+def forward_keywords(model_class: type) -> tuple[bool, str]:
+    """Whether `forward` can skip unneeded logits, and what it calls the KV cache: transformers renamed
+    `past_key_values` to `cache` (the old name warns on every forward, and is going away)."""
+    params = inspect.signature(model_class.forward).parameters
+    return "logits_to_keep" in params, "cache" if "cache" in params else "past_key_values"
+
+
+def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, hidden: bool = False):
+    """Append ragged per-row chunks (left-padded with holes); logits (B, keep, V) of the last `keep` slots
+    and, with `hidden`, the last hidden state (B, H) of each row."""
+    width = max(len(c) for c in chunks)
+    ids = torch.zeros(len(chunks), width, dtype=torch.long)
+    valid = torch.zeros(len(chunks), width, dtype=torch.bool)
+    for i, chunk in enumerate(chunks):
+        if chunk:
+            ids[i, width - len(chunk) :] = torch.tensor(chunk)
+            valid[i, width - len(chunk) :] = True
+    device = cache.valid.device
+    mask, positions = cache.extend(valid.to(device))
+    keeps_logits, cache_keyword = forward_keywords(type(model))
+    extra = {"logits_to_keep": keep} if keeps_logits else {}
+    out = model(
+        input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
+        use_cache=True, output_hidden_states=hidden, **{cache_keyword: cache.kv}, **extra,
+    )
+    last_hidden = out.hidden_states[-1][:, -1].float().cpu() if hidden else None
+    return out.logits[:, -keep:].float().cpu(), last_hidden

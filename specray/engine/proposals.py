@@ -1,0 +1,50 @@
+"""What crosses from drafting to verification, and back to the batch state: flat tensors for a ragged batch.
+
+Row b of a batch of B proposes `num_draft[b]` tokens: `token_ids[offsets[b]:offsets[b+1]]`. The target
+verifies each row's tokens plus one more position (the bonus, or the correction at a rejection), so its
+verified positions are laid out the same way with `k + 1` per row (`verify_offsets`). Nothing here keeps
+state between rounds; the layout follows vLLM's `SpecDecodeMetadata` (draft_token_ids [N],
+cu_num_draft_tokens [B]).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Proposals:
+    token_ids: torch.Tensor  # [N] long: every row's draft tokens, row after row
+    offsets: torch.Tensor  # [B+1] long: row b's tokens are token_ids[offsets[b]:offsets[b+1]]
+    draft_probs: torch.Tensor | None  # [N, V] the distribution each token was drawn from; None when greedy
+    token_prob: torch.Tensor  # [N] the draft's (soft) probability of its own token, as traces record it
+    entropy: torch.Tensor  # [N]
+    topk_probs: torch.Tensor  # [N, TOPK]
+    hidden: torch.Tensor | None  # [N, H] the draft's hidden state behind each token, when recorded
+    from_ngram: torch.Tensor  # [B] bool: the row's tokens came from n-gram lookup, not the draft model
+    stop_reason: list[str]  # [B] why each row stopped drafting (none | policy | cost | eos | k_max)
+
+    @property
+    def num_draft(self) -> torch.Tensor:
+        """[B] tokens each row proposes."""
+        return self.offsets.diff()
+
+    @property
+    def verify_offsets(self) -> torch.Tensor:
+        """[B+1] offsets of each row's k + 1 verified positions."""
+        return self.offsets + torch.arange(len(self.offsets))
+
+    def row_of_token(self) -> torch.Tensor:
+        """[N] the row each draft token belongs to."""
+        return torch.repeat_interleave(torch.arange(len(self.offsets) - 1), self.num_draft)
+
+    def depth_of_token(self) -> torch.Tensor:
+        """[N] 0-based position of each token within its row's proposal."""
+        return torch.arange(len(self.token_ids)) - self.offsets[:-1][self.row_of_token()]
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    num_accepted: torch.Tensor  # [B] leading draft tokens each row accepted
+    next_token: torch.Tensor  # [B] the target's correction at the first rejection, or its bonus token
+    target_prob: torch.Tensor  # [N] the target's (soft) probability of each draft token, as traces record it
