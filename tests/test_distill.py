@@ -65,7 +65,7 @@ def test_draft_accepts_the_engine_call():
     draft = build_draft(target, 1, torch.arange(0, 64, 2)).eval()
     mask = torch.zeros(1, 1, 3, 3).masked_fill(~torch.tril(torch.ones(3, 3, dtype=torch.bool)), float("-inf"))
     out = draft(input_ids=torch.tensor([[3, 4, 5]]), attention_mask=mask, position_ids=torch.arange(3)[None],
-                past_key_values=DynamicCache(), use_cache=True, output_hidden_states=True)
+                cache=DynamicCache(), use_cache=True, output_hidden_states=True)
     assert out.logits.shape == (1, 3, 64) and out.hidden_states[-1].shape == (1, 3, 32)
 
 

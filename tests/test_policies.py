@@ -196,3 +196,18 @@ def test_learned_policies_are_lossless(target, draft, tokenizer, tmp_path, which
     out = engine.generate(prompts, make_policy(f"{which}:path={tmp_path / 'w'},cost=off"), GenerationConfig(max_new_tokens=20))
     assert [s.tokens for s in out.sequences] == [reference_greedy(target, p, 20) for p in prompts]
     assert sum(s.drafted for s in out.sequences) > 0
+
+
+def test_rows_not_yet_verified_start_from_what_the_policy_has_seen():
+    """A domain's policy learns its domain: new rows, in this batch or the next, start from its running
+    acceptance instead of the fixed prior."""
+    policy = make_policy("static:4")
+    policy.reset(4)
+    assert policy.acceptance.tolist() == pytest.approx([policy.prior_acceptance] * 4)
+    for _ in range(20):  # rows 0 and 1 draft 4 tokens a round and see none accepted
+        policy.observe(Outcome(torch.tensor([0, 1]), torch.tensor([4, 4]), torch.tensor([0, 0])))
+    assert policy.acceptance[:2].max() < 0.05
+    assert torch.allclose(policy.acceptance[2:], torch.tensor(policy.typical["model"])) and policy.typical["model"] < 0.05
+    assert policy.ngram_acceptance.tolist() == pytest.approx([policy.prior_ngram_acceptance] * 4), "n-gram acceptance is kept apart"
+    policy.reset(3)
+    assert policy.acceptance.max() < 0.05, "the next batch starts where this one left off"

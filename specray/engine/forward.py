@@ -22,6 +22,11 @@ def forward_keywords(model_class: type) -> tuple[bool, str]:
     return "logits_to_keep" in params, "cache" if "cache" in params else "past_key_values"
 
 
+def cache_keyword(model) -> str:
+    """The keyword `model.forward` takes its KV cache by."""
+    return forward_keywords(type(model))[1]
+
+
 def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, hidden: bool = False):
     """Append ragged per-row chunks (left-padded with holes); logits (B, keep, V) of the last `keep` slots
     and, with `hidden`, the last hidden state (B, H) of each row."""
@@ -34,11 +39,11 @@ def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, h
             valid[i, width - len(chunk) :] = True
     device = cache.valid.device
     mask, positions = cache.extend(valid.to(device))
-    keeps_logits, cache_keyword = forward_keywords(type(model))
+    keeps_logits, cache_name = forward_keywords(type(model))
     extra = {"logits_to_keep": keep} if keeps_logits else {}
     out = model(
         input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
-        use_cache=True, output_hidden_states=hidden, **{cache_keyword: cache.kv}, **extra,
+        use_cache=True, output_hidden_states=hidden, **{cache_name: cache.kv}, **extra,
     )
     last_hidden = out.hidden_states[-1][:, -1].float().cpu() if hidden else None
     return out.logits[:, -keep:].float().cpu(), last_hidden

@@ -65,11 +65,17 @@ class StopPolicy:
         self.k_max = k_max
         self.acceptance = torch.zeros(0)
         self.ngram_acceptance = torch.zeros(0)
+        # what this policy has seen so far, per source: where rows start before their own first verification
+        self.typical = {"model": self.prior_acceptance, "ngram": self.prior_ngram_acceptance}
+        self.observed = {source: torch.zeros(0, dtype=torch.bool) for source in self.typical}
 
     def reset(self, batch_size: int) -> None:
-        """A new batch of sequences begins."""
-        self.acceptance = torch.full((batch_size,), self.prior_acceptance)
-        self.ngram_acceptance = torch.full((batch_size,), self.prior_ngram_acceptance)
+        """A new batch of sequences begins. Rows start from the policy's running acceptance over the rows
+        and batches it has already seen (a domain's policy learns its domain), or from the prior before
+        anything was verified, instead of from a fixed guess every batch."""
+        self.acceptance = torch.full((batch_size,), self.typical["model"])
+        self.ngram_acceptance = torch.full((batch_size,), self.typical["ngram"])
+        self.observed = {source: torch.zeros(batch_size, dtype=torch.bool) for source in self.typical}
 
     def budget(self, rows: torch.Tensor) -> torch.Tensor:
         """Most tokens each row may draft this round (0 = do not draft)."""
@@ -88,12 +94,18 @@ class StopPolicy:
         return torch.full((len(step.rows),), Decision.CONTINUE, dtype=torch.long)
 
     def observe(self, outcome: Outcome) -> None:
-        """Verification results; updates the per-row acceptance estimate of the source each row drafted with."""
+        """Verification results; updates the per-row acceptance estimate of the source each row drafted with,
+        and the policy's typical acceptance, which rows not yet verified take."""
         drafted = outcome.drafted
         evaluated = torch.minimum(outcome.accepted + 1, drafted).clamp_min(1)
         rate = outcome.accepted.float() / evaluated
         ngram = outcome.from_ngram if outcome.from_ngram is not None else torch.zeros(len(drafted), dtype=torch.bool)
-        for estimate, mine in ((self.acceptance, ~ngram), (self.ngram_acceptance, ngram)):
+        for source, estimate, mine in (("model", self.acceptance, ~ngram), ("ngram", self.ngram_acceptance, ngram)):
             has = (drafted > 0) & mine
+            if not has.any():
+                continue
             rows = outcome.rows[has]
             estimate[rows] = self.ema_decay * estimate[rows] + (1 - self.ema_decay) * rate[has]
+            self.typical[source] = self.ema_decay * self.typical[source] + (1 - self.ema_decay) * float(rate[has].mean())
+            self.observed[source][rows] = True
+            estimate[~self.observed[source]] = self.typical[source]

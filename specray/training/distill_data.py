@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import DynamicCache
 
+from specray.engine.forward import cache_keyword
 from specray.models.prompts import encode_prompt
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos_ids
         mask[i, width - len(p):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, **{cache_keyword(model): cache}, use_cache=True,
                 logits_to_keep=1)
     rows = torch.arange(n)
     responses: list[list[int]] = [[] for _ in range(n)]
@@ -103,7 +104,7 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos_ids
             rows, mask, positions, nxt = rows[sel], mask[sel], positions[sel], nxt[sel]
         mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=-1)
         positions = positions[:, -1:] + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache,
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, **{cache_keyword(model): cache},
                     use_cache=True)
     return responses, [torch.stack(t) for t in top_ids], [torch.stack(t) for t in top_lps]
 

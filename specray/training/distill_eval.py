@@ -9,6 +9,7 @@ import time
 import torch
 from transformers import DynamicCache
 
+from specray.engine.forward import cache_keyword
 from specray.training.distill_data import TeacherData
 
 
@@ -72,11 +73,11 @@ def decode_latency(model, context: int = 128, reps: int = 30) -> float:
     """Median seconds for one single-token step at batch 1 over a cached `context`."""
     ids = torch.randint(0, model.config.vocab_size, (1, context + 1), generator=torch.Generator().manual_seed(0))
     cache = DynamicCache()
-    model(input_ids=ids[:, :context], past_key_values=cache, use_cache=True)
+    model(input_ids=ids[:, :context], **{cache_keyword(model): cache}, use_cache=True)
     times = []
     for _ in range(reps):
         start = time.perf_counter()
-        model(input_ids=ids[:, context:], position_ids=torch.tensor([[context]]), past_key_values=cache, use_cache=True)
+        model(input_ids=ids[:, context:], position_ids=torch.tensor([[context]]), **{cache_keyword(model): cache}, use_cache=True)
         times.append(time.perf_counter() - start)
         cache.crop(-1)
     return statistics.median(times)
