@@ -77,3 +77,26 @@ def test_live_timings_move_the_table_by_a_load_factor():
     assert costs.verify_ms(2, np.array([5]))[0] == pytest.approx(2 * VERIFY[5], rel=1e-3)
     assert costs.draft_ms(2) == pytest.approx(10.0, rel=1e-3)
     assert CostGate(costs, 2).round_ms(1, 2) == pytest.approx(2 * (5.0 + 55.0), rel=1e-3)
+
+
+def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tokenizer):
+    """When nothing pays the round is target decoding; every PROBE_EVERY idle rounds the batch tries one token."""
+    from specray.engine.batch_state import BatchState, Sequence
+    from specray.engine.budget import PROBE_EVERY, plan_round
+    from specray.policies.factory import make_policy
+
+    costs = CostModel(smoothing=0.0)
+    costs.record_draft(3, 50.0)
+    for width, ms in VERIFY.items():
+        costs.record_verify(3, width, ms * width)  # verification cost grows with width: drafting never pays
+    state = BatchState([Sequence(i, str(i), [5, 6, 7], 3) for i in range(3)], 3, target, draft, {2}, tokenizer)
+    state.active, state.waiting = list(state.waiting), []
+    policy = make_policy("heuristic")
+    policy.reset(3)
+    budgets = [plan_round(state, policy, costs, max_new_tokens=32) for _ in range(2 * PROBE_EVERY)]
+    drafting = [int(b.tokens.sum()) for b in budgets]
+    assert drafting == ([0] * (PROBE_EVERY - 1) + [3]) * 2, "idle rounds, then one token per row"
+    assert all(b.gate is None for b in budgets), "a probe is not gated"
+    ungated = make_policy("heuristic:cost=off")
+    ungated.reset(3)
+    assert plan_round(state, ungated, costs, 32).tokens.tolist() == [4, 4, 4]
