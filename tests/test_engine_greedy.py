@@ -230,3 +230,15 @@ def test_a_prompt_whose_prefill_fails_is_its_own_error(target, draft, tokenizer,
     out = engine.generate(prompts, make_policy("static:3"), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=4)
     assert out.sequences[5].stop_reason == "error" and "out of memory (simulated)" in out.sequences[5].error
     assert [s.tokens for i, s in enumerate(out.sequences) if i != 5] == references[:5] + references[6:]
+
+
+def test_a_batch_whose_every_prefill_fails_ends_with_errors(target, draft, tokenizer, prompts):
+    engine = SpeculativeEngine(target, draft, tokenizer)
+
+    def failing_forward(model, cache, chunks, keep):
+        raise RuntimeError("device lost (simulated)")
+
+    engine.forward = failing_forward
+    out = engine.generate(prompts[:3], make_policy("static:3"), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=2)
+    assert [s.stop_reason for s in out.sequences] == ["error"] * 3
+    assert all("device lost" in s.error for s in out.sequences) and out.traces.num_rows == 0

@@ -120,6 +120,8 @@ class SpeculativeEngine:
         loop_start = time.perf_counter()
         while state.busy:
             self.admit(state, uses_draft)                                            # 1. refill free slots
+            if not state.active:  # every newcomer failed its prefill
+                continue
             budget = plan_round(state, policy, self.costs, config.max_new_tokens)    # 2. what the batch pays for
             t0 = time.perf_counter()
             proposals = propose(self, state, policy, budget, config.sampling, generator, record_hidden)  # 3. draft
