@@ -222,3 +222,54 @@ def test_a_bucket_root_or_a_foreign_prefix_is_refused(s3):
     with pytest.raises(SinkError, match=r"is not empty and is not a specray run \(it holds 'report.csv'\)"):
         RunSink(f"s3://{bucket}/mine", META, endpoint=s3.endpoint)
     assert fs.get_file_info(f"{bucket}/mine/report.csv").type == pafs.FileType.File
+
+
+# ---- the job on S3: a SIGKILLed driver, a rerun, then report and retrain on the bucket ----------------
+
+
+def test_a_sigkilled_driver_on_s3_resumes_exactly_once_and_report_and_retrain_read_the_run(pair, s3, run_uri, local_ray,
+                                                                                          tmp_path, capsys):
+    import ray
+
+    from jobkit import assert_exactly_once, good_rows
+    from specray.cli import main
+    from specray.config import load_config
+    from specray.distributed.job import run_job
+    from specray.training.trace_reader import find_trace_files
+
+    bucket, fs, rows = run_uri.split("/")[2], s3.filesystem(), good_rows(36)
+    with fs.open_output_stream(f"{bucket}/prompts/part-0.parquet") as f:
+        pq.write_table(pa.Table.from_pylist(rows), f)
+    overrides = [f"models.target={pair[0]}", f"models.draft={pair[1]}", f"data.path=s3://{bucket}/prompts/",
+                 f"output.dir={run_uri}", f"storage.endpoint={s3.endpoint}", "generation.max_new_tokens=32",
+                 "generation.batch_size=2", "output.rows_per_file=1", "cluster.num_workers=2"]
+    commits = lambda: max(0, len([k for k in keys(s3, run_uri) if k.startswith(f"{MANIFEST_DIR}/")]) - 1)
+    driver_env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}  # the driver has only storage.endpoint
+    with open(tmp_path / "driver.log", "wb") as log:
+        driver = subprocess.Popen([sys.executable, "jobs/generate.py", *overrides,
+                                   f"cluster.address={ray.get_runtime_context().gcs_address}"],
+                                  cwd=REPO, stdout=log, stderr=log, env=driver_env)
+        deadline = time.monotonic() + 120
+        while commits() < 3 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    first = commits()
+    assert 3 <= first and driver.returncode == -signal.SIGKILL, (tmp_path / "driver.log").read_text()[-2000:]
+    summary = run_job(load_config(None, overrides))
+    assert summary["skipped"] >= 1 and summary["skipped"] + summary["results"] == len(rows)
+    assert_exactly_once(run_uri, {r["id"] for r in rows})
+    listed = {f for record in run_records(run_uri)[1:] for f in record["files"]}
+    assert set(data_keys(s3, run_uri)) == listed  # only committed files under results/, traces/, errors/
+    plain = ds.dataset(f"{run_uri[5:]}/results", filesystem=fs, format="parquet", partitioning="hive").to_table()
+    assert sorted(plain["id"].to_pylist()) == sorted(r["id"] for r in rows)
+
+    traces = read_traces(run_uri)
+    files, bad = find_trace_files([f"s3://{bucket}/runs"])
+    assert not bad and sum(f.rows for f in files) == traces.num_rows and all(f.path.startswith("s3://") for f in files)
+    assert main(["report", run_uri, "--out", str(tmp_path / "report")]) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["all"]["drafted_tokens"] == sum(read_results(run_uri)["drafted"].to_pylist())
+    assert main(["retrain", "--traces", run_uri, "--out", str(tmp_path / "registry"), "--min-rows", "50", "--steps", "5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["retrained"] and report["data"]["rows"] == traces.num_rows

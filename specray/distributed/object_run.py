@@ -192,7 +192,7 @@ class ObjectRun:
         try:
             return fn(*args)
         except (pa.ArrowException, OSError) as exc:
-            raise SinkError(f"output.dir {storage_error(self.root, exc)}") from None
+            raise SinkError(str(storage_error(self.root, exc))) from None
 
     def _info(self, relative: str) -> pafs.FileInfo:
         return self._call(self.location.fs.get_file_info, self._path(relative))

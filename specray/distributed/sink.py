@@ -110,7 +110,10 @@ class RunSink:
         """`out_dir`: a local path or a URI (s3://bucket/prefix, ...); `endpoint`: an S3-compatible store's address."""
         if rows_per_file < 1:
             raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
-        self._store = open_store(out_dir, endpoint)
+        try:
+            self._store = open_store(out_dir, endpoint)
+        except StorageError as exc:
+            raise SinkError(f"output.dir {exc}") from None
         self.out_dir = self._store.root  # a resolved Path for a local run, the URI for a remote one
         self.meta = run_meta
         self.schemas = run_schemas(run_meta.hidden_states)
@@ -282,10 +285,15 @@ def run_records(out_dir: str | Path) -> list[dict[str, Any]]:
     return open_store(out_dir).read_records()
 
 
-def committed_files(out_dir: str | Path, kind: str) -> list[Location]:
-    """The files of `kind` (results, traces, errors) the manifest of `out_dir` commits."""
+def committed_locations(out_dir: str | Path, kind: str) -> list[Location]:
+    """The files of `kind` (results, traces, errors) the manifest of `out_dir` (a path or a URI) commits."""
     store = open_store(out_dir)
     return [store.location_of(f) for f in _files(store.read_records()) if f.startswith(f"{kind}/")]
+
+
+def committed_files(out_dir: str | Path, kind: str) -> list[Path]:
+    """The same, as paths, for a run in a local directory."""
+    return [Path(location.path) for location in committed_locations(out_dir, kind)]
 
 
 def _read(out_dir: str | Path, kind: str, columns: list[str] | None = None) -> pa.Table:
@@ -309,11 +317,9 @@ def _read(out_dir: str | Path, kind: str, columns: list[str] | None = None) -> p
 
 
 def open_store(out_dir: str | Path, endpoint: str | None = None):
-    """The store of a run at `out_dir`: a LocalRun for a path, an ObjectRun for a URI of an object store."""
-    try:
-        location = resolve(out_dir, endpoint)
-    except StorageError as exc:
-        raise SinkError(f"output.dir {exc}") from None
+    """The store of a run at `out_dir`: a LocalRun for a path, an ObjectRun for a URI of an object store.
+    StorageError for a URI that names no usable store."""
+    location = resolve(out_dir, endpoint)
     if location.is_local:
         root = Path(location.path).resolve()
         refused = forbidden_run_dir(root)
