@@ -285,6 +285,7 @@ def _config_problems(cfg: JobConfig) -> list[str]:
         *_output_problems(cfg.output),
         *_check("storage.endpoint", cfg.storage.endpoint is None or re.fullmatch(r"https?://[^\s/]+/?", cfg.storage.endpoint),
                 "null or an http(s)://host[:port] address", cfg.storage.endpoint),
+        *_registry_endpoint_problems(cfg),
         *_check("run_id", RUN_ID.fullmatch(cfg.run_id or ""), "letters, digits, '.', '_' or '-'", cfg.run_id),
     ]
 
@@ -369,6 +370,16 @@ def _policy_problems(policy: PolicyConfig) -> list[str]:
     registry = Path(policy.registry) if policy.registry is not None else None
     usable = registry is None or registry.is_dir() or not registry.exists()  # made by the first retraining
     return problems + _check("policy.registry", usable, "a directory", policy.registry)
+
+
+def _registry_endpoint_problems(cfg: JobConfig) -> list[str]:
+    """Workers load a remote registry's policies themselves, through their environment's AWS_ENDPOINT_URL:
+    with storage.endpoint set, that variable must say the same (runtime_env env_vars on a cluster)."""
+    endpoint, registry = cfg.storage.endpoint, cfg.policy.registry
+    if endpoint is None or registry is None or not is_remote(registry) or os.environ.get("AWS_ENDPOINT_URL") == endpoint:
+        return []
+    return [f"policy.registry: {registry} is read by the workers through AWS_ENDPOINT_URL; set it to storage.endpoint "
+            f"({endpoint}) in the job's environment (runtime_env env_vars on a cluster)"]
 
 
 def _cluster_problems(c: ClusterConfig) -> list[str]:

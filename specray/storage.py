@@ -161,3 +161,36 @@ def storage_error(uri: str, exc: BaseException) -> StorageError:
 def _short(text: str) -> str:
     first = text.strip().splitlines()[0] if text.strip() else text
     return first if len(first) <= MESSAGE_CHARS else first[:MESSAGE_CHARS] + "..."
+
+
+def read_bytes(uri: str) -> bytes | None:
+    """The whole content of a small file (a pointer, an artifact), or None when there is no such file."""
+    location = resolve(uri)
+    try:
+        if location.fs.get_file_info(location.path).type != pafs.FileType.File:
+            return None
+        with location.fs.open_input_stream(location.path) as f:
+            return f.read()
+    except (pa.ArrowException, OSError) as exc:
+        raise storage_error(uri, exc) from None
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a small file in one piece: on an object store, one PUT (whole or absent)."""
+    location = resolve(uri)
+    try:
+        location.fs.create_dir(location.path.rsplit("/", 1)[0], recursive=True)
+        with location.fs.open_output_stream(location.path) as f:
+            f.write(data)
+    except (pa.ArrowException, OSError) as exc:
+        raise storage_error(uri, exc) from None
+
+
+def child_names(uri: str) -> list[str]:
+    """Names directly under `uri` (files and directories / common prefixes); [] when there is nothing."""
+    location = resolve(uri)
+    try:
+        infos = location.fs.get_file_info(pafs.FileSelector(location.path, allow_not_found=True))
+    except (pa.ArrowException, OSError) as exc:
+        raise storage_error(uri, exc) from None
+    return sorted(info.base_name for info in infos)

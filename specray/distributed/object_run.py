@@ -4,6 +4,7 @@ An object store has none of the three, but a PUT is atomic per object: an object
 not at all (an unfinished multipart upload is invisible). So:
 
 - a data file is PUT once, under its final name, which is unique (`part-<seq>-<n>-<8 hex>.parquet`);
+  the files of one commit upload in parallel (UPLOAD_THREADS), and the commit waits for all of them;
 - the commit point is one small immutable object per record, `_manifest/<8-digit number>.json`
   (header first, then commits and session notes): an append-only manifest of immutable objects, as
   table formats keep one. Readers list `_manifest/`, never the data prefixes, so a data file whose
@@ -27,6 +28,7 @@ import re
 import socket
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import pyarrow as pa
@@ -41,6 +43,7 @@ MANIFEST_DIR = "_manifest"
 LEASE = "_lease.json"
 LEASE_S = 300.0  # a writer not heard from for this long has died (its lease is renewed at every flush)
 RECORD = re.compile(r"(\d{8})\.json")
+UPLOAD_THREADS = 8  # a commit's files (results and traces per domain, errors) upload side by side
 
 
 class ObjectRun:
@@ -53,6 +56,8 @@ class ObjectRun:
         self._held = False
         self._renewed = 0.0
         self._next = 0
+        self._uploads: list[Future] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     def location_of(self, relative: str) -> Location:
         """A file a record names; a name outside results/, traces/, errors/ is corruption, not a file to open."""
@@ -84,6 +89,10 @@ class ObjectRun:
             self._write_lease()
 
     def release(self) -> None:
+        self._drain()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self._held:
             self._held = False
             lease = self._read_json(LEASE)
@@ -170,16 +179,27 @@ class ObjectRun:
         self._put(CONFIG, text.encode())
 
     def write_parquet(self, relative: str, table: pa.Table) -> None:
-        """One PUT under the file's final name: it appears whole when the upload completes, or not at all."""
+        """Start one upload under the file's final name: it appears whole when the upload completes, or not
+        at all. `sync` waits for it."""
         def write() -> None:
             with self.location.fs.open_output_stream(self._path(relative)) as f:
                 pq.write_table(table, f, compression="zstd", **_encodings(table))
-        self._call(write)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="specray-upload")
+        self._uploads.append(self._pool.submit(self._call, write))
 
     def sync(self, written: list[str]) -> None:
-        """Nothing to sync: an object is durable once its PUT returns."""
+        """Wait for every upload started; an object is durable once its upload returns. Raises the first failure."""
+        for future in self._drain():
+            future.result()
+
+    def _drain(self) -> list[Future]:
+        uploads, self._uploads = self._uploads, []
+        wait(uploads)
+        return uploads
 
     def remove(self, relative: str) -> None:
+        self._drain()  # an upload still running would land after the delete
         if self._info(relative).type == pafs.FileType.File:
             self._call(self.location.fs.delete_file, self._path(relative))
 

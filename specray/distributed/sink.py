@@ -264,20 +264,21 @@ class RunSink:
         return written
 
 
-def read_results(out_dir: str | Path) -> pa.Table:
-    """Every committed result row (RESULT_SCHEMA); files no manifest record names are never read."""
-    return _read(out_dir, "results")
+def read_results(out_dir: str | Path, endpoint: str | None = None) -> pa.Table:
+    """Every committed result row (RESULT_SCHEMA); files no manifest record names are never read.
+    `out_dir`: a path or a URI; `endpoint`: an S3-compatible store's address (else AWS_ENDPOINT_URL)."""
+    return _read(out_dir, "results", endpoint=endpoint)
 
 
-def read_traces(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+def read_traces(out_dir: str | Path, columns: list[str] | None = None, endpoint: str | None = None) -> pa.Table:
     """Every committed trace row (TRACE_SCHEMA, plus `hidden` in a label run), or only `columns` of it:
     a label run's hidden states are most of its bytes, so readers that do not need them should say so."""
-    return _read(out_dir, "traces", columns)
+    return _read(out_dir, "traces", columns, endpoint)
 
 
-def read_errors(out_dir: str | Path) -> pa.Table:
+def read_errors(out_dir: str | Path, endpoint: str | None = None) -> pa.Table:
     """Every committed error row (ERROR_SCHEMA)."""
-    return _read(out_dir, "errors")
+    return _read(out_dir, "errors", endpoint=endpoint)
 
 
 def run_records(out_dir: str | Path) -> list[dict[str, Any]]:
@@ -296,8 +297,8 @@ def committed_files(out_dir: str | Path, kind: str) -> list[Path]:
     return [Path(location.path) for location in committed_locations(out_dir, kind)]
 
 
-def _read(out_dir: str | Path, kind: str, columns: list[str] | None = None) -> pa.Table:
-    store = open_store(out_dir)
+def _read(out_dir: str | Path, kind: str, columns: list[str] | None = None, endpoint: str | None = None) -> pa.Table:
+    store = open_store(out_dir, endpoint)
     records = store.read_records()
     schema = run_schemas(bool(records[0].get("hidden_states")))[kind]
     files = [store.location_of(f) for f in _files(records) if f.startswith(f"{kind}/")]
