@@ -22,7 +22,7 @@ from omegaconf.grammar_parser import parse
 
 from specray.policies.spec import MAX_LOOKAHEAD, parse_spec
 from specray.schema import DOMAINS
-from specray.storage import is_remote, uri_problem
+from specray.storage import is_remote, local_path, uri_problem
 
 ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variables ${oc.env:...} may read
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: each model in its faster precision, measured at load
@@ -308,7 +308,7 @@ def _uri_problems(key: str, uri: str | None) -> list[str]:
 
 
 def _data_problems(data: DataConfig) -> list[str]:
-    local_path = data.path is not None and not is_remote(data.path)
+    local = data.path is not None and not is_remote(data.path)
     return [
         *_uri_problems("data.path", data.path),
         *_check("data.prompt_column", data.prompt_column, "a column name", data.prompt_column),
@@ -317,7 +317,7 @@ def _data_problems(data: DataConfig) -> list[str]:
         *_check("data.limit", data.limit is None or data.limit >= 1, "null or an integer >= 1", data.limit),
         *_check("data.truncate", data.truncate in TRUNCATE, _one_of(TRUNCATE), data.truncate),
         *_check("data.builtin", data.builtin in BUILTIN_SETS, _one_of(BUILTIN_SETS), data.builtin),
-        *_check("data.path", not local_path or Path(data.path).exists(), "an existing file or directory", data.path),
+        *_check("data.path", not local or Path(local_path(data.path)).exists(), "an existing file or directory", data.path),
     ]
 
 
@@ -367,7 +367,7 @@ def _policy_problems(policy: PolicyConfig) -> list[str]:
     problems += [f"{key}: {policy_spec_problem(spec)}" for key, spec in specs.items() if policy_spec_problem(spec)]
     if policy.registry is not None and is_remote(policy.registry):
         return problems + _uri_problems("policy.registry", policy.registry)
-    registry = Path(policy.registry) if policy.registry is not None else None
+    registry = Path(local_path(policy.registry)) if policy.registry is not None else None
     usable = registry is None or registry.is_dir() or not registry.exists()  # made by the first retraining
     return problems + _check("policy.registry", usable, "a directory", policy.registry)
 
@@ -399,10 +399,11 @@ def _output_problems(output: OutputConfig) -> list[str]:
     rows = _check("output.rows_per_file", output.rows_per_file >= 1, "an integer >= 1", output.rows_per_file)
     if output.dir is not None and is_remote(output.dir):  # reached when the sink opens, before any model loads
         return rows + _uri_problems("output.dir", output.dir)
+    directory = Path(local_path(output.dir or "."))
     return [
         *rows,
-        *_check("output.dir", _creatable_dir(Path(output.dir or ".")), "a writable directory", output.dir),
-        *_check("output.dir", forbidden_run_dir(Path(output.dir or ".")) is None,
+        *_check("output.dir", _creatable_dir(directory), "a writable directory", output.dir),
+        *_check("output.dir", forbidden_run_dir(directory) is None,
                 "a directory of the run's own, not the filesystem root or the home directory", output.dir),
     ]
 

@@ -64,6 +64,11 @@ def is_remote(uri: str | Path) -> bool:
     return scheme_of(str(uri)) not in LOCAL_SCHEMES
 
 
+def local_path(uri: str) -> str:
+    """The path of a local URI: '/data/x' for 'file:///data/x', a plain path as it is."""
+    return uri.split("://", 1)[1] if scheme_of(uri) else uri
+
+
 def uri_problem(uri: str) -> str | None:
     """Why `uri` names no filesystem this process could open (an unknown scheme), or None; no I/O."""
     scheme = scheme_of(uri)
@@ -85,8 +90,7 @@ def resolve(uri: str | Path, endpoint: str | None = None) -> Location:
         raise StorageError(problem)
     scheme = scheme_of(uri)
     if scheme in LOCAL_SCHEMES:
-        path = uri.split("://", 1)[1] if scheme else uri
-        return Location(pafs.LocalFileSystem(), str(Path(path).absolute()), uri, scheme)
+        return Location(pafs.LocalFileSystem(), str(Path(local_path(uri)).absolute()), uri, scheme)
     if scheme == "s3":
         check_aws_credentials(uri)
         bucket_and_key = uri.split("://", 1)[1].strip("/")

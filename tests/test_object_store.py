@@ -273,3 +273,53 @@ def test_a_sigkilled_driver_on_s3_resumes_exactly_once_and_report_and_retrain_re
     assert main(["retrain", "--traces", run_uri, "--out", str(tmp_path / "registry"), "--min-rows", "50", "--steps", "5"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["retrained"] and report["data"]["rows"] == traces.num_rows
+
+
+# ---- a policy registry on S3 ------------------------------------------------------------------------
+
+
+def test_a_registry_on_s3_publishes_versions_that_a_job_pins_and_loads(s3, run_uri, pair, tmp_path, monkeypatch):
+    import torch
+
+    from jobkit import config, write_jsonl
+    from specray.config import ConfigError, load_config
+    from specray.distributed.specs import domain_policy
+    from specray.policies.disco import FEATURES, DiscoClassifier
+    from specray.policies.registry import artifact_stem, publish
+
+    registry = run_uri.rsplit("/", 2)[0] + "/registry"  # s3://<bucket>/registry
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in DiscoClassifier(hidden=4).state_dict().items()}
+    meta = {"kind": "disco", "features": FEATURES, "tau": 0.5, "k_max": 8}
+    assert [publish(registry, "disco", {"global": (state, meta)}) for _ in range(2)] == ["v0001", "v0002"]
+    stem, version = artifact_stem(registry, "disco", "code")
+    assert (stem, version) == (f"{registry}/disco/v0002/global", "v0002")
+    model, loaded = DiscoClassifier.load(stem)
+    assert loaded["version"] == "v0002" and torch.equal(model.state_dict()["fc1.weight"], state["fc1.weight"])
+
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "w3"}])
+    cfg = config(pair, data, tmp_path / "out", "policy.default=disco", f"policy.registry={registry}")
+    pinned = domain_policy(cfg.policy, "code")
+    assert pinned.version == "v0002" and f"path={registry}/disco/v0002/global" in pinned.spec
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    with pytest.raises(ConfigError, match="policy.registry: .* AWS_ENDPOINT_URL"):
+        load_config(None, [f"policy.registry={registry}", f"storage.endpoint={s3.endpoint}"])
+
+
+@pytest.mark.parametrize("key", ["data.path", "output.dir", "policy.registry"])
+def test_an_unknown_scheme_fails_config_validation_naming_the_key(key):
+    from specray.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=rf"{key}: unknown scheme 'nosuch' in 'nosuch://b/x'"):
+        load_config(None, [f"{key}=nosuch://b/x"])
+
+
+def test_generate_refuses_a_missing_bucket_in_one_line_before_any_model_loads(s3, tmp_path, capsys, local_ray):
+    from specray.cli import main
+
+    # the models do not exist: had they been loaded, the error would be about them
+    code = main(["generate", "models.target=/no/such/model", "models.draft=/no/such/draft", "data.builtin=quick",
+                 "output.dir=s3://no-such-bucket-y/run", f"storage.endpoint={s3.endpoint}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "output.dir s3://no-such-bucket-y/run: bucket 'no-such-bucket-y' does not exist" in err

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from specray.policies.artifacts import ArtifactError, save_artifact
-from specray.storage import StorageError, child_names, is_remote, read_bytes, write_bytes
+from specray.storage import StorageError, child_names, is_remote, local_path, read_bytes, write_bytes
 
 GLOBAL = "global"  # fallback for domains without a model of their own
 NAME = re.compile(r"[a-z0-9_]+")  # a kind or a domain
@@ -44,6 +44,7 @@ def latest_version(registry: str | Path, kind: str) -> str:
 def artifact_stem(registry: str | Path, kind: str, domain: str, version: str | None = None) -> tuple[Path | str, str]:
     """The stem to load for this domain (or the global fallback) and the version it belongs to
     (a Path in a local registry, a URI in a remote one)."""
+    registry = _root(registry)
     version = safe_name(version or latest_version(registry, kind), VERSION, "version")
     safe_name(domain, NAME, "domain")
     if is_remote(registry):
@@ -66,6 +67,7 @@ def artifact_stem(registry: str | Path, kind: str, domain: str, version: str | N
 
 def publish(registry: str | Path, kind: str, artifacts: dict[str, tuple[dict[str, torch.Tensor], dict]]) -> str:
     """Write a new version holding one artifact per domain, then point LATEST at it."""
+    registry = _root(registry)
     for domain in artifacts:
         safe_name(domain, NAME, "domain")
     if is_remote(registry):
@@ -103,7 +105,13 @@ def _publish_remote(registry: str, kind: str, artifacts: dict[str, tuple[dict[st
     return version
 
 
+def _root(registry: str | Path) -> str | Path:
+    """A remote registry's URI as it is; a local one as a Path (file:// stripped)."""
+    return str(registry) if is_remote(registry) else Path(local_path(str(registry)))
+
+
 def _join(registry: str | Path, *parts: str) -> str:
+    registry = _root(registry)
     return "/".join([str(registry).rstrip("/"), *parts]) if is_remote(registry) else str(Path(registry, *parts))
 
 
