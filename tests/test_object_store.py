@@ -323,3 +323,18 @@ def test_generate_refuses_a_missing_bucket_in_one_line_before_any_model_loads(s3
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "output.dir s3://no-such-bucket-y/run: bucket 'no-such-bucket-y' does not exist" in err
+
+
+def test_a_tampered_commit_object_is_named_not_followed(s3, run_uri):
+    from specray.distributed.manifest import ManifestError
+
+    RunSink(run_uri, META, endpoint=s3.endpoint).close()
+    fs, base = s3.filesystem(), run_uri.removeprefix("s3://")
+    with fs.open_output_stream(f"{base}/{MANIFEST_DIR}/00000001.json") as f:
+        f.write(json.dumps({"kind": "commit", "files": ["results/../../elsewhere/x.parquet"], "ids": ["x"]}).encode())
+    with pytest.raises(ManifestError, match="lies outside results/, traces/, errors/"):
+        read_results(run_uri)
+    with fs.open_output_stream(f"{base}/{MANIFEST_DIR}/00000001.json") as f:
+        f.write(b'{"kind": "comm')
+    with pytest.raises(ManifestError, match=rf"{MANIFEST_DIR}/00000001.json is corrupt"):
+        read_results(run_uri)

@@ -43,7 +43,7 @@ MANIFEST_DIR = "_manifest"
 LEASE = "_lease.json"
 LEASE_S = 300.0  # a writer not heard from for this long has died (its lease is renewed at every flush)
 RECORD = re.compile(r"(\d{8})\.json")
-UPLOAD_THREADS = 8  # a commit's files (results and traces per domain, errors) upload side by side
+UPLOAD_THREADS = 8  # a commit's files (results and traces per domain, errors) upload side by side; records load so
 
 
 class ObjectRun:
@@ -123,10 +123,12 @@ class ObjectRun:
                           if (m := RECORD.fullmatch(info.base_name)) and info.type == pafs.FileType.File)
         if not numbered:
             raise ManifestError(f"{self.root}: no {MANIFEST_DIR}/; not a specray run directory")
+        with ThreadPoolExecutor(UPLOAD_THREADS) as pool:  # a long run has thousands of records: fetch side by side
+            contents = list(pool.map(lambda item: self._call(_read_bytes, self.location.fs, item[1]), numbered))
         records = []
-        for number, path in numbered:
+        for (number, _), content in zip(numbered, contents):
             try:
-                records.append(json.loads(self._call(_read_bytes, self.location.fs, path)))
+                records.append(json.loads(content))
             except ValueError:
                 raise ManifestError(f"{self.root}/{MANIFEST_DIR}/{number:08d}.json is corrupt") from None
         check_header(records, f"{self.root}/{MANIFEST_DIR}")
