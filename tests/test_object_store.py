@@ -239,7 +239,7 @@ def test_a_sigkilled_driver_on_s3_resumes_exactly_once_and_report_and_retrain_re
 
     bucket, fs, rows = run_uri.split("/")[2], s3.filesystem(), good_rows(36)
     with fs.open_output_stream(f"{bucket}/prompts/part-0.parquet") as f:
-        pq.write_table(pa.Table.from_pylist(rows), f)
+        pq.write_table(pa.Table.from_pylist(rows + [{"id": "blank", "prompt": "   ", "domain": None}]), f)
     overrides = [f"models.target={pair[0]}", f"models.draft={pair[1]}", f"data.path=s3://{bucket}/prompts/",
                  f"output.dir={run_uri}", f"storage.endpoint={s3.endpoint}", "generation.max_new_tokens=32",
                  "generation.batch_size=2", "output.rows_per_file=1", "cluster.num_workers=2"]
@@ -257,8 +257,9 @@ def test_a_sigkilled_driver_on_s3_resumes_exactly_once_and_report_and_retrain_re
     first = commits()
     assert 3 <= first and driver.returncode == -signal.SIGKILL, (tmp_path / "driver.log").read_text()[-2000:]
     summary = run_job(load_config(None, overrides))
-    assert summary["skipped"] >= 1 and summary["skipped"] + summary["results"] == len(rows)
+    assert summary["skipped"] >= 1 and summary["skipped"] + summary["results"] + summary["errors"] == len(rows) + 1
     assert_exactly_once(run_uri, {r["id"] for r in rows})
+    assert read_errors(run_uri)["id"].to_pylist() == ["blank"]
     listed = {f for record in run_records(run_uri)[1:] for f in record["files"]}
     assert set(data_keys(s3, run_uri)) == listed  # only committed files under results/, traces/, errors/
     plain = ds.dataset(f"{run_uri[5:]}/results", filesystem=fs, format="parquet", partitioning="hive").to_table()
