@@ -1,11 +1,13 @@
 """Benchmarks of the Ray layer, figures in docs/job.md.
 
     python jobs/bench_job.py scheduler [--prompts 40000] [--batch-size 8] [--workers 2] [--detect]
+                                       [--output s3://bucket/prefix --endpoint http://host:port]
     python jobs/bench_job.py overhead [--target embedded --draft embedded-draft] [--policy static:4] [--max-new-tokens 32] [--repeats 1]
 
 `scheduler`: a no-op engine answers every batch at once, so what is measured is the job itself:
 reading, domain detection (with --detect), sharding, dispatch through the policy actors, result
-transfer and Parquet commits. `overhead`: the job with one worker owning every CPU, against the time
+transfer and Parquet commits (to a temp dir, or with --output to a new run under that URI, such as a
+bucket of an S3-compatible store at --endpoint; credentials from the environment). `overhead`: the job with one worker owning every CPU, against the time
 its worker spent inside engine.generate, and against the same batches through the engine called
 directly in this process with as many torch threads.
 """
@@ -16,6 +18,7 @@ import argparse
 import json
 import tempfile
 import time
+import uuid
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -74,12 +77,14 @@ def bench_scheduler(args: argparse.Namespace) -> dict:
     """End to end, and steady: after the first commit, so without actor start-up."""
     with tempfile.TemporaryDirectory() as tmp:
         data = write_prompts(Path(tmp, "prompts.jsonl"), args.prompts, args.detect)
-        overrides = [f"data.path={data}", f"output.dir={tmp}/out", f"generation.batch_size={args.batch_size}",
-                     f"cluster.num_workers={args.workers}"]
+        out = f"{args.output.rstrip('/')}/bench-{uuid.uuid4().hex[:8]}" if args.output else f"{tmp}/out"
+        overrides = [f"data.path={data}", f"output.dir={out}", f"generation.batch_size={args.batch_size}",
+                     f"cluster.num_workers={args.workers}", *([f"storage.endpoint={args.endpoint}"] if args.endpoint else [])]
         summary = run_job(load_config(None, overrides), make_engine=noop_engine)
-        assert read_results(f"{tmp}/out").num_rows == args.prompts
+        assert read_results(out, endpoint=args.endpoint).num_rows == args.prompts
     seconds, first = summary["seconds"], summary["seconds_to_first_result"]
     return {"prompts": args.prompts, "batch_size": args.batch_size, "workers": args.workers, "detect": args.detect,
+            "output": "temp dir" if args.output is None else out,
             "seconds": seconds, "seconds_to_first_result": first,
             "end_to_end_prompts_per_s": round(args.prompts / seconds),
             "steady_prompts_per_s": round((args.prompts - args.batch_size) / (seconds - first))}
@@ -157,6 +162,8 @@ def main() -> None:
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--detect", action="store_true", help="leave the domain column out, so every prompt is detected")
+    s.add_argument("--output", help="a dir or URI under which each benchmark writes a new run (default: a temp dir)")
+    s.add_argument("--endpoint", help="an S3-compatible store's address for --output (storage.endpoint)")
     o = sub.add_parser("overhead")
     o.add_argument("--target", default="embedded")
     o.add_argument("--draft", default="embedded-draft")

@@ -22,6 +22,7 @@ from omegaconf.grammar_parser import parse
 
 from specray.policies.spec import MAX_LOOKAHEAD, parse_spec
 from specray.schema import DOMAINS
+from specray.storage import is_remote, local_path, uri_problem
 
 ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variables ${oc.env:...} may read
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: each model in its faster precision, measured at load
@@ -40,7 +41,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = None  # Parquet file/dir, JSONL, or a `datasets` dir; None = the built-in set `builtin`
+    path: Optional[str] = None  # Parquet file/dir, JSONL, or a `datasets` dir, or a URI (s3://...); None = the built-in set `builtin`
     builtin: str = "quick"  # with no path: quick (8 short prompts, a first look) | demo (40) | heldout | distill
     prompt_column: str = "prompt"
     id_column: str = "id"
@@ -113,8 +114,16 @@ class ClusterConfig:
 
 @dataclass
 class OutputConfig:
-    dir: Optional[str] = None  # None = ./runs/<run_id>
+    dir: Optional[str] = None  # None = ./runs/<run_id>; a URI (s3://bucket/prefix) puts the run on an object store
     rows_per_file: int = 50_000
+
+
+@dataclass
+class StorageConfig:
+    """How URIs in data.path, output.dir and policy.registry are reached; credentials never live here
+    (pyarrow reads them from the environment: AWS_ACCESS_KEY_ID, AWS_PROFILE, an instance role, ...)."""
+
+    endpoint: Optional[str] = None  # an S3-compatible store's address (http://minio:9000); None = AWS_ENDPOINT_URL or AWS
 
 
 @dataclass
@@ -131,6 +140,7 @@ class JobConfig:
     label: LabelConfig = field(default_factory=LabelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
 
 def load_config(path: str | None, overrides: list[str]) -> JobConfig:
@@ -159,7 +169,7 @@ def config_to_yaml(cfg: JobConfig) -> str:
 # Settings a resumed run may change: they decide how fast and where, not what is generated. Every
 # other key (models, generation but its batch size, policies, data columns and truncation, label depth)
 # changes outputs, and a run whose outputs mixed two settings would be silently wrong.
-RESUMABLE = ("run_id", "cluster.", "output.", "generation.batch_size", "data.path", "data.limit")
+RESUMABLE = ("run_id", "cluster.", "output.", "storage.", "generation.batch_size", "data.path", "data.limit")
 
 
 def config_changes(stored_yaml: str, new_yaml: str) -> tuple[list[str], dict[str, list[Any]]]:
@@ -273,6 +283,9 @@ def _config_problems(cfg: JobConfig) -> list[str]:
         *_check("log_level", cfg.log_level in LOG_LEVELS, _one_of(LOG_LEVELS), cfg.log_level),
         *_cluster_problems(cfg.cluster),
         *_output_problems(cfg.output),
+        *_check("storage.endpoint", cfg.storage.endpoint is None or re.fullmatch(r"https?://[^\s/]+/?", cfg.storage.endpoint),
+                "null or an http(s)://host[:port] address", cfg.storage.endpoint),
+        *_registry_endpoint_problems(cfg),
         *_check("run_id", RUN_ID.fullmatch(cfg.run_id or ""), "letters, digits, '.', '_' or '-'", cfg.run_id),
     ]
 
@@ -289,16 +302,22 @@ def _in_unit(value: float | None) -> bool:
     return value is None or 0 <= value <= 1
 
 
+def _uri_problems(key: str, uri: str | None) -> list[str]:
+    problem = uri_problem(uri) if uri is not None else None
+    return [f"{key}: {problem}"] if problem else []
+
+
 def _data_problems(data: DataConfig) -> list[str]:
-    local_path = data.path is not None and "://" not in data.path
+    local = data.path is not None and not is_remote(data.path)
     return [
+        *_uri_problems("data.path", data.path),
         *_check("data.prompt_column", data.prompt_column, "a column name", data.prompt_column),
         *_check("data.id_column", data.id_column, "a column name", data.id_column),
         *_check("data.domain_column", data.domain_column, "a column name", data.domain_column),
         *_check("data.limit", data.limit is None or data.limit >= 1, "null or an integer >= 1", data.limit),
         *_check("data.truncate", data.truncate in TRUNCATE, _one_of(TRUNCATE), data.truncate),
         *_check("data.builtin", data.builtin in BUILTIN_SETS, _one_of(BUILTIN_SETS), data.builtin),
-        *_check("data.path", not local_path or Path(data.path).exists(), "an existing file or directory", data.path),
+        *_check("data.path", not local or Path(local_path(data.path)).exists(), "an existing file or directory", data.path),
     ]
 
 
@@ -346,9 +365,21 @@ def _policy_problems(policy: PolicyConfig) -> list[str]:
                            f"null or an integer in [1, {MAX_LOOKAHEAD}]", k_max)
         problems += _check(f"{key}.threshold", _in_unit(threshold), "null or a number in [0, 1]", threshold)
     problems += [f"{key}: {policy_spec_problem(spec)}" for key, spec in specs.items() if policy_spec_problem(spec)]
-    registry = Path(policy.registry) if policy.registry is not None else None
+    if policy.registry is not None and is_remote(policy.registry):
+        return problems + _uri_problems("policy.registry", policy.registry)
+    registry = Path(local_path(policy.registry)) if policy.registry is not None else None
     usable = registry is None or registry.is_dir() or not registry.exists()  # made by the first retraining
     return problems + _check("policy.registry", usable, "a directory", policy.registry)
+
+
+def _registry_endpoint_problems(cfg: JobConfig) -> list[str]:
+    """Workers load a remote registry's policies themselves, through their environment's AWS_ENDPOINT_URL:
+    with storage.endpoint set, that variable must say the same (runtime_env env_vars on a cluster)."""
+    endpoint, registry = cfg.storage.endpoint, cfg.policy.registry
+    if endpoint is None or registry is None or not is_remote(registry) or os.environ.get("AWS_ENDPOINT_URL") == endpoint:
+        return []
+    return [f"policy.registry: {registry} is read by the workers through AWS_ENDPOINT_URL; set it to storage.endpoint "
+            f"({endpoint}) in the job's environment (runtime_env env_vars on a cluster)"]
 
 
 def _cluster_problems(c: ClusterConfig) -> list[str]:
@@ -365,10 +396,14 @@ def _cluster_problems(c: ClusterConfig) -> list[str]:
 
 
 def _output_problems(output: OutputConfig) -> list[str]:
+    rows = _check("output.rows_per_file", output.rows_per_file >= 1, "an integer >= 1", output.rows_per_file)
+    if output.dir is not None and is_remote(output.dir):  # reached when the sink opens, before any model loads
+        return rows + _uri_problems("output.dir", output.dir)
+    directory = Path(local_path(output.dir or "."))
     return [
-        *_check("output.rows_per_file", output.rows_per_file >= 1, "an integer >= 1", output.rows_per_file),
-        *_check("output.dir", _creatable_dir(Path(output.dir or ".")), "a writable directory", output.dir),
-        *_check("output.dir", forbidden_run_dir(Path(output.dir or ".")) is None,
+        *rows,
+        *_check("output.dir", _creatable_dir(directory), "a writable directory", output.dir),
+        *_check("output.dir", forbidden_run_dir(directory) is None,
                 "a directory of the run's own, not the filesystem root or the home directory", output.dir),
     ]
 

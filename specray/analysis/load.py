@@ -1,6 +1,7 @@
 """Read the committed traces and results of one or more runs, keeping only what the report needs.
 
-Goes through the sink's readers, so a crashed run's uncommitted files are never counted; reads only
+Goes through the sink's readers (a local dir or a URI such as s3://bucket/runs/x alike), so a crashed
+run's uncommitted files are never counted; reads only
 the columns below (never `topk_probs` or a label run's `hidden`), so a million-row trace set stays a
 few tens of MB in memory. A label run's rows are the drafts of its `static:K` policy like any other (and also feed oracle SL).
 """
@@ -14,7 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from specray.distributed.manifest import ManifestError
-from specray.distributed.sink import committed_files, read_results, read_traces
+from specray.distributed.sink import SinkError, committed_locations, read_results, read_traces
+from specray.storage import StorageError, is_remote
 
 TRACE_COLUMNS = (
     "run_id", "prompt_id", "domain", "iteration", "depth", "gen_position",
@@ -39,18 +41,18 @@ def load_runs(run_dirs: list[str]) -> tuple[pa.Table, pa.Table]:
 
 
 def _read_run(run_dir: str, kind: str, read):
-    if not Path(run_dir).is_dir():
+    if not is_remote(run_dir) and not Path(run_dir).is_dir():  # a run on an object store (s3://...) is a prefix
         raise RunReadError(f"{run_dir}: no such directory")
     try:
         return read()
-    except ManifestError as exc:
+    except (ManifestError, SinkError, StorageError) as exc:
         raise RunReadError(str(exc)) from None
     except (pa.ArrowException, OSError) as exc:
-        for path in committed_files(run_dir, kind):  # name the file that breaks the read
+        for file in committed_locations(run_dir, kind):  # name the file that breaks the read
             try:
-                pq.ParquetFile(path).read()
+                pq.ParquetFile(file.path, filesystem=file.fs).read()
             except (pa.ArrowException, OSError) as file_exc:
-                raise RunReadError(f"{path}: unreadable Parquet file ({file_exc})") from None
+                raise RunReadError(f"{file.uri}: unreadable Parquet file ({file_exc})") from None
         raise RunReadError(f"{run_dir}: {kind} cannot be read ({exc})") from None
 
 

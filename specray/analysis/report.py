@@ -19,6 +19,7 @@ from typing import Any
 from specray.analysis.load import RunReadError, load_runs
 from specray.analysis.metrics import compute_metrics
 from specray.analysis.plots import write_plots
+from specray.storage import is_remote
 
 
 def write_report(run_dirs: list[str], out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
@@ -102,8 +103,8 @@ def report_html(run_dirs: list[str], tables: str, figures: dict[str, str], out: 
 def add_report_parser(subparsers) -> argparse.ArgumentParser:
     """Register `report` on an argparse subparsers object; the handler is stored as `handler`."""
     p = subparsers.add_parser("report", help="acceptance-dynamics report (metrics.json, report.html, summary.md) of finished runs")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output dirs of `specray generate`/`label` runs")
-    p.add_argument("--out", help="report dir (default: RUN_DIR/report of the first run)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output dirs of `specray generate`/`label` runs (paths or URIs)")
+    p.add_argument("--out", help="report dir (default: RUN_DIR/report of the first run; required when that run is a URI)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap interval")
     p.set_defaults(handler=report_command)
     return p
@@ -111,6 +112,9 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
 
 def report_command(args: argparse.Namespace) -> int:
     """A run that cannot be read is one line on stderr naming the dir or file, and exit 2."""
+    if args.out is None and is_remote(args.run_dirs[0]):
+        print(f"specray report: {args.run_dirs[0]} is on an object store; say where the report goes with --out DIR", file=sys.stderr)
+        return 2
     out = Path(args.out or Path(args.run_dirs[0]) / "report")
     try:
         metrics = write_report(args.run_dirs, out, seed=args.seed)

@@ -3,8 +3,14 @@
 Every reader yields PromptBatch objects of at most `batch_size` records, so memory stays bounded
 whatever the dataset size (except the set of seen ids, needed to reject duplicates). Bad records
 become ErrorRow entries; problems with the file itself raise DatasetError naming the file.
+
+A path may be a URI of an object store (s3://bucket/prompts/, gs://...; see specray.storage): Parquet
+is then read a row group at a time through ranged reads and JSONL as a buffered stream, so a large
+remote dataset is never downloaded whole, and every row goes through the same validation as a local
+one. A `datasets` directory must be local (save_to_disk writes Arrow files meant for a local disk).
 """
 
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -13,12 +19,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from specray.data.rows import ErrorRow, MissingPrompt, PromptBatch, PromptRow, RowValidator
+from specray.storage import Location, StorageError, check_bucket, resolve, storage_error
 
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 JSONL_SNIFF_LINES = 1000  # a JSONL whose first this-many records all fail to parse is not JSONL at all
+STREAM_BUFFER = 1 << 20  # bytes fetched at a time from a remote JSONL
 
 
 class DatasetError(ValueError):
@@ -36,30 +45,50 @@ class ReaderConfig:
     batch_size: int = 1024
 
 
-def read_prompts(path: str | Path, config: ReaderConfig | None = None) -> Iterator[PromptBatch]:
-    """Stream a dataset as validated batches; the format is picked from what `path` is."""
+def read_prompts(path: str | Path, config: ReaderConfig | None = None, endpoint: str | None = None) -> Iterator[PromptBatch]:
+    """Stream a dataset as validated batches; the format is picked from what `path` (a path or a URI) is.
+    `endpoint`: the address of an S3-compatible store (storage.endpoint)."""
     config = config or ReaderConfig()
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{path}: no such file or directory")
-    if path.is_dir():
-        kind = "datasets" if _is_hf_dir(path) else "parquet"
+    location = _locate(path, endpoint)
+    kind_of = _file_type(location)
+    if kind_of == pafs.FileType.NotFound:
+        raise DatasetError(f"{location.uri}: no such file or directory")
+    if kind_of == pafs.FileType.Directory:
+        kind = "datasets" if _is_hf_dir(location) else "parquet"
     else:
-        kind = "parquet" if _looks_like_parquet(path) else "jsonl"
-    records = {"datasets": _hf_records, "parquet": _parquet_records, "jsonl": _jsonl_records}[kind](path, config)
-    return _batched(_validated(records, config), config.batch_size, path)
+        kind = "parquet" if _looks_like_parquet(location) else "jsonl"
+    records = {"datasets": _hf_records, "parquet": _parquet_records, "jsonl": _jsonl_records}[kind](location, config)
+    return _batched(_validated(records, config), config.batch_size, location.uri)
 
 
-def _is_hf_dir(path: Path) -> bool:
-    return any((path / name).exists() for name in ("dataset_dict.json", "state.json", "dataset_info.json"))
+def _locate(path: str | Path, endpoint: str | None) -> Location:
+    try:
+        location = resolve(path, endpoint)
+        check_bucket(location)
+    except StorageError as exc:
+        raise DatasetError(str(exc)) from None
+    return location
 
 
-def _looks_like_parquet(path: Path) -> bool:
-    if path.suffix.lower() in PARQUET_SUFFIXES:
+def _file_type(location: Location) -> pafs.FileType:
+    try:
+        return location.fs.get_file_info(location.path).type
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(str(storage_error(location.uri, exc))) from None
+
+
+def _is_hf_dir(location: Location) -> bool:
+    names = ("dataset_dict.json", "state.json", "dataset_info.json")
+    return any(_file_type(location.join(name)) != pafs.FileType.NotFound for name in names)
+
+
+def _looks_like_parquet(location: Location) -> bool:
+    suffix = Path(location.path).suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
         return True
-    if path.suffix.lower() in JSONL_SUFFIXES:
+    if suffix in JSONL_SUFFIXES:
         return False
-    with open(path, "rb") as f:
+    with location.fs.open_input_stream(location.path) as f:
         return f.read(4) == b"PAR1"
 
 
@@ -77,7 +106,7 @@ def _validated(records: Iterable, config: ReaderConfig) -> Iterator[PromptRow | 
             yield validator.check(raw_id, prompt, domain, index, fallback_id or f"row:{index}", source)
 
 
-def _batched(rows: Iterator[PromptRow | ErrorRow], size: int, path: Path) -> Iterator[PromptBatch]:
+def _batched(rows: Iterator[PromptRow | ErrorRow], size: int, path: str) -> Iterator[PromptBatch]:
     batch, n_seen = PromptBatch([], []), 0
     for row in rows:
         n_seen += 1
@@ -94,11 +123,11 @@ def _batched(rows: Iterator[PromptRow | ErrorRow], size: int, path: Path) -> Ite
 # ---- JSONL -------------------------------------------------------------------------------------
 
 
-def _jsonl_records(path: Path, config: ReaderConfig) -> Iterator:
+def _jsonl_records(location: Location, config: ReaderConfig) -> Iterator:
     """One record per non-blank line; errors are held back until some line parses, so a file
     that is not JSON at all fails fast instead of turning into thousands of error rows."""
-    source, held, parsed_any = str(path), [], False
-    with open(path, "rb") as f:
+    path, source, held, parsed_any = location.uri, location.uri, [], False
+    with _open_lines(location) as f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
@@ -137,24 +166,32 @@ def _jsonl_record(raw: bytes, lineno: int, source: str, config: ReaderConfig) ->
     return (obj.get(config.id_column), prompt, domain, fallback, source), True
 
 
+def _open_lines(location: Location):
+    """A local file as itself; a remote one as a buffered stream, fetched a megabyte at a time."""
+    if location.is_local:
+        return open(location.path, "rb")
+    return io.BufferedReader(location.fs.open_input_stream(location.path), STREAM_BUFFER)
+
+
 # ---- Parquet -----------------------------------------------------------------------------------
 
 
-def _parquet_records(path: Path, config: ReaderConfig) -> Iterator:
-    """Records of every Parquet file under `path`, file by file, record batch by record batch."""
+def _parquet_records(location: Location, config: ReaderConfig) -> Iterator:
+    """Records of every Parquet file under `location`, file by file, record batch by record batch."""
+    path = location.uri
     try:
-        dataset = pads.dataset(path, format="parquet", partitioning="hive")
+        dataset = pads.dataset(location.path, format="parquet", partitioning="hive", filesystem=location.fs)
         fragments = list(dataset.get_fragments())
     except (pa.ArrowException, OSError) as e:
         raise DatasetError(f"{path}: not a readable Parquet dataset ({e})") from e
     if not fragments:
         raise DatasetError(f"{path}: no Parquet files found")
     for fragment in fragments:
-        yield from _fragment_records(fragment, dataset.schema, config)
+        source = fragment.path if location.is_local else f"{location.scheme}://{fragment.path}"
+        yield from _fragment_records(fragment, dataset.schema, config, source)
 
 
-def _fragment_records(fragment, schema: pa.Schema, config: ReaderConfig) -> Iterator:
-    source = fragment.path
+def _fragment_records(fragment, schema: pa.Schema, config: ReaderConfig, source: str) -> Iterator:
     try:
         names = set(fragment.physical_schema.names) | set(pads.get_partition_keys(fragment.partition_expression))
         if config.prompt_column not in names:
@@ -177,9 +214,13 @@ def _fragment_records(fragment, schema: pa.Schema, config: ReaderConfig) -> Iter
 # ---- Hugging Face `datasets` -------------------------------------------------------------------
 
 
-def _hf_records(path: Path, config: ReaderConfig) -> Iterator:
+def _hf_records(location: Location, config: ReaderConfig) -> Iterator:
+    if not location.is_local:
+        raise DatasetError(f"{location.uri}: a `datasets` directory must be on a local disk; write it as Parquet "
+                           "(dataset.to_parquet) to read it from an object store")
     import datasets  # heavy import, only when such a directory is read
 
+    path = Path(location.path)
     if (path / "dataset_dict.json").exists():
         raise DatasetError(f"{path}: is a DatasetDict; pass the directory of one split instead")
     try:

@@ -104,10 +104,10 @@ def _open_and_run(cfg: JobConfig, policies: dict, make_engine: Callable | None, 
     check_placement(cfg.cluster, ray.cluster_resources())  # before the output dir is touched
     meta = RunMeta(cfg.run_id, cfg.models.target, cfg.models.draft, config_to_yaml(cfg), hidden_states=label,
                    compare_config=config_changes)
-    sink, total = RunSink(cfg.output.dir, meta, cfg.output.rows_per_file), 0
+    sink, total = RunSink(cfg.output.dir, meta, cfg.output.rows_per_file, cfg.storage.endpoint), 0
     try:
         with sink:
-            total = count_records(cfg.data)
+            total = count_records(cfg.data, cfg.storage.endpoint)
             return _run(replace(cfg, run_id=sink.run_id), policies, sink, make_engine, label, total)
     except KeyboardInterrupt:  # the sink has flushed on the way out: what finished is committed
         raise JobInterrupted(sink.run_id, str(sink.out_dir), len(sink.committed_ids()), total) from None
@@ -118,7 +118,7 @@ def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | 
     actors = PolicyActors(policies, f"specray-{cfg.run_id}")
     try:
         work = plan(cfg.data, cfg.generation.batch_size, sink.committed_ids(), DomainDetector.load(), progress.skip, actors.start,
-                    sink.committed_positions())
+                    sink.committed_positions(), cfg.storage.endpoint)
         first = next(work, None)  # reads a first chunk, so its domains' policy actors start while the models load
         if first is None:  # an earlier session committed everything
             counts, replaced = Counts(), 0

@@ -38,11 +38,16 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ManifestError(f"{path}: no manifest; not a specray run directory")
     records, _ = _parse(path.read_bytes(), path)
-    if not records or records[0].get("kind") != "header":
-        raise ManifestError(f"{path}: no header line; not a specray manifest")
-    if records[0].get("format") != FORMAT:
-        raise ManifestError(f"{path}: manifest format {records[0].get('format')!r}, this specray reads {FORMAT}")
+    check_header(records, path)
     return records
+
+
+def check_header(records: list[dict[str, Any]], where: Any) -> None:
+    """ManifestError unless the first record is a header of the format this specray reads."""
+    if not records or records[0].get("kind") != "header":
+        raise ManifestError(f"{where}: no header line; not a specray manifest")
+    if records[0].get("format") != FORMAT:
+        raise ManifestError(f"{where}: manifest format {records[0].get('format')!r}, this specray reads {FORMAT}")
 
 
 def repair_tail(path: Path) -> None:

@@ -34,20 +34,20 @@ FLUSH_EVERY_S = 30.0  # a killed driver loses at most this much finished work
 WAIT_S = 1.0  # how often the loop looks for hung workers when nothing finishes
 
 
-def dataset_path(data: DataConfig) -> Path:
-    """`data.path`, or the built-in set `data.builtin` when it is unset."""
-    return Path(data.path) if data.path else builtin_path(data.builtin)
+def dataset_path(data: DataConfig) -> str | Path:
+    """`data.path` (a path or a URI, as given), or the built-in set `data.builtin` when it is unset."""
+    return data.path if data.path else builtin_path(data.builtin)
 
 
-def read_stream(data: DataConfig) -> Iterator[PromptBatch]:
-    """Validated chunks of the dataset, as the readers stream them."""
+def read_stream(data: DataConfig, endpoint: str | None = None) -> Iterator[PromptBatch]:
+    """Validated chunks of the dataset, as the readers stream them; `endpoint`: storage.endpoint."""
     config = ReaderConfig(data.prompt_column, data.id_column, data.domain_column, data.limit, READ_CHUNK)
-    return read_prompts(dataset_path(data), config)
+    return read_prompts(dataset_path(data), config, endpoint)
 
 
-def count_records(data: DataConfig) -> int:
+def count_records(data: DataConfig, endpoint: str | None = None) -> int:
     """Records the job will see (valid or not): one streaming pass, for the progress bar's total."""
-    return sum(len(chunk.rows) + len(chunk.errors) for chunk in read_stream(data))
+    return sum(len(chunk.rows) + len(chunk.errors) for chunk in read_stream(data, endpoint))
 
 
 def skip_committed(stream: Iterator[PromptBatch], committed: set[str], on_skip: Callable[[int], None],
@@ -87,9 +87,10 @@ def shard(stream: Iterator[PromptBatch], batch_size: int) -> Iterator[Batch | li
 
 def plan(data: DataConfig, batch_size: int, committed: set[str], detector: DomainDetector,
          on_skip: Callable[[int], None], on_domain: Callable[[str], None],
-         positions: set[str] = frozenset()) -> Iterator[Batch | list[ErrorRow]]:
+         positions: set[str] = frozenset(), endpoint: str | None = None) -> Iterator[Batch | list[ErrorRow]]:
     """The dataset as the scheduler consumes it: read, skip committed, detect domains, shard."""
-    return shard(with_domains(skip_committed(read_stream(data), committed, on_skip, positions), detector, on_domain), batch_size)
+    stream = skip_committed(read_stream(data, endpoint), committed, on_skip, positions)
+    return shard(with_domains(stream, detector, on_domain), batch_size)
 
 
 def after_failure(batch: Batch, failure: Failure, max_retries: int, slot: int, source: str) -> tuple[list[Batch], list[ErrorRow]]:

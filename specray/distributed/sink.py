@@ -1,9 +1,18 @@
 """The driver's Parquet sink: results/ and traces/ partitioned by domain, errors/, and a manifest.
 
-Each file is written under `_tmp/`, fsync'd and renamed into place; then one manifest record lists
-the files and the ids they commit. Only that record makes them count: on open, files it does not
-name (a crash between rename and record) are deleted, so a resumed run writes every id exactly once
-and traces/ never holds rows of a result that was not committed.
+The sink's rules are the same wherever the run lives; how a file and a commit become durable depends
+on the store (see `RunSink.__init__`):
+
+- a local directory: each file is written under `_tmp/`, fsync'd and renamed into place; then one line
+  appended to `manifest.jsonl` lists the files and the ids they commit. Rename and fsync make this the
+  cheapest exactly-once protocol on a disk, and a kernel lock (flock) keeps a second writer out.
+- an object store (s3://, gs://, ...; specray.distributed.object_run): no rename there, so each data
+  file is PUT once under its final, unique name and the commit is a small immutable object of its own
+  under `_manifest/`; a PUT is atomic per object, so a commit exists whole or not at all.
+
+Either way only a commit makes files count: readers list commits, never data files, and on open the run
+deletes its own data files that no commit names (a crash between writing and committing), so a resumed
+run writes every id exactly once and traces/ never holds rows of a result that was not committed.
 
 Two key spaces are committed: ids (results, and error rows of records that own their id) and input
 positions (`line:N` / `row:N`, error rows of records with no usable id of their own). A record is
@@ -12,7 +21,8 @@ a result's place (see specray.data.rows).
 
 Layout under out_dir:
     results/domain=<d>/part-*.parquet   traces/domain=<d>/part-*.parquet   errors/part-*.parquet
-    manifest.jsonl   config.yaml   _tmp/ (ignored by pyarrow readers)   .lock
+    manifest.jsonl   config.yaml   _tmp/ (ignored by pyarrow readers)   .lock        (local)
+    _manifest/<seq>.json   config.yaml   _lease.json                                (object store)
 
 Nothing the run did not create is ever deleted: a directory without a manifest must be new or
 empty (leftovers of a specray start that died before its manifest aside), `/` and the home
@@ -53,6 +63,7 @@ from specray.distributed.manifest import (
     write_atomic,
 )
 from specray.schema import DOMAINS, ERROR_SCHEMA, HIDDEN_FIELD, RESULT_SCHEMA, trace_schema
+from specray.storage import Location, StorageError, resolve
 
 MANIFEST = "manifest.jsonl"
 CONFIG = "config.yaml"
@@ -95,22 +106,23 @@ def schema_version(hidden_states: bool = False) -> str:
 class RunSink:
     """Buffers commits per domain, writes Parquet atomically, records them in the manifest. Single-threaded."""
 
-    def __init__(self, out_dir: str | Path, run_meta: RunMeta, rows_per_file: int = 50_000):
+    def __init__(self, out_dir: str | Path, run_meta: RunMeta, rows_per_file: int = 50_000, endpoint: str | None = None):
+        """`out_dir`: a local path or a URI (s3://bucket/prefix, ...); `endpoint`: an S3-compatible store's address."""
         if rows_per_file < 1:
             raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
-        self.out_dir = Path(out_dir).resolve()
-        refused = forbidden_run_dir(self.out_dir)
-        if refused:
-            raise SinkError(f"output.dir {self.out_dir}: {refused}")
+        try:
+            self._store = open_store(out_dir, endpoint)
+        except StorageError as exc:
+            raise SinkError(f"output.dir {exc}") from None
+        self.out_dir = self._store.root  # a resolved Path for a local run, the URI for a remote one
         self.meta = run_meta
         self.schemas = run_schemas(run_meta.hidden_states)
         self.rows_per_file = rows_per_file
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = _acquire_lock(self.out_dir / LOCK)
+        self._store.acquire()
         try:
-            records = _open_manifest(self.out_dir, run_meta)
+            records = _open_manifest(self._store, run_meta)
         except BaseException:
-            self._lock.close()
+            self._store.release()
             raise
         self.run_id: str = records[0]["run_id"]  # a resumed run keeps the id its first session chose
         self._seq = len(records) - 1
@@ -140,8 +152,8 @@ class RunSink:
     def record_workers(self, workers: list) -> None:
         """Note in the manifest where this session's model workers run and in which precision (run metadata
         only: empty file and id lists, as for a session record)."""
-        append_record(self.out_dir / MANIFEST, {"kind": "workers", "time": time.time(), "workers": workers, "files": [],
-                                                "ids": [], "error_ids": [], "error_positions": []})
+        self._store.append({"kind": "workers", "time": time.time(), "workers": workers, "files": [],
+                            "ids": [], "error_ids": [], "error_positions": []})
 
     def commit(self, results: pa.Table, traces: pa.Table, errors: pa.Table | None = None) -> int:
         """Accept a batch; ids already committed or pending are dropped (a retried batch is harmless).
@@ -173,13 +185,14 @@ class RunSink:
     def flush(self) -> None:
         """Write everything buffered and record it; when this returns, every accepted id is committed."""
         self._write(list(self._results), with_errors=True)
+        self._store.keep_alive()
 
     def close(self) -> None:
         """Flush, then release the output dir."""
         try:
             self.flush()
         finally:
-            self._lock.close()
+            self._store.release()
 
     def __enter__(self) -> RunSink:
         return self
@@ -219,15 +232,13 @@ class RunSink:
                 written += self._write_table("errors", None, self._errors, seq)
             if not written:
                 return
-            for directory in {d for path in written for d in path.parents if d.is_relative_to(self.out_dir)}:
-                fsync_dir(directory)  # new partition dirs included, so the renames survive power loss
+            self._store.sync(written)
         except BaseException:
-            for path in written:  # never recorded: remove now rather than leave them for the next open
-                path.unlink(missing_ok=True)
+            for relative in written:  # never recorded: remove now rather than leave them for the next open
+                self._store.remove(relative)
             raise
-        files = [path.relative_to(self.out_dir).as_posix() for path in written]
         self._broken = True  # if the append fails, only the manifest knows whether it landed
-        append_record(self.out_dir / MANIFEST, _commit_record(seq, self.meta.run_id, files, ids, error_ids, positions))
+        self._store.append(_commit_record(seq, self.meta.run_id, written, ids, error_ids, positions))
         self._broken = False
         self._seq = seq
         self._committed.update(ids + error_ids)
@@ -239,60 +250,157 @@ class RunSink:
         if with_errors:
             self._errors = []
 
-    def _write_table(self, kind: str, domain: str | None, parts: list[pa.Table], seq: int) -> list[Path]:
+    def _write_table(self, kind: str, domain: str | None, parts: list[pa.Table], seq: int) -> list[str]:
+        """Write `parts` as files of at most rows_per_file rows; returns their paths relative to the run."""
         table = pa.concat_tables(parts) if parts else self.schemas[kind].empty_table()
         if domain is not None:
             table = table.drop_columns(["domain"])  # the hive path carries it
-        directory = _table_dir(self.out_dir, kind, domain)
-        directory.mkdir(parents=True, exist_ok=True)
-        paths = []
+        directory = _table_dir(kind, domain)
+        written = []
         for start in range(0, table.num_rows, self.rows_per_file):
-            tmp = self.out_dir / TMP / f"{uuid.uuid4().hex}.parquet"
-            _write_parquet(table.slice(start, self.rows_per_file), tmp)
-            final = directory / f"part-{seq:06d}-{len(paths):03d}-{uuid.uuid4().hex[:8]}.parquet"
-            os.replace(tmp, final)
-            paths.append(final)
-        return paths
+            relative = f"{directory}/part-{seq:06d}-{len(written):03d}-{uuid.uuid4().hex[:8]}.parquet"
+            self._store.write_parquet(relative, table.slice(start, self.rows_per_file))
+            written.append(relative)
+        return written
 
 
-def read_results(out_dir: str | Path) -> pa.Table:
-    """Every committed result row (RESULT_SCHEMA); files no manifest record names are never read."""
-    return _read(Path(out_dir).resolve(), "results")
+def read_results(out_dir: str | Path, endpoint: str | None = None) -> pa.Table:
+    """Every committed result row (RESULT_SCHEMA); files no manifest record names are never read.
+    `out_dir`: a path or a URI; `endpoint`: an S3-compatible store's address (else AWS_ENDPOINT_URL)."""
+    return _read(out_dir, "results", endpoint=endpoint)
 
 
-def read_traces(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+def read_traces(out_dir: str | Path, columns: list[str] | None = None, endpoint: str | None = None) -> pa.Table:
     """Every committed trace row (TRACE_SCHEMA, plus `hidden` in a label run), or only `columns` of it:
     a label run's hidden states are most of its bytes, so readers that do not need them should say so."""
-    return _read(Path(out_dir).resolve(), "traces", columns)
+    return _read(out_dir, "traces", columns, endpoint)
 
 
-def read_errors(out_dir: str | Path) -> pa.Table:
+def read_errors(out_dir: str | Path, endpoint: str | None = None) -> pa.Table:
     """Every committed error row (ERROR_SCHEMA)."""
-    return _read(Path(out_dir).resolve(), "errors")
+    return _read(out_dir, "errors", endpoint=endpoint)
+
+
+def run_records(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The header and commit records of the run at `out_dir` (a path or a URI); ManifestError when it is none."""
+    return open_store(out_dir).read_records()
+
+
+def committed_locations(out_dir: str | Path, kind: str) -> list[Location]:
+    """The files of `kind` (results, traces, errors) the manifest of `out_dir` (a path or a URI) commits."""
+    store = open_store(out_dir)
+    return [store.location_of(f) for f in _files(store.read_records()) if f.startswith(f"{kind}/")]
 
 
 def committed_files(out_dir: str | Path, kind: str) -> list[Path]:
-    """The files of `kind` (results, traces, errors) the manifest of `out_dir` commits."""
-    out_dir = Path(out_dir).resolve()
-    return [_confined(out_dir, f) for f in _files(read_records(out_dir / MANIFEST)) if f.startswith(f"{kind}/")]
+    """The same, as paths, for a run in a local directory."""
+    return [Path(location.path) for location in committed_locations(out_dir, kind)]
 
 
-def _read(out_dir: Path, kind: str, columns: list[str] | None = None) -> pa.Table:
-    records = read_records(out_dir / MANIFEST)
+def _read(out_dir: str | Path, kind: str, columns: list[str] | None = None, endpoint: str | None = None) -> pa.Table:
+    store = open_store(out_dir, endpoint)
+    records = store.read_records()
     schema = run_schemas(bool(records[0].get("hidden_states")))[kind]
-    files = [str(_confined(out_dir, f)) for f in _files(records) if f.startswith(f"{kind}/")]
+    files = [store.location_of(f) for f in _files(records) if f.startswith(f"{kind}/")]
     if not files:
         empty = schema.empty_table()
         return empty if columns is None else empty.select(columns)
     partitioned = kind != "errors"
     dataset = ds.dataset(
-        files,
+        [f.path for f in files],
         schema=schema,
         format="parquet",
+        filesystem=files[0].fs,
         partitioning=DOMAIN_PARTITIONING if partitioned else None,
-        partition_base_dir=str(out_dir / kind) if partitioned else None,
+        partition_base_dir=store.location_of(kind).path if partitioned else None,
     )
     return dataset.to_table(columns=columns)
+
+
+def open_store(out_dir: str | Path, endpoint: str | None = None):
+    """The store of a run at `out_dir`: a LocalRun for a path, an ObjectRun for a URI of an object store.
+    StorageError for a URI that names no usable store."""
+    location = resolve(out_dir, endpoint)
+    if location.is_local:
+        root = Path(location.path).resolve()
+        refused = forbidden_run_dir(root)
+        if refused:
+            raise SinkError(f"output.dir {root}: {refused}")
+        return LocalRun(root)
+    from specray.distributed.object_run import ObjectRun  # only runs on an object store need it
+
+    return ObjectRun(location)
+
+
+class LocalRun:
+    """A run in a local directory: temp file + fsync + rename per data file, one fsync'd manifest line
+    per commit, an flock held for the sink's life."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._lock = None
+
+    def location_of(self, relative: str) -> Location:
+        path = _confined(self.root, relative) if "/" in relative else self.root / relative
+        return resolve(str(path))
+
+    def acquire(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = _acquire_lock(self.root / LOCK)
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def keep_alive(self) -> None:
+        """Nothing to renew: the kernel holds the lock until the process ends."""
+
+    def has_manifest(self) -> bool:
+        return (self.root / MANIFEST).exists()
+
+    def read_records(self) -> list[dict[str, Any]]:
+        return read_records(self.root / MANIFEST)
+
+    def repair(self) -> None:
+        repair_tail(self.root / MANIFEST)
+
+    def create_manifest(self, header: dict[str, Any]) -> None:
+        create_manifest(self.root / MANIFEST, header, self.root / TMP)
+
+    def append(self, record: dict[str, Any]) -> None:
+        append_record(self.root / MANIFEST, record)
+
+    def data_files(self) -> list[str]:
+        return [p.relative_to(self.root).as_posix() for kind in KINDS for p in _files_under(self.root / kind)]
+
+    def foreign_entries(self) -> list[str]:
+        return _foreign_entries(self.root)
+
+    def remove_uncommitted(self, committed: set[str]) -> None:
+        _remove_uncommitted(self.root, committed)
+
+    def read_config(self) -> str | None:
+        stored = self.root / CONFIG
+        return stored.read_text() if stored.is_file() else None
+
+    def write_config(self, text: str) -> None:
+        write_atomic(self.root / CONFIG, text.encode(), self.root / TMP)
+
+    def write_parquet(self, relative: str, table: pa.Table) -> None:
+        tmp = self.root / TMP / f"{uuid.uuid4().hex}.parquet"
+        _write_parquet(table, tmp)
+        final = self.root / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+
+    def sync(self, written: list[str]) -> None:
+        paths = [self.root / relative for relative in written]
+        for directory in {d for path in paths for d in path.parents if d.is_relative_to(self.root)}:
+            fsync_dir(directory)  # new partition dirs included, so the renames survive power loss
+
+    def remove(self, relative: str) -> None:
+        (self.root / relative).unlink(missing_ok=True)
 
 
 def _acquire_lock(path: Path) -> Any:
@@ -306,43 +414,42 @@ def _acquire_lock(path: Path) -> Any:
     return handle
 
 
-def _open_manifest(out_dir: Path, meta: RunMeta) -> list[dict[str, Any]]:
+def _open_manifest(store, meta: RunMeta) -> list[dict[str, Any]]:
     """Start a run or resume one: check it is ours, drop uncommitted files, return the records."""
-    manifest = out_dir / MANIFEST
-    if manifest.exists():
-        repair_tail(manifest)
-        records = read_records(manifest)
+    out_dir = store.root
+    if store.has_manifest():
+        store.repair()
+        records = store.read_records()
         problem = _incompatibility(records[0], meta)
         if problem:
             raise SinkError(f"{out_dir} holds another run's outputs ({problem}); use a new output.dir")
     else:
-        stray = [p for kind in KINDS for p in _files_under(out_dir / kind)]
+        stray = store.data_files()
         if stray:
-            raise SinkError(f"{out_dir} holds data but no {MANIFEST} (e.g. {stray[0]}); refusing to mix runs")
-        foreign = _foreign_entries(out_dir)
+            raise SinkError(f"{out_dir} holds data but no manifest (e.g. {stray[0]}); refusing to mix runs")
+        foreign = store.foreign_entries()
         if foreign:
             raise SinkError(f"output.dir {out_dir} is not empty and is not a specray run (it holds {foreign[0]!r}); "
                             "use a new or empty directory")
         header = {"run_id": meta.run_id, "target": meta.target, "draft": meta.draft, "hidden_states": meta.hidden_states,
                   "schema_version": schema_version(meta.hidden_states)}
-        create_manifest(manifest, {**header, "created": time.time()}, out_dir / TMP)
-        records = read_records(manifest)
-    _remove_uncommitted(out_dir, set(_files(records)))
+        store.create_manifest({**header, "created": time.time()})
+        records = store.read_records()
+    store.remove_uncommitted(set(_files(records)))
     has_commits = any(r.get("kind") == "commit" and (r.get("files") or r.get("ids") or r.get("error_ids")
                                                      or r.get("error_positions")) for r in records[1:])
-    stored = out_dir / CONFIG
-    if meta.config_yaml and has_commits and stored.is_file() and meta.compare_config is not None:
-        refused, allowed = meta.compare_config(stored.read_text(), meta.config_yaml)
+    stored = store.read_config()
+    if meta.config_yaml and has_commits and stored is not None and meta.compare_config is not None:
+        refused, allowed = meta.compare_config(stored, meta.config_yaml)
         if refused:
             raise SinkError(f"output.dir {out_dir}: this run was made with other settings that change outputs; resuming "
                             f"would mix them (set them back, or use a new output.dir):\n  " + "\n  ".join(refused))
         # empty file and id lists, so a reader that takes every later line for a commit still reads it right
-        append_record(manifest, {"kind": "session", "time": time.time(), "changed": allowed, "files": [], "ids": [],
-                                 "error_ids": [], "error_positions": []})
-    elif meta.config_yaml and not has_commits:  # nothing produced yet: the settings that will produce it are the new ones
-        write_atomic(stored, meta.config_yaml.encode(), out_dir / TMP)
-    elif meta.config_yaml and not stored.exists():
-        write_atomic(stored, meta.config_yaml.encode(), out_dir / TMP)
+        store.append({"kind": "session", "time": time.time(), "changed": allowed, "files": [], "ids": [],
+                      "error_ids": [], "error_positions": []})
+    elif meta.config_yaml and (not has_commits or stored is None):
+        # nothing produced yet: the settings that will produce it are the new ones
+        store.write_config(meta.config_yaml)
     return records
 
 
@@ -400,12 +507,13 @@ def _confined(out_dir: Path, relative: str) -> Path:
     return path
 
 
-def _table_dir(out_dir: Path, kind: str, domain: str | None) -> Path:
+def _table_dir(kind: str, domain: str | None) -> str:
+    """Where files of `kind` (and `domain`) go, relative to the run."""
     if domain is None:
-        return out_dir / kind
+        return kind
     if domain not in DOMAINS:
         raise ValueError(f"domain {domain!r} is not one of {', '.join(DOMAINS)}")
-    return out_dir / kind / f"domain={domain}"
+    return f"{kind}/domain={domain}"
 
 
 def _conform(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:

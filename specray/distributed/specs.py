@@ -16,6 +16,7 @@ from specray.policies.disco import DiscoClassifier
 from specray.policies.factory import make_policy
 from specray.policies.registry import artifact_stem
 from specray.policies.spec import parse_spec
+from specray.storage import is_remote
 from specray.policies.specdecpp import AcceptanceHead
 
 K_OPTION = {"static": "k", "heuristic": "k_max", "confidence": "k_max", "disco": "k_max", "specdecpp": "k_max"}
@@ -65,7 +66,7 @@ def _option(table: dict[str, str], name: str, key: str) -> str:
     return table[name]
 
 
-def _pin(name: str, path: str | None, registry: str | None, domain: str) -> tuple[Path, str]:
+def _pin(name: str, path: str | None, registry: str | None, domain: str) -> tuple[Path | str, str]:
     """The artifact stem and its version: the registry's newest for this domain, or the one `path=` names.
 
     The artifact is loaded here, on the driver, so a missing or corrupt file fails the job at once,
@@ -74,7 +75,7 @@ def _pin(name: str, path: str | None, registry: str | None, domain: str) -> tupl
     if path is None and registry is None:
         raise ConfigError(f"{key}: policy '{name}' needs weights; set policy.registry or use {name}:path=STEM")
     try:
-        stem, version = artifact_stem(registry, name, domain) if path is None else (Path(path), "unversioned")
+        stem, version = artifact_stem(registry, name, domain) if path is None else (_stem(path), "unversioned")
         _, meta = LOADERS[name](stem)
         claimed = meta.get("version", version)
         if path is None and claimed != version:  # results name the version; it must be the one that was loaded
@@ -84,3 +85,8 @@ def _pin(name: str, path: str | None, registry: str | None, domain: str) -> tupl
     except ArtifactError as exc:
         raise ConfigError(f"{key}: {exc}") from None
     return stem, claimed
+
+
+def _stem(path: str) -> Path | str:
+    """A `path=` option as a local Path, or as the URI it is (pathlib would fold its `//`)."""
+    return path if is_remote(path) else Path(path)

@@ -1,4 +1,5 @@
-"""Learned-policy weights on disk: `<stem>.safetensors` + `<stem>.json`, never pickle.
+"""Learned-policy weights on disk: `<stem>.safetensors` + `<stem>.json`, never pickle. A stem may be a
+URI (s3://bucket/registry/disco/v0001/code): the two objects are then read and written whole.
 
 Every failure names the file and what is wrong with it, so a corrupt registry entry is never
 mistaken for a default. Contents are checked as well as the format, because a job validates its
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save, save_file
 
 from specray.policies.spec import MAX_LOOKAHEAD
+from specray.storage import StorageError, is_remote, read_bytes, write_bytes
 
 
 class ArtifactError(ValueError):
@@ -23,6 +25,10 @@ class ArtifactError(ValueError):
 
 
 def save_artifact(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    if is_remote(stem):
+        write_bytes(f"{stem}.safetensors", save({k: v.detach().contiguous().float() for k, v in tensors.items()}))
+        write_bytes(f"{stem}.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+        return
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().float() for k, v in tensors.items()}, f"{stem}.safetensors")
@@ -30,20 +36,24 @@ def save_artifact(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict
 
 
 def load_artifact(stem: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load both files and check the metadata's kind."""
-    weights, meta_path = Path(f"{stem}.safetensors"), Path(f"{stem}.json")
+    """Load both files (local or remote, read whole) and check the metadata's kind."""
+    weights, meta_path = f"{stem}.safetensors", f"{stem}.json"
+    try:
+        data = {path: read_bytes(path) for path in (weights, meta_path)}
+    except StorageError as err:
+        raise ArtifactError(str(err)) from None
     for path in (weights, meta_path):
-        if not path.is_file():
+        if data[path] is None:
             raise ArtifactError(f"{kind} artifact missing: {path} does not exist")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(data[meta_path])
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{meta_path}: not valid JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("kind") != kind:
         raise ArtifactError(f"{meta_path}: expected kind '{kind}', found {meta.get('kind') if isinstance(meta, dict) else meta!r}")
     try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as err:
+        tensors = load(data[weights])
+    except (SafetensorError, ValueError) as err:
         raise ArtifactError(f"{weights}: unreadable safetensors ({err})") from None
     return tensors, meta
 

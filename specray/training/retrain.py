@@ -22,6 +22,7 @@ from specray.distributed.manifest import ManifestError
 from specray.policies.artifacts import ArtifactError
 from specray.policies.disco import FEATURES
 from specray.policies.registry import GLOBAL, artifact_stem, publish
+from specray.storage import is_remote, read_bytes
 from specray.training.fit import predict, train_disco, train_specdecpp
 from specray.training.metrics import auc, classifier_metrics
 from specray.training.replay import (
@@ -131,8 +132,8 @@ def used_files(registry: str | Path) -> dict[str, int]:
     """Trace files (path -> rows) the newest DISCO version read or skipped; empty when there is none."""
     try:
         stem, _ = artifact_stem(registry, "disco", GLOBAL)
-        data = json.loads(Path(f"{stem}.json").read_text()).get("data", {})
-    except (ArtifactError, OSError, ValueError):
+        data = json.loads(read_bytes(f"{stem}.json") or b"{}").get("data", {})
+    except (ArtifactError, OSError, ValueError):  # StorageError is a ValueError
         return {}
     return {**data.get("files", {}), **data.get("skipped", {})}
 
@@ -214,7 +215,7 @@ def retrain_command(args) -> int:
     """Nothing to train on (no such dir, no usable rows) or a registry that cannot be written is one line
     on stderr naming the dir or file, and exit 2; a bad trace file is skipped with a warning."""
     torch.set_num_threads(args.threads)  # models this small are overhead-bound: more threads only contend
-    missing = [d for d in args.traces if not Path(d).is_dir()]
+    missing = [d for d in args.traces if not is_remote(d) and not Path(d).is_dir()]  # a URI is checked as it is listed
     try:
         if missing:
             raise ValueError(f"{missing[0]}: no such directory")

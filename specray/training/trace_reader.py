@@ -3,7 +3,8 @@
 Reads Parquet files one record batch at a time and keeps only what training needs (12 features,
 labels, round keys, and `hidden` when a label run stored it), so millions of rows fit in a few GB.
 A file that cannot be opened or whose columns drifted from TRACE_SCHEMA is skipped and counted,
-never allowed to stop a scheduled retrain.
+never allowed to stop a scheduled retrain. A dir may be a URI (s3://bucket/runs/): its runs' committed
+trace files are found by listing the prefix and read a record batch at a time, never downloaded whole.
 """
 
 import hashlib
@@ -16,10 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from specray.distributed.manifest import ManifestError, read_records
+from specray.distributed.object_run import MANIFEST_DIR
+from specray.distributed.sink import SinkError, committed_locations
 from specray.schema import TOPK, TRACE_SCHEMA
+from specray.storage import Location, check_bucket, is_remote, resolve
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +68,40 @@ def find_trace_files(dirs: list[str | Path]) -> tuple[list[TraceFile], list[tupl
     """Trace files under each dir (a run dir's committed files, else every Parquet file) and the unreadable ones."""
     found, bad = [], []
     for directory in dirs:
-        for path in _candidate_paths(Path(directory)):
+        candidates = _remote_candidates(directory) if is_remote(directory) else map(_local, _candidate_paths(Path(directory)))
+        for location in candidates:
             try:
-                rows = pq.ParquetFile(path).metadata.num_rows
+                rows = pq.ParquetFile(location.path, filesystem=location.fs).metadata.num_rows
+                mtime = os.path.getmtime(location.path) if location.is_local else location.fs.get_file_info(location.path).mtime.timestamp()
             except (pa.ArrowException, OSError) as err:
-                bad.append((str(path), str(err)))
+                bad.append((location.uri, str(err)))
                 continue
-            found.append(TraceFile(str(path), rows, os.path.getmtime(path), _hive_domain(path)))
+            found.append(TraceFile(location.uri, rows, mtime, _hive_domain(Path(location.path))))
     return found, bad
+
+
+def _local(path: Path) -> Location:
+    return resolve(str(path))
+
+
+def _remote_candidates(uri: str) -> list[Location]:
+    """The remote form of _candidate_paths: committed trace files of every run (a prefix with a
+    `_manifest/`) at or below `uri`, plus Parquet objects outside any run."""
+    top = resolve(uri)
+    check_bucket(top)
+    infos = top.fs.get_file_info(pafs.FileSelector(top.path, recursive=True, allow_not_found=True))
+    objects = [i.path for i in infos if i.type == pafs.FileType.File]
+    header = f"/{MANIFEST_DIR}/{0:08d}.json"
+    runs = sorted(path.removesuffix(header) for path in objects if path.endswith(header))
+    scheme = f"{top.scheme}://"
+    found = [resolve(scheme + path) for path in objects if path.endswith(".parquet") and "/_tmp/" not in path
+             and not any(path.startswith(run + "/") for run in runs)]
+    for run in runs:
+        try:
+            found += committed_locations(scheme + run, "traces")
+        except (ManifestError, SinkError) as err:
+            log.warning("skipping run %s%s: %s", scheme, run, err)
+    return sorted(found, key=lambda location: location.uri)
 
 
 def _candidate_paths(directory: Path) -> list[Path]:
@@ -107,7 +138,8 @@ def schema_problem(schema: pa.Schema, domain_from_path: bool) -> str | None:
 
 def iter_batches(trace_file: TraceFile, batch_size: int = 65_536):
     """Record batches of the columns training needs, with a `domain` column; raises on a bad file."""
-    dataset = ds.dataset(trace_file.path, format="parquet")
+    location = resolve(trace_file.path)
+    dataset = ds.dataset(location.path, format="parquet", filesystem=location.fs)
     problem = schema_problem(dataset.schema, trace_file.domain is not None)
     if problem:
         raise ValueError(problem)
