@@ -20,7 +20,8 @@ from omegaconf.errors import GrammarParseError, OmegaConfBaseException
 from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 from omegaconf.grammar_parser import parse
 
-from specray.policies.spec import MAX_LOOKAHEAD, parse_spec
+from specray.policies.sources import AUTO, SOURCES
+from specray.policies.spec import DRAFT_SOURCES, MAX_LOOKAHEAD, parse_spec
 from specray.schema import DOMAINS
 
 ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variables ${oc.env:...} may read
@@ -76,6 +77,7 @@ class DomainPolicyConfig:
     name: Optional[str] = None
     k_max: Optional[int] = None
     threshold: Optional[float] = None
+    draft: Optional[str] = None  # a draft source (model | ngram | ngram+model | none) or auto; None: the spec's own
 
 
 @dataclass
@@ -91,6 +93,7 @@ class PolicyConfig:
     default: str = "heuristic"
     per_domain: PerDomainConfig = field(default_factory=PerDomainConfig)
     registry: Optional[str] = None  # directory of trained, versioned policies
+    auto_sources: list[str] = field(default_factory=lambda: list(SOURCES))  # what `draft: auto` chooses among
 
 
 @dataclass
@@ -98,6 +101,7 @@ class LabelConfig:
     """`specray label` only: how far every round drafts, so every round is labelled to the same depth."""
 
     depth: int = 8
+    draft_sources: list[str] = field(default_factory=lambda: ["model"])  # each drafts every prompt; traces of all kept
 
 
 @dataclass
@@ -270,6 +274,7 @@ def _config_problems(cfg: JobConfig) -> list[str]:
         *_generation_problems(cfg.generation),
         *_policy_problems(cfg.policy),
         *_check("label.depth", cfg.label.depth >= 1, "an integer >= 1", cfg.label.depth),
+        *_sources_problems("label.draft_sources", cfg.label.draft_sources, DRAFT_SOURCES),
         *_check("log_level", cfg.log_level in LOG_LEVELS, _one_of(LOG_LEVELS), cfg.log_level),
         *_cluster_problems(cfg.cluster),
         *_output_problems(cfg.output),
@@ -345,10 +350,22 @@ def _policy_problems(policy: PolicyConfig) -> list[str]:
         problems += _check(f"{key}.k_max", k_max is None or 1 <= k_max <= MAX_LOOKAHEAD,
                            f"null or an integer in [1, {MAX_LOOKAHEAD}]", k_max)
         problems += _check(f"{key}.threshold", _in_unit(threshold), "null or a number in [0, 1]", threshold)
+        problems += _check(f"{key}.draft", override.draft in (None, AUTO, *SOURCES),
+                           f"a configured draft source for domain {domain}: {_one_of((*SOURCES, AUTO))}", override.draft)
+    problems += _sources_problems("policy.auto_sources", policy.auto_sources, SOURCES)
     problems += [f"{key}: {policy_spec_problem(spec)}" for key, spec in specs.items() if policy_spec_problem(spec)]
     registry = Path(policy.registry) if policy.registry is not None else None
     usable = registry is None or registry.is_dir() or not registry.exists()  # made by the first retraining
     return problems + _check("policy.registry", usable, "a directory", policy.registry)
+
+
+def _sources_problems(key: str, sources: list[str], known: tuple[str, ...]) -> list[str]:
+    """A non-empty list of distinct draft sources out of `known`."""
+    return [
+        *_check(key, sources, "at least one draft source", sources),
+        *_check(key, all(s in known for s in sources), f"draft sources out of {', '.join(known)}", sources),
+        *_check(key, len(set(sources)) == len(sources), "each draft source once", sources),
+    ]
 
 
 def _cluster_problems(c: ClusterConfig) -> list[str]:

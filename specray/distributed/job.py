@@ -86,7 +86,7 @@ def run_job(cfg: JobConfig, make_engine: Callable | None = None, label: bool = F
             check_dtype_runs(torch_dtype(cfg.models.dtype), device)
         except ValueError as error:
             raise ConfigError(f"models.dtype: {error}") from None
-    pick = partial(label_policy, cfg.label.depth) if label else partial(domain_policy, cfg.policy)
+    pick = partial(label_policy, cfg.label.depth, list(cfg.label.draft_sources)) if label else partial(domain_policy, cfg.policy)
     policies = {domain: pick(domain) for domain in DOMAINS}
     started_ray = not ray.is_initialized()
     with driver_console(cfg.log_level):

@@ -52,7 +52,7 @@ from specray.distributed.manifest import (
     repair_tail,
     write_atomic,
 )
-from specray.schema import DOMAINS, ERROR_SCHEMA, HIDDEN_FIELD, RESULT_SCHEMA, trace_schema
+from specray.schema import ADDED_COLUMNS, DOMAINS, ERROR_SCHEMA, HIDDEN_FIELD, STORED_RESULT_SCHEMA, stored_trace_schema
 
 MANIFEST = "manifest.jsonl"
 CONFIG = "config.yaml"
@@ -83,7 +83,7 @@ class RunMeta:
 
 def run_schemas(hidden_states: bool) -> dict[str, pa.Schema]:
     """The schema of each kind of file in a run."""
-    return {"results": RESULT_SCHEMA, "traces": trace_schema(hidden_states), "errors": ERROR_SCHEMA}
+    return {"results": STORED_RESULT_SCHEMA, "traces": stored_trace_schema(hidden_states), "errors": ERROR_SCHEMA}
 
 
 def schema_version(hidden_states: bool = False) -> str:
@@ -149,7 +149,7 @@ class RunSink:
         Buffered until a domain holds `rows_per_file` rows; call flush() when it must be durable now.
         Returns how many ids were newly accepted.
         """
-        results, traces = _conform(results, "results", RESULT_SCHEMA), _conform(traces, "traces", self.trace_schema)
+        results, traces = _conform(results, "results", self.schemas["results"]), _conform(traces, "traces", self.trace_schema)
         errors = _conform(errors if errors is not None else ERROR_SCHEMA.empty_table(), "errors", ERROR_SCHEMA)
         _check_batch(results, traces, errors)
         results, errors = results.filter(self._new(results["id"])), errors.filter(self._new_errors(errors))
@@ -410,9 +410,13 @@ def _table_dir(out_dir: Path, kind: str, domain: str | None) -> Path:
 
 def _conform(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
     """`table` with exactly the schema's columns, in order and cast; a missing or extra column is a bug upstream,
-    except an errors table without `position` (written before that column existed), whose rows all have ids."""
+    except an errors table without `position` (written before that column existed), whose rows all have ids,
+    and a table without one of the schema's ADDED_COLUMNS (null: not recorded)."""
     if kind == "errors" and "position" not in table.column_names:
         table = table.append_column("position", pa.nulls(table.num_rows, pa.string()))
+    for added in ADDED_COLUMNS:
+        if added.name in schema.names and added.name not in table.column_names:
+            table = table.append_column(added, pa.nulls(table.num_rows, added.type))
     missing, extra = set(schema.names) - set(table.column_names), set(table.column_names) - set(schema.names)
     if missing or extra:
         raise ValueError(f"{kind}: missing columns {sorted(missing)}, unexpected columns {sorted(extra)}")
