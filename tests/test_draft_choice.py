@@ -126,3 +126,43 @@ def test_no_prior_published_means_no_prior(tmp_path):
     assert load_prior(tmp_path, "code") is None
     cfg = load_config(None, [f"policy.registry={tmp_path}", "policy.per_domain.code.draft=auto"])
     assert domain_policy(cfg.policy, "code").prior is None
+
+
+def test_a_missing_or_corrupt_draft_artifact_is_named_before_any_model_loads(tmp_path):
+    import shutil
+
+    from specray.distributed.draft_artifacts import check_draft_sources
+    from specray.models.refs import EMBEDDED_DRAFT_DIR
+
+    draft = tmp_path / "draft"
+    shutil.copytree(EMBEDDED_DRAFT_DIR, draft)
+    cfg = load_config(None, [f"models.draft={draft}", "policy.per_domain.code.draft=ngram", "policy.per_domain.math.draft=auto"])
+    policies = {d: domain_policy(cfg.policy, d) for d in ("code", "math")}
+    check_draft_sources(cfg.models, policies)  # intact, and distilled for the embedded target
+    (draft / "draft.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ConfigError, match=r"policy\.per_domain\.math\.draft=model: .*draft\.safetensors: missing or corrupt"):
+        check_draft_sources(cfg.models, policies)
+    check_draft_sources(cfg.models, {"code": policies["code"]})  # n-gram lookup alone needs no draft model
+    (draft / "specray_draft.json").write_text("{")
+    with pytest.raises(ConfigError, match=r"specray_draft\.json: unreadable draft metadata"):
+        check_draft_sources(cfg.models, policies)
+    gone = load_config(None, [f"models.draft={tmp_path / 'nowhere'}"])
+    with pytest.raises(ConfigError, match=r"policy\.per_domain\.code\.draft=model: models\.draft .*nowhere.*: no such file"):
+        check_draft_sources(gone.models, {"code": domain_policy(gone.policy, "code")})
+
+
+def test_a_draft_distilled_for_another_target_fails_naming_domain_and_draft(tmp_path):
+    import shutil
+
+    from specray.distributed.draft_artifacts import check_draft_sources
+    from specray.models.refs import EMBEDDED_DRAFT_DIR
+
+    draft, target = tmp_path / "draft", tmp_path / "target"
+    shutil.copytree(EMBEDDED_DRAFT_DIR, draft)
+    target.mkdir()
+    (target / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "vocab_size": 49152,
+                                                    "num_hidden_layers": 2}))
+    cfg = load_config(None, [f"models.draft={draft}", f"models.target={target}", "policy.per_domain.chat.draft=ngram+model"])
+    policies = {"chat": domain_policy(cfg.policy, "chat")}
+    with pytest.raises(ConfigError, match=r"policy\.per_domain\.chat\.draft=ngram\+model: draft .* distilled for another target .*hidden_size 576 vs 64"):
+        check_draft_sources(cfg.models, policies)
