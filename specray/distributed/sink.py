@@ -87,8 +87,10 @@ def run_schemas(hidden_states: bool) -> dict[str, pa.Schema]:
 
 
 def schema_version(hidden_states: bool = False) -> str:
-    """A fingerprint of the stored schemas, so a column change refuses to mix old and new files."""
-    spec = {name: [(f.name, str(f.type)) for f in schema] for name, schema in run_schemas(hidden_states).items()}
+    """A fingerprint of the stored schemas, so a column change refuses to mix old and new files. ADDED_COLUMNS
+    are left out: files without them read as null there, so a run begun before one was added may resume."""
+    spec = {name: [(f.name, str(f.type)) for f in schema if f not in ADDED_COLUMNS]
+            for name, schema in run_schemas(hidden_states).items()}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
