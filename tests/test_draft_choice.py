@@ -39,6 +39,13 @@ def test_without_evidence_every_source_is_tried_once_in_order():
     assert seen == list(SOURCE_LIST)
 
 
+def test_batches_in_flight_together_try_different_sources():
+    chooser = DraftChooser(SOURCE_LIST, seed="code")
+    assert [chooser.choose() for _ in range(3)] == ["model", "ngram", "ngram+model"]
+    chooser.cancel("ngram")  # that batch failed: ngram is untried again
+    assert chooser.choose() == "ngram"
+
+
 def test_a_clearly_faster_source_is_exploited():
     speeds = {"model": [40, 42, 41], "ngram": [80, 78, 83], "ngram+model": [60, 59, 61], "none": [30, 31, 30]}
     chooser = recorded(DraftChooser(SOURCE_LIST, seed="math"), speeds)

@@ -14,7 +14,8 @@ tokens/s that no one knows before the run. Logs, because speed differences are r
 The prior is the registry's per-source throughput for the domain (`specray retrain` replays label runs that
 drafted with every source). It carries ratios only (label runs time whole label batches, not this job's
 batches), so it enters as one pseudo-batch per source at `anchor + log(prior ratio)`, where the anchor is
-fitted to the live batches. Without a prior, every source is tried once, in the configured order, first.
+fitted to the live batches. Without a prior, every source is tried once, in the configured order, first
+(a source with a batch in flight counts as tried, so batches dispatched together try different sources).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class DraftChooser:
             raise ValueError("auto draft selection needs at least one source")
         self.sources = tuple(sources)
         self.stats = {s: SourceStats() for s in self.sources}
+        self.pending = {s: 0 for s in self.sources}  # batches chosen and not yet recorded or cancelled
         known = {s: v for s, v in (prior or {}).items() if s in self.stats and v > 0}
         top = max(known.values(), default=1.0)
         self.prior = {s: math.log(v / top) for s, v in known.items()}  # log ratio to the fastest
@@ -70,17 +72,26 @@ class DraftChooser:
     def choose(self) -> str:
         """The source for the next batch."""
         untried = [s for s in self.sources if self.stats[s].batches == 0 and s not in self.prior]
-        if untried:
-            return untried[0]
-        anchor, sigma = self._anchor(), self.sigma()
-        draws = {}
-        for s in self.sources:
-            mean, weight = self.posterior(s, anchor)
-            draws[s] = mean + sigma / math.sqrt(weight) * self.rng.standard_normal()
-        return max(draws, key=draws.get)
+        waiting = [s for s in untried if not self.pending[s]]
+        if waiting or untried:
+            choice = (waiting or untried)[0]
+        else:
+            anchor, sigma = self._anchor(), self.sigma()
+            draws = {}
+            for s in self.sources:
+                mean, weight = self.posterior(s, anchor)
+                draws[s] = mean + sigma / math.sqrt(weight) * self.rng.standard_normal()
+            choice = max(draws, key=draws.get)
+        self.pending[choice] += 1
+        return choice
+
+    def cancel(self, source: str) -> None:
+        """A chosen batch that failed: it measured nothing."""
+        self.pending[source] = max(0, self.pending[source] - 1)
 
     def record(self, source: str, tokens: int, seconds: float) -> None:
         """One finished batch of `source`; a batch that generated nothing or took no time says nothing."""
+        self.cancel(source)
         if tokens <= 0 or seconds <= 0:
             return
         s = self.stats[source]

@@ -129,8 +129,10 @@ class PolicyActor:
         try:
             out = await worker.generate.remote(batch.domain, batch.rows, spec, self.policy.label_specs)
         except RayError as exc:
+            if self.chooser:
+                self.chooser.cancel(source)
             return Failure.from_error(exc, worker_lost=isinstance(exc, RayActorError))
-        if self.chooser and out.results.num_rows:
+        if self.chooser:
             self.chooser.record(source, *batch_speed(out.results["new_tokens"].to_pylist(), out.results["wall_ms"].to_pylist()))
         totals = out.totals()
         self.stats.update(totals)
