@@ -9,11 +9,18 @@ default) or runs each batch to its end (drain), or both side by side. Every row 
 overhead: milliseconds per round spent outside model forwards. Greedy runs check every policy against target-only output in the verifier's precision:
 identical in float32; in low precision each differing prompt is classified at its first differing
 token as a numerical tie or a divergence (`specray.engine.numerics`), and divergences fail the run.
+
+A spec with `draft=auto` (e.g. `heuristic,draft=auto`) is benched as a job's `policy.per_domain.<d>.draft:
+auto` runs: per domain, before each batch a `DraftChooser` picks the draft source (model, ngram,
+ngram+model, none) from the batches' measured tokens/s so far (and the registry's prior, with
+`--policy-registry`); its rows say how many batches each source got. Bench it beside the same policy with
+each single source to see what choosing per domain is worth.
 """
 
 import copy
 import json
 import platform
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from specray.data.builtin import builtin_path
+from specray.distributed.draft_choice import DraftChooser
 from specray.data.readers import ReaderConfig, read_prompts
 from specray.engine.numerics import classify_difference, logit_noise
 from specray.engine.sampling import Sampling
@@ -30,13 +38,17 @@ from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.hf_baselines import configure_assistant, hf_generate, hf_settings
 from specray.models import DEFAULT_DRAFT, DEFAULT_TARGET, encode_prompt, load_pair
 from specray.models.precision import AUTO, CANDIDATES, dtype_name
+from specray.policies.draft_prior import load_prior
 from specray.policies.factory import make_policy
+from specray.policies.sources import SOURCES, spec_source, with_source
 from specray.policies.spec import POLICIES, parse_spec
+from specray.schema import DOMAINS
 
 TARGET = "target"
 CONTINUOUS, DRAIN = "continuous", "drain"
 BATCHINGS = {CONTINUOUS: [CONTINUOUS], DRAIN: [DRAIN], "both": [CONTINUOUS, DRAIN]}
 DRAIN_SUFFIX = " [drain]"
+AUTO_DRAFT = re.compile(r"(?P<sep>[:,])draft=auto(?=,|$)")
 
 
 @dataclass
@@ -54,6 +66,8 @@ class Tally:
     forward_ms: float = 0.0  # of which model forwards; the rest is engine overhead
     outputs: dict[str, list[int]] = field(default_factory=dict)
     versions: set[str] = field(default_factory=set)  # policy versions used (a registry may publish mid-run)
+    sources: dict[str, int] = field(default_factory=dict)  # batches per draft source (`draft=auto` specs)
+    chooser: DraftChooser | None = None  # a `draft=auto` spec's choice in this domain
 
 
 def load_bench_prompts(path: str | None, limit: int | None) -> list[dict]:
@@ -98,21 +112,45 @@ def run_hf_baseline(engine, spec, batch, config, tally: Tally) -> None:
         tally.outputs[row["id"]] = tokens
 
 
+def auto_base(spec: str) -> str | None:
+    """`heuristic,draft=auto` -> `heuristic`: the spec each chosen source is applied to; None for other specs."""
+    match = AUTO_DRAFT.search(spec)
+    if match is None:
+        return None
+    base = spec[: match.start()] + (":" if match.group("sep") == ":" else "") + spec[match.end() :]
+    return base.replace(":,", ":").rstrip(":")
+
+
+def choose_source(spec: str, domain: str, registry: str | None, tally: Tally) -> str:
+    """The spec of the draft source this `draft=auto` batch runs with, chosen by the domain's chooser."""
+    if tally.chooser is None:
+        found = load_prior(registry, domain) if registry else None
+        tally.chooser = DraftChooser(SOURCES, found[0] if found else None, seed=domain)
+    source = tally.chooser.choose()
+    tally.sources[source] = tally.sources.get(source, 0) + 1
+    return with_source(auto_base(spec), source)
+
+
 def run_batch(engines, spec, batch, config, registry, references, tally: Tally, max_batch: int | None = None) -> None:
     """One engine call under one policy, added to that policy's tally for the batch's domain."""
+    domain = batch[0]["domain"]
+    chosen = choose_source(spec, domain, registry, tally) if auto_base(spec) is not None else None
+    spec = chosen or spec
     engine = engines.get(spec, engines[TARGET])
     if spec.startswith("hf-"):
         return run_hf_baseline(engine, spec, batch, config, tally)
-    domain = batch[0]["domain"]
     refs = None if references is None or is_target(spec) else [references[r["id"]] for r in batch]
     policy = None if is_target(spec) else make_policy(spec, domain=domain, registry=registry, references=refs)
     start = time.perf_counter()
     out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain, source="bench",
                           max_batch=max_batch)
-    tally.seconds += time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    tally.seconds += seconds
     tally.rounds += out.time.rounds
     tally.loop_ms += out.time.wall_ms
     tally.forward_ms += out.time.forward_ms
+    if chosen is not None:
+        tally.chooser.record(spec_source(chosen), sum(len(s.tokens) for s in out.sequences), seconds)
     tally.versions.add(policy.version if policy else "")
     for row, seq in zip(batch, out.sequences):
         tally.prompts += 1
@@ -171,6 +209,8 @@ def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
             setattr(total, name, getattr(total, name) + getattr(t, name))
         total.outputs.update(t.outputs)
         total.versions |= t.versions
+        for source, n in t.sources.items():
+            total.sources[source] = total.sources.get(source, 0) + n
     return {**tallies, "all": total} if len(tallies) > 1 else {"all": total}
 
 
@@ -208,6 +248,7 @@ def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally],
                 "divergences": divergences,
                 "overhead_ms_per_round": round((t.loop_ms - t.forward_ms) / t.rounds, 3) if t.rounds else None,
                 "overhead_share": round((t.loop_ms - t.forward_ms) / t.loop_ms, 4) if t.loop_ms else None,
+                "draft_sources": dict(sorted(t.sources.items())) or None,
             }
         )
     return rows
@@ -234,8 +275,11 @@ def run_bench(
     device: str = "cpu",
     batching: str = CONTINUOUS,
 ) -> dict:
-    for spec in policies:  # a typo fails before any model loads
-        hf_settings(spec) if spec.startswith("hf-") else parse_spec(spec)
+    for spec in policies:  # a typo, or a corrupt draft-source prior, fails before any model loads
+        hf_settings(spec) if spec.startswith("hf-") else parse_spec(auto_base(spec) or spec)
+        if auto_base(spec) is not None and registry:
+            for domain in DOMAINS:
+                load_prior(registry, domain)
     if "oracle" in policies and not sampling.greedy:
         raise ValueError("the oracle policy is defined for greedy decoding only")
     pair = load_pair(target or DEFAULT_TARGET, draft or DEFAULT_DRAFT, dtype=dtype, device=device)

@@ -20,7 +20,8 @@ from omegaconf.errors import GrammarParseError, OmegaConfBaseException
 from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 from omegaconf.grammar_parser import parse
 
-from specray.policies.spec import MAX_LOOKAHEAD, parse_spec
+from specray.policies.sources import AUTO, SOURCES
+from specray.policies.spec import DRAFT_SOURCES, MAX_LOOKAHEAD, parse_spec
 from specray.schema import DOMAINS
 from specray.storage import is_remote, local_path, uri_problem
 
@@ -77,6 +78,7 @@ class DomainPolicyConfig:
     name: Optional[str] = None
     k_max: Optional[int] = None
     threshold: Optional[float] = None
+    draft: Optional[str] = None  # a draft source (model | ngram | ngram+model | none) or auto; None: the spec's own
 
 
 @dataclass
@@ -92,6 +94,7 @@ class PolicyConfig:
     default: str = "heuristic"
     per_domain: PerDomainConfig = field(default_factory=PerDomainConfig)
     registry: Optional[str] = None  # directory of trained, versioned policies
+    auto_sources: list[str] = field(default_factory=lambda: list(SOURCES))  # what `draft: auto` chooses among
 
 
 @dataclass
@@ -99,6 +102,7 @@ class LabelConfig:
     """`specray label` only: how far every round drafts, so every round is labelled to the same depth."""
 
     depth: int = 8
+    draft_sources: list[str] = field(default_factory=lambda: ["model"])  # each drafts every prompt; traces of all kept
 
 
 @dataclass
@@ -280,6 +284,7 @@ def _config_problems(cfg: JobConfig) -> list[str]:
         *_generation_problems(cfg.generation),
         *_policy_problems(cfg.policy),
         *_check("label.depth", cfg.label.depth >= 1, "an integer >= 1", cfg.label.depth),
+        *_sources_problems("label.draft_sources", cfg.label.draft_sources, DRAFT_SOURCES),
         *_check("log_level", cfg.log_level in LOG_LEVELS, _one_of(LOG_LEVELS), cfg.log_level),
         *_cluster_problems(cfg.cluster),
         *_output_problems(cfg.output),
@@ -364,6 +369,9 @@ def _policy_problems(policy: PolicyConfig) -> list[str]:
         problems += _check(f"{key}.k_max", k_max is None or 1 <= k_max <= MAX_LOOKAHEAD,
                            f"null or an integer in [1, {MAX_LOOKAHEAD}]", k_max)
         problems += _check(f"{key}.threshold", _in_unit(threshold), "null or a number in [0, 1]", threshold)
+        problems += _check(f"{key}.draft", override.draft in (None, AUTO, *SOURCES),
+                           f"a configured draft source for domain {domain}: {_one_of((*SOURCES, AUTO))}", override.draft)
+    problems += _sources_problems("policy.auto_sources", policy.auto_sources, SOURCES)
     problems += [f"{key}: {policy_spec_problem(spec)}" for key, spec in specs.items() if policy_spec_problem(spec)]
     if policy.registry is not None and is_remote(policy.registry):
         return problems + _uri_problems("policy.registry", policy.registry)
@@ -380,6 +388,15 @@ def _registry_endpoint_problems(cfg: JobConfig) -> list[str]:
         return []
     return [f"policy.registry: {registry} is read by the workers through AWS_ENDPOINT_URL; set it to storage.endpoint "
             f"({endpoint}) in the job's environment (runtime_env env_vars on a cluster)"]
+
+
+def _sources_problems(key: str, sources: list[str], known: tuple[str, ...]) -> list[str]:
+    """A non-empty list of distinct draft sources out of `known`."""
+    return [
+        *_check(key, sources, "at least one draft source", sources),
+        *_check(key, all(s in known for s in sources), f"draft sources out of {', '.join(known)}", sources),
+        *_check(key, len(set(sources)) == len(sources), "each draft source once", sources),
+    ]
 
 
 def _cluster_problems(c: ClusterConfig) -> list[str]:

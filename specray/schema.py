@@ -40,8 +40,21 @@ LABEL_TRACE_SCHEMA = TRACE_SCHEMA.append(HIDDEN_FIELD)
 
 
 def trace_schema(hidden: bool) -> pa.Schema:
-    """The trace schema of a run that records hidden states (label runs) or not."""
+    """The trace schema of a run that records hidden states (label runs) or not, as the engine writes it."""
     return LABEL_TRACE_SCHEMA if hidden else TRACE_SCHEMA
+
+
+# What drafted a row's tokens: one of specray.policies.spec.DRAFT_SOURCES, or "none" (target-only). The
+# engine does not know it (a batch's spec does), so the worker stamps it on results and traces after the
+# engine ran. Added after runs were stored without it: such rows read as null ("not recorded"), and a
+# writer that does not set it stores null; `specray.analysis.sources.row_sources` says what null means.
+DRAFT_SOURCE_FIELD = pa.field("draft_source", pa.string())
+ADDED_COLUMNS = (DRAFT_SOURCE_FIELD,)  # nullable columns a table may lack: stored as null
+
+
+def stored_trace_schema(hidden: bool) -> pa.Schema:
+    """The trace schema a run stores: the engine's, plus the draft source of each row."""
+    return trace_schema(hidden).append(DRAFT_SOURCE_FIELD)
 
 
 RESULT_SCHEMA = pa.schema(
@@ -64,6 +77,7 @@ RESULT_SCHEMA = pa.schema(
         ("draft", pa.string()),
     ]
 )
+STORED_RESULT_SCHEMA = RESULT_SCHEMA.append(DRAFT_SOURCE_FIELD)  # what a run stores (see DRAFT_SOURCE_FIELD)
 
 # `id`: the record's own id when it owns it, else null; `position`: `line:N` / `row:N` in the input. An
 # error row is keyed by its id when it has one, else by its position: the two never share a key space.

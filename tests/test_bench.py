@@ -137,3 +137,33 @@ def test_unknown_policy_is_a_clear_error(pair_dirs, prompts_file):
 
 def test_policy_lists_keep_options_with_their_policy():
     assert split_policies("static:2,confidence:0.3,refit=true,heuristic") == ["static:2", "confidence:0.3,refit=true", "heuristic"]
+
+
+def test_bench_auto_draft_chooses_a_source_per_batch_and_stays_lossless(pair_dirs, prompts_file, tmp_path):
+    """`draft=auto` beside each single source: every batch of a domain ran with one chosen source, each source was
+    tried (no prior), and the output is target-only's."""
+    out = tmp_path / "bench.json"
+    code = main([
+        "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"), "--prompts", str(prompts_file),
+        "--policies", "static:2,static:2,draft=ngram,static:2,draft=auto", "--max-new-tokens", "12", "--batch-size", "1",
+        "--dtype", "float64", "--out", str(out),
+    ])
+    report = json.loads(out.read_text())
+    assert code == 0
+    rows = {(r["policy"], r["domain"]): r for r in report["rows"]}
+    assert {p for p, _ in rows} == {"target", "static:2", "static:2,draft=ngram", "static:2,draft=auto"}
+    for domain in ("code", "math", "chat"):
+        auto = rows[("static:2,draft=auto", domain)]
+        assert auto["identical_to_target"] is True
+        assert sum(auto["draft_sources"].values()) == 4  # 4 prompts of the domain, one per batch
+        assert set(auto["draft_sources"]) == {"model", "ngram", "ngram+model", "none"}  # no prior: each tried once first
+    assert rows[("static:2", "all")]["draft_sources"] is None
+
+
+def test_auto_base_strips_only_the_auto_draft():
+    from specray.bench import auto_base
+
+    assert auto_base("heuristic,draft=auto") == "heuristic"
+    assert auto_base("static:4,draft=auto") == "static:4"
+    assert auto_base("confidence:draft=auto,k_max=4") == "confidence:k_max=4"
+    assert auto_base("static:4,draft=ngram") is None

@@ -72,7 +72,7 @@ def registry(labelled, tmp_path_factory):
 
 def test_retrain_on_a_label_run_trains_specdecpp(registry, labelled):
     root, report = registry
-    assert report["versions"] == {"disco": "v0001", "specdecpp": "v0001"}
+    assert report["versions"] == {"disco": "v0001", "specdecpp": "v0001", "draft_sources": "v0001"}
     assert all(latest_version(root, kind) == version for kind, version in report["versions"].items())
     stem, _ = artifact_stem(root, "specdecpp", "code")
     meta = json.loads(Path(f"{stem}.json").read_text())

@@ -102,10 +102,12 @@ def test_depth_and_position_profiles(metrics):
 
 def test_entropy_profile_and_pearson(metrics):
     code = metrics["domains"]["code"]
-    assert code["entropy_profile"] == [
+    assert [{k: v for k, v in b.items() if k != "ci95"} for b in code["entropy_profile"]] == [
         {"entropy_mean": 0.5, "acceptance_rate": 1.0, "tokens": 2},
         {"entropy_mean": 1.5, "acceptance_rate": 0.5, "tokens": 2},
     ]
+    low, high = code["entropy_profile"][0]["ci95"]  # 2 of 2 accepted: Wilson's interval is wide and reaches 1
+    assert 0.3 < low < 0.4 and high == 1.0
     p = code["entropy_acceptance_pearson"]
     assert p["rho"] == pytest.approx(np.corrcoef(CODE_X, CODE_Y)[0, 1])
     assert p["rho"] == pytest.approx(-1 / np.sqrt(1.5 * 0.75))  # cov -1, Σdx² 1.5, Σdy² 0.75
@@ -191,10 +193,10 @@ def test_report_renders_with_images(runs, tmp_path):
     out = tmp_path / "report"
     metrics = write_report(runs, out)
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    assert set(metrics) == {"domains", "all"} and set(metrics["domains"]) == {"code", "chat"}
+    assert set(metrics) == {"domains", "all", "draft_sources"} and set(metrics["domains"]) == {"code", "chat"}
     page = (out / "report.html").read_text()
     images = re.findall(r'<img [^>]*data-file="([^"]+)" src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 5
+    assert len(images) == 6
     for name, data in images:
         png = (out / name).read_bytes()
         assert png.startswith(b"\x89PNG") and base64.b64decode(data) == png
@@ -207,7 +209,7 @@ def test_report_of_a_run_with_nothing_committed(tmp_path):
     run = write_run(tmp_path / "empty", [], [])
     metrics = write_report([run], tmp_path / "out")
     assert metrics["domains"] == {} and metrics["all"]["acceptance_rate"] is None
-    assert (tmp_path / "out" / "report.html").read_text().count("<img ") == 5
+    assert (tmp_path / "out" / "report.html").read_text().count("<img ") == 6
 
 
 def test_cli_defaults_to_report_dir_of_first_run(runs):

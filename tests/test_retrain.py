@@ -176,7 +176,7 @@ def test_streaming_reads_batches_of_needed_columns(traces):
     assert not bad and len(files) == 3
     batches = list(iter_batches(max(files, key=lambda f: f.rows), batch_size=100))
     assert len(batches) > 5 and all(b.num_rows <= 100 for b in batches)
-    assert set(batches[0].schema.names) == set(COLUMNS) | {"hidden", "domain"}  # draft_token, policy, ... never read
+    assert set(batches[0].schema.names) == set(COLUMNS) | {"hidden", "domain", "draft_source"}  # draft_token, policy, ... never read
     small, large = read_traces_streaming(files, batch_size=100), read_traces_streaming(files)
     np.testing.assert_array_equal(small.features, large.features)
     np.testing.assert_array_equal(small.prompt_key, large.prompt_key)

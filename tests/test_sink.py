@@ -23,7 +23,7 @@ from specray.distributed.sink import (
     read_results,
     read_traces,
 )
-from specray.schema import ERROR_SCHEMA, HIDDEN_FIELD, LABEL_TRACE_SCHEMA, RESULT_SCHEMA, TRACE_SCHEMA
+from specray.schema import ERROR_SCHEMA, HIDDEN_FIELD, STORED_RESULT_SCHEMA, stored_trace_schema
 
 META = RunMeta(run_id="run-1", target="tgt", draft="drf", config_yaml="models:\n  target: tgt\n")
 TRACES_PER_ID = 3
@@ -38,8 +38,9 @@ def batch(ids: list[str], domain: str = "code") -> tuple[pa.Table, pa.Table]:
             "output_tokens": [[1, 2, 3]] * n, "prompt_tokens": [4] * n, "new_tokens": [3] * n, "iterations": [2] * n,
             "drafted": [5] * n, "accepted": [3] * n, "wall_ms": [1.5] * n, "stop_reason": ["eos"] * n,
             "policy": ["static:4"] * n, "policy_version": ["v0"] * n, "target": ["tgt"] * n, "draft": ["drf"] * n,
+            "draft_source": ["model"] * n,
         }
-    ).cast(RESULT_SCHEMA)
+    ).cast(STORED_RESULT_SCHEMA)
     rows = [(i, d) for i in ids for d in range(1, TRACES_PER_ID + 1)]
     m = len(rows)
     traces = pa.table(
@@ -50,9 +51,9 @@ def batch(ids: list[str], domain: str = "code") -> tuple[pa.Table, pa.Table]:
             "draft_prob": [0.5] * m, "target_prob": [0.25] * m, "accept_prob": [0.5] * m, "accepted": [True] * m,
             "evaluated": [True] * m, "entropy": [1.0] * m, "topk_probs": [[0.5, 0.25]] * m, "policy": ["static:4"] * m,
             "policy_version": ["v0"] * m, "lookahead": [3] * m, "stop_reason": ["k_max"] * m, "draft_ms": [1.0] * m,
-            "verify_ms": [2.0] * m,
+            "verify_ms": [2.0] * m, "draft_source": ["model"] * m,
         }
-    ).cast(TRACE_SCHEMA)
+    ).cast(stored_trace_schema(False))
     return results, traces
 
 
@@ -102,7 +103,7 @@ def test_round_trip_partitions_by_domain(tmp_path):
 
 def test_empty_run_reads_empty_tables(tmp_path):
     RunSink(tmp_path, META).close()
-    assert read_results(tmp_path).schema == RESULT_SCHEMA and read_results(tmp_path).num_rows == 0
+    assert read_results(tmp_path).schema == STORED_RESULT_SCHEMA and read_results(tmp_path).num_rows == 0
     assert read_traces(tmp_path).num_rows == 0 and read_errors(tmp_path).num_rows == 0
 
 
@@ -177,7 +178,7 @@ def test_label_runs_commit_hidden_states_with_their_trace_rows(tmp_path):
             sink.commit(results, traces)
         sink.commit(results, traces.append_column(HIDDEN_FIELD, hidden))
     stored = read_traces(tmp_path / "label")
-    assert stored.schema == LABEL_TRACE_SCHEMA and stored["hidden"].to_pylist() == hidden.to_pylist()
+    assert stored.schema == stored_trace_schema(True) and stored["hidden"].to_pylist() == hidden.to_pylist()
     assert read_traces(tmp_path / "label", columns=["prompt_id", "depth"]).column_names == ["prompt_id", "depth"]
     group = pq.ParquetFile(next((tmp_path / "label" / "traces").rglob("*.parquet"))).metadata.row_group(0)
     encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}

@@ -20,9 +20,10 @@ from specray.storage import StorageError, is_remote
 
 TRACE_COLUMNS = (
     "run_id", "prompt_id", "domain", "iteration", "depth", "gen_position",
-    "accepted", "evaluated", "entropy", "policy", "policy_version", "lookahead", "source",
+    "accepted", "evaluated", "entropy", "policy", "policy_version", "lookahead", "source", "draft_source",
 )
-RESULT_COLUMNS = ("id", "domain", "new_tokens", "iterations", "drafted", "accepted", "wall_ms", "policy", "policy_version")
+RESULT_COLUMNS = ("id", "domain", "new_tokens", "iterations", "drafted", "accepted", "wall_ms", "policy", "policy_version",
+                  "draft_source")
 ORACLE_POLICY = "oracle"
 
 

@@ -15,7 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from scipy.stats import rankdata
+
 from specray.analysis.load import ORACLE_POLICY
+from specray.analysis.predictors import compare_predictors
+from specray.analysis.sources import row_sources
 
 TARGET_POLICY = "target"  # target-only decoding: the speedup baseline
 RESAMPLES = 1000
@@ -30,6 +34,36 @@ def compute_metrics(traces: pa.Table, results: pa.Table, seed: int = 0, resample
     return {
         "domains": {d: scope(_where(traces, "domain", d), _where(results, "domain", d)) for d in domains},
         "all": scope(traces, results),
+        "draft_sources": source_study(traces.filter(pc.invert(traces["oracle"])), seed, resamples),
+    }
+
+
+def source_study(drafts: pa.Table, seed: int, resamples: int) -> dict[str, Any]:
+    """Per draft source: the predictor comparison (domain vs depth) and the study's per-domain table."""
+    sources = row_sources(drafts)
+    study = {}
+    for source in sorted(pc.unique(sources).to_pylist()):
+        mine = drafts.filter(pc.equal(sources, source))
+        evaluated = _np(mine, "evaluated")
+        clusters = prompt_clusters(mine)
+        study[source] = {
+            "predictors": compare_predictors(_np(mine, "domain")[evaluated], _np(mine, "depth")[evaluated],
+                                             _np(mine, "accepted")[evaluated], clusters[evaluated], seed=seed),
+            "domains": {d: study_row(_where(mine, "domain", d), seed, resamples) for d in sorted(pc.unique(mine["domain"]).to_pylist())},
+        }
+    return study
+
+
+def study_row(traces: pa.Table, seed: int, resamples: int) -> dict[str, Any]:
+    """The study's per-domain figures: acceptance rate, expected accepted length, depth profile, Spearman rho."""
+    depth, accepted, evaluated = _np(traces, "depth"), _np(traces, "accepted"), _np(traces, "evaluated")
+    return {
+        "evaluated_tokens": int(evaluated.sum()),
+        "acceptance_rate": acceptance_rate(accepted, evaluated),
+        "expected_accepted_length": accepted_length(accepted, depth),
+        "depth_profile": depth_profile(depth, accepted, evaluated),
+        "entropy_acceptance_spearman": entropy_spearman(_np(traces, "entropy"), accepted, evaluated, prompt_clusters(traces),
+                                                        seed, resamples),
     }
 
 
@@ -51,6 +85,9 @@ def scope_metrics(traces: pa.Table, results: pa.Table, seed: int, resamples: int
         "position_profile": position_profile(_np(drafts, "gen_position"), accepted, evaluated, position_width),
         "entropy_profile": entropy_profile(_np(drafts, "entropy"), accepted, evaluated, entropy_bins),
         "entropy_acceptance_pearson": entropy_pearson(
+            _np(drafts, "entropy"), accepted, evaluated, prompt_clusters(drafts), seed, resamples
+        ),
+        "entropy_acceptance_spearman": entropy_spearman(
             _np(drafts, "entropy"), accepted, evaluated, prompt_clusters(drafts), seed, resamples
         ),
         "chosen_lookahead": distribution(_np(drafts, "lookahead")[first]),
@@ -92,8 +129,10 @@ def entropy_profile(entropy: np.ndarray, accepted: np.ndarray, evaluated: np.nda
     n = np.bincount(which, minlength=len(edges) - 1)
     mean = np.bincount(which, weights=x, minlength=len(n))
     hits = np.bincount(which, weights=y, minlength=len(n))
+    ci = wilson(hits, np.maximum(n, 1))
     return [
-        {"entropy_mean": float(mean[b] / n[b]), "acceptance_rate": float(hits[b] / n[b]), "tokens": int(n[b])}
+        {"entropy_mean": float(mean[b] / n[b]), "acceptance_rate": float(hits[b] / n[b]), "tokens": int(n[b]),
+         "ci95": [float(v) for v in ci[b]]}
         for b in range(len(n)) if n[b]
     ]
 
@@ -122,6 +161,25 @@ def entropy_pearson(entropy: np.ndarray, accepted: np.ndarray, evaluated: np.nda
     if out["rho"] is not None and len(draws):
         out["ci95"] = [float(v) for v in np.percentile(draws, [2.5, 97.5])]
     return out
+
+
+def entropy_spearman(entropy: np.ndarray, accepted: np.ndarray, evaluated: np.ndarray, clusters: np.ndarray,
+                     seed: int, resamples: int) -> dict[str, Any]:
+    """Spearman rho of draft entropy vs acceptance (the study's statistic): Pearson rho of the entropies' average
+    ranks among evaluated tokens against the 0/1 outcome (ranking a 0/1 variable changes nothing). The interval
+    bootstraps prompts with the ranks held fixed."""
+    ranks = np.zeros(len(entropy))
+    ranks[evaluated] = rankdata(entropy[evaluated])
+    return entropy_pearson(ranks, accepted, evaluated, clusters, seed, resamples)
+
+
+def wilson(hits: np.ndarray, n: np.ndarray, z: float = 1.96) -> np.ndarray:
+    """95% Wilson score interval of a proportion, (len, 2): honest at small n and at rates of 0 or 1."""
+    n = np.asarray(n, np.float64)
+    p = np.asarray(hits, np.float64) / np.maximum(n, 1)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.stack([np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)], axis=-1)
 
 
 def oracle_sl(oracle: pa.Table, results: pa.Table) -> np.ndarray:
@@ -203,12 +261,14 @@ def policy_versions(traces: pa.Table, results: pa.Table) -> dict[str, list[str]]
 
 
 def _binned_rate(bins: np.ndarray, hits: np.ndarray, key) -> dict[str, dict[str, Any]]:
-    """{key(bin): {acceptance_rate, tokens}} for each non-empty integer bin."""
+    """{key(bin): {acceptance_rate, tokens, ci95}} for each non-empty integer bin (ci95: Wilson interval)."""
     if not len(bins):
         return {}
     n = np.bincount(bins)
     k = np.bincount(bins, weights=hits.astype(np.float64), minlength=len(n))
-    return {key(b): {"acceptance_rate": float(k[b] / n[b]), "tokens": int(n[b])} for b in np.flatnonzero(n)}
+    ci = wilson(k, np.maximum(n, 1))
+    return {key(b): {"acceptance_rate": float(k[b] / n[b]), "tokens": int(n[b]), "ci95": [float(v) for v in ci[b]]}
+            for b in np.flatnonzero(n)}
 
 
 def _bootstrap(sums: np.ndarray, seed: int, resamples: int) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The report's figures, drawn from the metrics dict alone (no trace access), as PNG files.
 
-Matplotlib's Agg backend: no display, so the report renders on a headless cluster node.
+Matplotlib's Agg backend: no display, so the report renders on a headless cluster node. Every profile
+point carries its 95% interval (Wilson, from the tokens behind it), and points resting on fewer than
+FEW tokens are labelled with their count: a depth-6 rate of 1.0 from three tokens must look like it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ FIGURES = {
     "lookahead.png": "Lookahead: chosen by the policies vs the oracle's stopping length",
     "position_acceptance.png": "Acceptance rate over the generation",
     "tokens_per_s.png": "Tokens/s per sequence, by policy and domain",
+    "predictors.png": "Held-out deviance explained of acceptance, per draft source (95% prompt-bootstrap CI)",
 }
+FEW = 200  # a profile point on fewer tokens shows its count
 
 
 def write_plots(metrics: dict[str, Any], out_dir: Path) -> dict[str, str]:
@@ -31,6 +35,7 @@ def write_plots(metrics: dict[str, Any], out_dir: Path) -> dict[str, str]:
         "lookahead.png": lambda ax: _lookahead(ax, metrics["all"]),
         "position_acceptance.png": lambda ax: _curves(ax, domains, "position_profile", "generated position (window start)"),
         "tokens_per_s.png": lambda ax: _throughput(ax, domains),
+        "predictors.png": lambda ax: _predictors(ax, metrics.get("draft_sources", {})),
     }
     for name, draw in drawers.items():
         fig, ax = plt.subplots(figsize=(6.4, 4))
@@ -50,8 +55,8 @@ def _curves(ax, domains: dict[str, Any], key: str, xlabel: str) -> None:
         profile = m[key]
         if profile:
             xs = [int(x) for x in profile]
-            ax.plot(xs, [profile[x]["acceptance_rate"] for x in profile], marker="o", label=domain)
-    _finish(ax, xlabel, "acceptance rate")
+            _points(ax, xs, list(profile.values()), domain)
+    _finish(ax, xlabel, "acceptance rate (95% CI; n shown below " + str(FEW) + " tokens)")
 
 
 def _entropy(ax, domains: dict[str, Any]) -> None:
@@ -60,8 +65,33 @@ def _entropy(ax, domains: dict[str, Any]) -> None:
         if bins:
             rho = m["entropy_acceptance_pearson"]["rho"]
             label = domain if rho is None else f"{domain} (ρ={rho:.2f})"
-            ax.plot([b["entropy_mean"] for b in bins], [b["acceptance_rate"] for b in bins], marker="o", label=label)
-    _finish(ax, "draft entropy (nats)", "acceptance rate")
+            _points(ax, [b["entropy_mean"] for b in bins], bins, label)
+    _finish(ax, "draft entropy (nats)", "acceptance rate (95% CI)")
+
+
+def _points(ax, xs: list[float], points: list[dict[str, Any]], label: str) -> None:
+    """Rates with their intervals as error bars, and the token count beside thinly supported points."""
+    ys = [p["acceptance_rate"] for p in points]
+    lo = [y - p["ci95"][0] if p.get("ci95") else 0 for y, p in zip(ys, points)]
+    hi = [p["ci95"][1] - y if p.get("ci95") else 0 for y, p in zip(ys, points)]
+    ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=2, label=label)
+    for x, y, p in zip(xs, ys, points):
+        if p["tokens"] < FEW:
+            ax.annotate(f"n={p['tokens']}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
+
+
+def _predictors(ax, sources: dict[str, Any]) -> None:
+    """Grouped bars: per draft source, deviance explained by domain, depth, and both, with intervals."""
+    models = ("domain", "depth", "domain+depth")
+    names = [s for s, study in sources.items() if study["predictors"]["models"]]
+    width = 0.8 / len(models)
+    for i, model in enumerate(models):
+        cells = [sources[s]["predictors"]["models"][model]["deviance_explained"] for s in names]
+        ys = [c["value"] for c in cells]
+        err = [[y - (c["ci95"] or [y, y])[0] for y, c in zip(ys, cells)], [(c["ci95"] or [y, y])[1] - y for y, c in zip(ys, cells)]]
+        ax.bar([j + i * width for j in range(len(names))], ys, width=width, yerr=err, capsize=2, label=model)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names)
+    _finish(ax, "draft source", "deviance explained (held out)")
 
 
 def _lookahead(ax, scope: dict[str, Any]) -> None:

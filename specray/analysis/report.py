@@ -29,7 +29,7 @@ def write_report(run_dirs: list[str], out_dir: str | Path, seed: int = 0) -> dic
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
     figures = write_plots(metrics, out)
-    tables = headline_table(metrics) + "\n\n" + policy_table_md(metrics)
+    tables = "\n\n".join([headline_table(metrics), policy_table_md(metrics), predictor_table(metrics), study_table(metrics)])
     (out / "summary.md").write_text(summary_markdown(run_dirs, tables, figures))
     (out / "report.html").write_text(report_html(run_dirs, tables, figures, out))
     return metrics
@@ -75,6 +75,42 @@ def policy_table_md(metrics: dict[str, Any]) -> str:
             lines.append("| " + " | ".join([
                 name, policy, versions, _f(row["acceptance_rate"]), _f(row["expected_accepted_length"]),
                 _f(row["mean_lookahead"]), _f(row.get("tokens_per_s"), 1), _f(row.get("speedup"), 2), str(row.get("prompts", 0)),
+            ]) + " |")
+    return "\n".join(lines)
+
+
+def predictor_table(metrics: dict[str, Any]) -> str:
+    """Per draft source: which predicts acceptance better, domain or depth (held-out, prompt-grouped CV)."""
+    lines = [
+        "| draft source | model | evaluated tokens | prompts | held-out log-loss [95% CI] | AUC [95% CI] | deviance explained [95% CI] | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for source, study in metrics.get("draft_sources", {}).items():
+        p = study["predictors"]
+        for model, row in p["models"].items():
+            lines.append("| " + " | ".join([
+                source, model, str(p["tokens"]), str(p["prompts"]), _ci(row["log_loss"]), _ci(row["auc"]),
+                _ci(row["deviance_explained"]), p["verdict"] if model == "domain" else "",
+            ]) + " |")
+        if not p["models"]:
+            lines.append(f"| {source} | – | {p['tokens']} | {p['prompts']} | – | – | – | {p['verdict']} |")
+    return "\n".join(lines)
+
+
+def study_table(metrics: dict[str, Any]) -> str:
+    """Per draft source and domain: the study's figures (acceptance, E[accepted], depth profile, Spearman rho)."""
+    lines = [
+        "| draft source | domain | acceptance rate | E[accepted] | acceptance at depth 1/2/3/4 (tokens) | entropy Spearman ρ [95% CI] | evaluated tokens |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for source, study in metrics.get("draft_sources", {}).items():
+        for domain, row in study["domains"].items():
+            profile = row["depth_profile"]
+            depths = " / ".join(f"{_f(profile[d]['acceptance_rate'], 2)} ({profile[d]['tokens']})" if d in profile else "–"
+                                for d in ("1", "2", "3", "4"))
+            lines.append("| " + " | ".join([
+                source, domain, _f(row["acceptance_rate"]), _f(row["expected_accepted_length"]), depths,
+                _rho(row["entropy_acceptance_spearman"]), str(row["evaluated_tokens"]),
             ]) + " |")
     return "\n".join(lines)
 
@@ -147,6 +183,11 @@ def _rho(p: dict[str, Any]) -> str:
         return "–"
     ci = p["ci95"]
     return f"{p['rho']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _ci(cell: dict[str, Any]) -> str:
+    ci = cell["ci95"]
+    return _f(cell["value"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def _mean_std(dist: dict[str, Any] | None) -> str:

@@ -27,6 +27,7 @@ from ray.exceptions import RayError
 
 from specray.config import ConfigError, JobConfig, config_changes, config_to_yaml
 from specray.distributed.console import driver_console, ray_init_options
+from specray.distributed.draft_artifacts import check_draft_sources
 from specray.distributed.policy_actor import PolicyActors
 from specray.distributed.pool import WorkerPool
 from specray.distributed.progress import Progress
@@ -86,8 +87,10 @@ def run_job(cfg: JobConfig, make_engine: Callable | None = None, label: bool = F
             check_dtype_runs(torch_dtype(cfg.models.dtype), device)
         except ValueError as error:
             raise ConfigError(f"models.dtype: {error}") from None
-    pick = partial(label_policy, cfg.label.depth) if label else partial(domain_policy, cfg.policy)
+    pick = partial(label_policy, cfg.label.depth, list(cfg.label.draft_sources)) if label else partial(domain_policy, cfg.policy)
     policies = {domain: pick(domain) for domain in DOMAINS}
+    if make_engine is None:  # the configured pair will load: its draft files are checked before anything starts
+        check_draft_sources(cfg.models, policies)
     started_ray = not ray.is_initialized()
     with driver_console(cfg.log_level):
         if started_ray:  # address None: RAY_ADDRESS when set (ray job submit), else a local instance

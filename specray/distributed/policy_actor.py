@@ -5,6 +5,12 @@ Being on the dispatch path is what keeps its stats live: every batch of the doma
 its way back. It is async so one actor keeps batches in flight on every worker of the shared pool.
 It holds no model and imports no torch: the policy object itself is built where the engine runs.
 
+With `draft: auto` it also chooses each batch's draft source (`draft_choice.DraftChooser`: Thompson
+sampling on the batches' measured tokens/s, primed by the registry's per-source prior) and sends the
+spec resolved for that source; the choice lands in every result and trace row (`draft_source`) and the
+evidence in the job summary. A label run sends the spec of its first source and the others as
+`label_specs`, so every prompt is drafted by every source.
+
 Its Ray metrics carry vLLM's speculative-decoding names, so dashboards and alerts written for vLLM
 read specray too (Prometheus sees them as `ray_<name>_total`; vLLM's are `vllm:<name>_total`):
 `spec_decode_num_drafts` (drafting rounds: one sequence proposing one or more draft tokens),
@@ -24,6 +30,7 @@ from ray.exceptions import RayActorError, RayError
 from ray.util.metrics import Counter
 
 from specray.distributed.batch import Batch, BatchOutput, Failure, Totals
+from specray.distributed.draft_choice import DraftChooser, batch_speed
 
 EMA_DECAY = 0.9  # weight of the past per batch; ~10 batches of memory
 SPEC_DECODE_COUNTERS = {
@@ -57,13 +64,25 @@ class SpecDecodeCounts:
 
 @dataclass(frozen=True)
 class DomainPolicy:
-    """What a policy actor owns (resolved by `specs.domain_policy`); workers build the policy from `spec`."""
+    """What a policy actor owns (resolved by `specs.domain_policy`); workers build the policy from `spec`.
+
+    `specs` maps each draft source the domain may use to its resolved spec: one entry, or several under
+    `draft: auto` (then `prior` holds the registry's tokens/s per source, when it has them). `label_specs`:
+    a label run's further specs, drafted on the same prompts."""
 
     domain: str
     spec: str
     version: str
     k_max: int | None  # None: the policy's own default
     threshold: float | None
+    draft: str = "model"  # the domain's draft setting: a source, or auto
+    specs: dict[str, str] = field(default_factory=dict)
+    prior: dict[str, float] | None = None
+    label_specs: tuple[str, ...] = ()
+
+    @property
+    def auto(self) -> bool:
+        return len(self.specs) > 1
 
 
 def ema(old: float | None, new: float | None) -> float | None:
@@ -94,6 +113,7 @@ class PolicyActor:
     def __init__(self, policy: DomainPolicy):
         self.policy = policy
         self.stats = LiveStats()
+        self.chooser = DraftChooser(tuple(policy.specs), policy.prior, seed=policy.domain) if policy.auto else None
         self.counters = {"specray_new_tokens": Counter("specray_new_tokens", description="tokens generated", tag_keys=("domain",))}
         for name, description in SPEC_DECODE_COUNTERS.items():
             self.counters[name] = Counter(name, description=description, tag_keys=("domain",))
@@ -104,10 +124,16 @@ class PolicyActor:
 
     async def run(self, worker, batch: Batch) -> BatchOutput | Failure:
         """Generate `batch` on `worker` with this domain's policy; a failure comes back as a value."""
+        source = self.chooser.choose() if self.chooser else None
+        spec = self.policy.specs[source] if source else self.policy.spec
         try:
-            out = await worker.generate.remote(batch.domain, batch.rows, self.policy.spec)
+            out = await worker.generate.remote(batch.domain, batch.rows, spec, self.policy.label_specs)
         except RayError as exc:
+            if self.chooser:
+                self.chooser.cancel(source)
             return Failure.from_error(exc, worker_lost=isinstance(exc, RayActorError))
+        if self.chooser:
+            self.chooser.record(source, *batch_speed(out.results["new_tokens"].to_pylist(), out.results["wall_ms"].to_pylist()))
         totals = out.totals()
         self.stats.update(totals)
         self._export(totals, SpecDecodeCounts.of(out.traces))
@@ -127,7 +153,8 @@ class PolicyActor:
         """Policy and live stats, for the job summary."""
         s = self.stats
         return {
-            "spec": self.policy.spec, "version": self.policy.version,
+            "spec": self.policy.spec, "version": self.policy.version, "draft": self.policy.draft,
+            "draft_choice": self.chooser.evidence() if self.chooser else None,
             "k_max": self.policy.k_max, "threshold": self.policy.threshold,
             "batches": s.batches, "prompts": s.totals.prompts,
             "ema_accepted_per_iteration": s.accepted_per_iteration, "ema_acceptance": s.acceptance,

@@ -5,7 +5,9 @@ One engine lives as long as its runner, because it keeps the measured costs its 
 Stop policies are asked after every draft token, so they live here too: built from the spec each
 batch carries (the domain's policy actor owns the spec) and cached. Row-level problems that need the
 tokenizer (nothing left after encoding, too long for the window) become error rows, not failed batches.
-A label run's runner marks its traces `source=label` and keeps the draft's hidden states in them.
+A label run's runner marks its traces `source=label` and keeps the draft's hidden states in them; it may
+draft the same prompts with further specs (one per draft source), whose traces join the batch's.
+Every result and trace row is stamped with the draft source of the spec that produced it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from specray.models.precision import dtype_name
 from specray.models.prompts import PromptError
 from specray.policies.base import StopPolicy
 from specray.policies.factory import make_policy
-from specray.schema import RESULT_SCHEMA, trace_schema
+from specray.policies.sources import spec_source
+from specray.schema import DRAFT_SOURCE_FIELD, STORED_RESULT_SCHEMA, stored_trace_schema
 
 
 def load_engine(models: ModelsConfig, device: str) -> SpeculativeEngine:
@@ -77,7 +80,8 @@ class BatchRunner:
         self.policies: dict[tuple[str, str], StopPolicy | None] = {}
         self.generation = generation_config(cfg)
 
-    def __call__(self, domain: str, rows: tuple[PromptRow, ...], spec: str) -> BatchOutput:
+    def __call__(self, domain: str, rows: tuple[PromptRow, ...], spec: str, label_specs: tuple[str, ...] = ()) -> BatchOutput:
+        """Decode `rows` with `spec`; a label run also drafts them with each of `label_specs` (traces only)."""
         kept, prompts, errors = [], [], []
         window = self.engine.context_window()
         for row in rows:
@@ -93,17 +97,23 @@ class BatchRunner:
                 kept.append(row)
                 prompts.append(tokens)
         if not kept:
-            return BatchOutput(RESULT_SCHEMA.empty_table(), trace_schema(self.label).empty_table(), errors_table(errors))
-        policy = self._policy(domain, spec)
+            return BatchOutput(STORED_RESULT_SCHEMA.empty_table(), stored_trace_schema(self.label).empty_table(),
+                               errors_table(errors))
         ids = [row.id for row in kept]
         config = replace(self.generation, seed=batch_seed(self.generation.seed, ids))
-        out = self.engine.generate(prompts, policy, config, prompt_ids=ids, domain=domain, run_id=self.cfg.run_id,
-                                   source="label" if self.label else "generate", record_hidden=self.label)
-        done = [i for i, seq in enumerate(out.sequences) if seq.error is None]
-        errors += [ErrorRow(kept[i].id, self.source, seq.error, kept[i].position) for i, seq in enumerate(out.sequences) if seq.error]
-        results = result_table([kept[i] for i in done], [prompts[i] for i in done], [out.sequences[i] for i in done],
-                               domain, policy, self.cfg.models)
-        return BatchOutput(results, out.traces, errors_table(errors))
+        traces, results = [], None
+        for one in (spec, *label_specs):
+            policy = self._policy(domain, one)
+            out = self.engine.generate(prompts, policy, config, prompt_ids=ids, domain=domain, run_id=self.cfg.run_id,
+                                       source="label" if self.label else "generate", record_hidden=self.label)
+            traces.append(stamp_source(out.traces, spec_source(one)))
+            if results is None:
+                done = [i for i, seq in enumerate(out.sequences) if seq.error is None]
+                errors += [ErrorRow(kept[i].id, self.source, seq.error, kept[i].position)
+                           for i, seq in enumerate(out.sequences) if seq.error]
+                results = result_table([kept[i] for i in done], [prompts[i] for i in done], [out.sequences[i] for i in done],
+                                       domain, policy, self.cfg.models, spec_source(one))
+        return BatchOutput(results, pa.concat_tables(traces), errors_table(errors))
 
     def precision(self) -> dict[str, str]:
         """The dtype each role runs in (`models.dtype=auto` measures it per worker at load)."""
@@ -117,8 +127,13 @@ class BatchRunner:
         return self.policies[key]
 
 
+def stamp_source(traces: pa.Table, source: str) -> pa.Table:
+    """The engine's trace rows with the draft source that produced them."""
+    return traces.append_column(DRAFT_SOURCE_FIELD, pa.array([source] * traces.num_rows, DRAFT_SOURCE_FIELD.type))
+
+
 def result_table(rows: list[PromptRow], prompts: list[list[int]], seqs: list[SequenceResult], domain: str,
-                 policy: StopPolicy | None, models: ModelsConfig) -> pa.Table:
+                 policy: StopPolicy | None, models: ModelsConfig, draft_source: str) -> pa.Table:
     """One RESULT_SCHEMA row per prompt; policy name and version as the engine writes them into traces."""
     n = len(rows)
     return pa.table(
@@ -139,6 +154,7 @@ def result_table(rows: list[PromptRow], prompts: list[list[int]], seqs: list[Seq
             "policy_version": [policy.version if policy else ""] * n,
             "target": [models.target] * n,
             "draft": [models.draft] * n,
+            "draft_source": [draft_source] * n,
         },
-        schema=RESULT_SCHEMA,
+        schema=STORED_RESULT_SCHEMA,
     )

@@ -62,7 +62,7 @@ from specray.distributed.manifest import (
     repair_tail,
     write_atomic,
 )
-from specray.schema import DOMAINS, ERROR_SCHEMA, HIDDEN_FIELD, RESULT_SCHEMA, trace_schema
+from specray.schema import ADDED_COLUMNS, DOMAINS, ERROR_SCHEMA, HIDDEN_FIELD, STORED_RESULT_SCHEMA, stored_trace_schema
 from specray.storage import Location, StorageError, resolve
 
 MANIFEST = "manifest.jsonl"
@@ -94,12 +94,14 @@ class RunMeta:
 
 def run_schemas(hidden_states: bool) -> dict[str, pa.Schema]:
     """The schema of each kind of file in a run."""
-    return {"results": RESULT_SCHEMA, "traces": trace_schema(hidden_states), "errors": ERROR_SCHEMA}
+    return {"results": STORED_RESULT_SCHEMA, "traces": stored_trace_schema(hidden_states), "errors": ERROR_SCHEMA}
 
 
 def schema_version(hidden_states: bool = False) -> str:
-    """A fingerprint of the stored schemas, so a column change refuses to mix old and new files."""
-    spec = {name: [(f.name, str(f.type)) for f in schema] for name, schema in run_schemas(hidden_states).items()}
+    """A fingerprint of the stored schemas, so a column change refuses to mix old and new files. ADDED_COLUMNS
+    are left out: files without them read as null there, so a run begun before one was added may resume."""
+    spec = {name: [(f.name, str(f.type)) for f in schema if f not in ADDED_COLUMNS]
+            for name, schema in run_schemas(hidden_states).items()}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -161,7 +163,7 @@ class RunSink:
         Buffered until a domain holds `rows_per_file` rows; call flush() when it must be durable now.
         Returns how many ids were newly accepted.
         """
-        results, traces = _conform(results, "results", RESULT_SCHEMA), _conform(traces, "traces", self.trace_schema)
+        results, traces = _conform(results, "results", self.schemas["results"]), _conform(traces, "traces", self.trace_schema)
         errors = _conform(errors if errors is not None else ERROR_SCHEMA.empty_table(), "errors", ERROR_SCHEMA)
         _check_batch(results, traces, errors)
         results, errors = results.filter(self._new(results["id"])), errors.filter(self._new_errors(errors))
@@ -518,9 +520,13 @@ def _table_dir(kind: str, domain: str | None) -> str:
 
 def _conform(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
     """`table` with exactly the schema's columns, in order and cast; a missing or extra column is a bug upstream,
-    except an errors table without `position` (written before that column existed), whose rows all have ids."""
+    except an errors table without `position` (written before that column existed), whose rows all have ids,
+    and a table without one of the schema's ADDED_COLUMNS (null: not recorded)."""
     if kind == "errors" and "position" not in table.column_names:
         table = table.append_column("position", pa.nulls(table.num_rows, pa.string()))
+    for added in ADDED_COLUMNS:
+        if added.name in schema.names and added.name not in table.column_names:
+            table = table.append_column(added, pa.nulls(table.num_rows, added.type))
     missing, extra = set(schema.names) - set(table.column_names), set(table.column_names) - set(schema.names)
     if missing or extra:
         raise ValueError(f"{kind}: missing columns {sorted(missing)}, unexpected columns {sorted(extra)}")

@@ -2,7 +2,10 @@
 
 `policy.default` or the domain's `name`, with the domain's budget (`k_max`, `threshold`) folded into
 the spec string, and a learned policy pinned to one registry version: retraining may publish a new
-version while a job runs, and every batch of a run must use the version its results name.
+version while a job runs, and every batch of a run must use the version its results name. With
+`policy.per_domain.<d>.draft` the spec drafts with that source; with `auto`, this is done once per
+source of `policy.auto_sources`, and a learned policy is pinned to the artifact trained on that source's
+traces where the registry has one.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from specray.config import ConfigError, PolicyConfig
 from specray.distributed.policy_actor import DomainPolicy
 from specray.policies.artifacts import ArtifactError
 from specray.policies.disco import DiscoClassifier
+from specray.policies.draft_prior import load_prior
 from specray.policies.factory import make_policy
-from specray.policies.registry import artifact_stem
+from specray.policies.registry import GLOBAL, artifact_stem
+from specray.policies.sources import AUTO, DEFAULT, NONE, format_spec, registry_name, spec_source, with_source
 from specray.policies.spec import parse_spec
 from specray.storage import is_remote
 from specray.policies.specdecpp import AcceptanceHead
@@ -25,20 +30,51 @@ LOADERS = {"disco": DiscoClassifier.load, "specdecpp": AcceptanceHead.load}  # t
 
 
 def domain_policy(policy: PolicyConfig, domain: str) -> DomainPolicy:
-    """Resolve and pin `domain`'s policy; raises ConfigError naming the config key when it cannot run."""
+    """Resolve and pin `domain`'s policy, once per draft source it may use; raises ConfigError naming the key.
+
+    `policy.per_domain.<d>.draft` picks the source (overriding the spec's `draft=`), or `auto`: every one of
+    `policy.auto_sources`, each resolved here so that a source that cannot run fails the job now."""
+    override = getattr(policy.per_domain, domain)
+    given = override.name or policy.default
+    draft = override.draft or spec_source(given)
+    sources = tuple(policy.auto_sources) if draft == AUTO else (draft,)
+    resolved = {s: _resolve(policy, domain, _with_source(given, s, f"policy.per_domain.{domain}.draft"), s) for s in sources}
+    prior = _prior(policy.registry, domain) if draft == AUTO else None
+    spec, version = resolved[sources[0]]
+    return DomainPolicy(domain, spec, version, override.k_max, override.threshold, draft,
+                        {source: one for source, (one, _) in resolved.items()}, prior)
+
+
+def label_policy(depth: int, sources: list[str], domain: str) -> DomainPolicy:
+    """A label run's policy for every domain: a fixed-depth draft from each of `sources` on every prompt,
+    whatever `policy.*` and the registry say."""
+    specs = [with_source(f"static:{depth}", source) for source in sources]
+    return DomainPolicy(domain, specs[0], "builtin", depth, None, sources[0], {sources[0]: specs[0]}, None, tuple(specs[1:]))
+
+
+def _with_source(given: str, source: str, key: str) -> str:
+    try:
+        return with_source(given, source)
+    except ValueError as exc:
+        raise ConfigError(f"{key}={source}: {exc}") from None
+
+
+def _resolve(policy: PolicyConfig, domain: str, given: str, source: str) -> tuple[str, str]:
+    """(spec, version) of one source's policy: budget folded in, learned weights pinned, built once."""
     override = getattr(policy.per_domain, domain)
     key = f"policy.per_domain.{domain}"
-    given = override.name or policy.default
     name, options = parse_spec(given)
     if name == "oracle":
         raise ConfigError(f"{key}: the oracle policy needs the target's outputs and only runs offline")
+    if name == "target" and source == NONE and override.draft is not None:  # `draft: none`: no budget to fold in
+        return given, ""
     if override.k_max is not None:
         options[_option(K_OPTION, name, f"{key}.k_max")] = override.k_max
     if override.threshold is not None:
         options[_option(THRESHOLD_OPTION, name, f"{key}.threshold")] = override.threshold
     version = "" if name == "target" else "builtin"
     if name in LOADERS:
-        stem, version = _pin(name, options.get("path"), policy.registry, domain)
+        stem, version = _pin(name, options.get("path"), policy.registry, domain, source)
         options["path"] = str(stem)
     spec = given if parse_spec(given) == (name, options) else format_spec(name, options)  # as written, when unchanged
     if parse_spec(spec) != (name, options):
@@ -47,17 +83,29 @@ def domain_policy(policy: PolicyConfig, domain: str) -> DomainPolicy:
         make_policy(spec, domain=domain)
     except (ValueError, TypeError, OverflowError) as exc:  # ArtifactError is a ValueError
         raise ConfigError(f"{key}: policy {spec!r} cannot be built: {exc}") from None
-    return DomainPolicy(domain, spec, version, override.k_max, override.threshold)
+    return spec, version
 
 
-def label_policy(depth: int, domain: str) -> DomainPolicy:
-    """A label run's policy for every domain: a fixed-depth draft, whatever `policy.*` and the registry say."""
-    return DomainPolicy(domain, f"static:{depth}", "builtin", depth, None)
+def _prior(registry: str | None, domain: str) -> dict[str, float] | None:
+    """The registry's tokens/ms per draft source for `domain`, or None when it has none."""
+    if registry is None:
+        return None
+    try:
+        found = load_prior(registry, domain)
+    except ArtifactError as exc:
+        raise ConfigError(f"policy.per_domain.{domain}.draft=auto: {exc}") from None
+    return None if found is None else found[0]
 
 
-def format_spec(name: str, options: dict) -> str:
-    """The inverse of parse_spec: `name:key=value,...`."""
-    return name + (":" + ",".join(f"{k}={v}" for k, v in options.items()) if options else "")
+def source_stem(registry: str, kind: str, domain: str, source: str) -> tuple[Path | str, str]:
+    """The stem for (domain, source): `<domain>__<source>`, then `global__<source>`, then the model-draft
+    `<domain>` / `global` artifacts every registry has (a source without policies of its own uses those)."""
+    if source not in (DEFAULT, NONE):
+        for name in (registry_name(domain, source), registry_name(GLOBAL, source)):
+            stem, version = artifact_stem(registry, kind, name)
+            if str(stem).rsplit("/", 1)[-1] == name:  # a Path locally, a URI in a remote registry
+                return stem, version
+    return artifact_stem(registry, kind, domain)
 
 
 def _option(table: dict[str, str], name: str, key: str) -> str:
@@ -66,8 +114,9 @@ def _option(table: dict[str, str], name: str, key: str) -> str:
     return table[name]
 
 
-def _pin(name: str, path: str | None, registry: str | None, domain: str) -> tuple[Path | str, str]:
-    """The artifact stem and its version: the registry's newest for this domain, or the one `path=` names.
+def _pin(name: str, path: str | None, registry: str | None, domain: str, source: str) -> tuple[Path | str, str]:
+    """The artifact stem and its version: the registry's newest for this domain and draft source (see
+    `source_stem`), or the one `path=` names.
 
     The artifact is loaded here, on the driver, so a missing or corrupt file fails the job at once,
     naming the file, instead of failing every batch on the workers and turning every row into an error."""
@@ -75,7 +124,7 @@ def _pin(name: str, path: str | None, registry: str | None, domain: str) -> tupl
     if path is None and registry is None:
         raise ConfigError(f"{key}: policy '{name}' needs weights; set policy.registry or use {name}:path=STEM")
     try:
-        stem, version = artifact_stem(registry, name, domain) if path is None else (_stem(path), "unversioned")
+        stem, version = source_stem(registry, name, domain, source) if path is None else (_stem(path), "unversioned")
         _, meta = LOADERS[name](stem)
         claimed = meta.get("version", version)
         if path is None and claimed != version:  # results name the version; it must be the one that was loaded

@@ -43,5 +43,5 @@ class ModelWorker:
         """The target's context window in tokens (None: unbounded), so the driver can check max_new_tokens."""
         return self.runner.engine.context_window()
 
-    def generate(self, domain: str, rows: tuple[PromptRow, ...], spec: str) -> BatchOutput:
-        return self.runner(domain, rows, spec)
+    def generate(self, domain: str, rows: tuple[PromptRow, ...], spec: str, label_specs: tuple[str, ...] = ()) -> BatchOutput:
+        return self.runner(domain, rows, spec, label_specs)

@@ -1,7 +1,11 @@
 """`specray retrain`: traces in, a new registry version of the DISCO and SpecDec++ policies out.
 
-Per kind: one global model on every domain's tokens plus one per domain with enough rows; a domain
-with too few uses the global model (the registry's fallback), and the metrics say so. Thresholds
+Per kind and per draft source (label runs may draft every prompt with each source): one global model on
+every domain's tokens plus one per domain with enough rows; a domain with too few uses the global model
+(the registry's fallback), and the metrics say so. Artifacts of the `model` source keep the plain
+`<domain>` names; other sources' are `<domain>__<source>` (`specray.policies.sources.registry_name`).
+Beside them, kind `draft_sources` records per domain how fast each source decoded (replayed tokens/ms
+of its best static lookahead under its own cost model): the prior of `draft: auto`. Thresholds
 and k_max are picked by replaying held-out rounds under a cost model measured from the same traces.
 The global artifact records which trace files (and how many rows each) it was trained on, so
 `--if-new-traces N` can skip a retrain by reading Parquet footers only.
@@ -12,7 +16,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,9 @@ import torch
 from specray.distributed.manifest import ManifestError
 from specray.policies.artifacts import ArtifactError
 from specray.policies.disco import FEATURES
+from specray.policies.draft_prior import KIND as PRIOR_KIND, prior_meta
 from specray.policies.registry import GLOBAL, artifact_stem, publish
+from specray.policies.sources import DEFAULT as DEFAULT_SOURCE, NONE, registry_name
 from specray.storage import is_remote, read_bytes
 from specray.training.fit import predict, train_disco, train_specdecpp
 from specray.training.metrics import auc, classifier_metrics
@@ -128,6 +134,40 @@ def tune_budget(kind: str, view: View, rows: np.ndarray, prob: np.ndarray, costs
     return {threshold: value, "k_max": k_max, "replay": replay}
 
 
+def source_part(data: TraceData, code: int) -> TraceData:
+    """The tokens, rounds and hidden states of one draft source: each source's rounds are its own (a label
+    run drafts the same prompt and iteration once per source), and so are its costs and its policies."""
+    mine = data.source == code
+    index = np.full(len(mine), -1, np.int64)
+    index[mine] = np.arange(int(mine.sum()))
+    hidden_rows = mine[data.hidden_index] if len(data.hidden_index) else np.zeros(0, bool)
+    return replace(
+        data, domain=data.domain[mine], prompt_key=data.prompt_key[mine], iteration=data.iteration[mine], depth=data.depth[mine],
+        features=data.features[mine], accepted=data.accepted[mine], evaluated=data.evaluated[mine],
+        accept_prob=data.accept_prob[mine], rounds=data.rounds[data.round_source == code], source=data.source[mine],
+        round_source=data.round_source[data.round_source == code],
+        hidden=data.hidden[hidden_rows] if len(hidden_rows) else data.hidden, hidden_index=index[data.hidden_index[hidden_rows]],
+    )
+
+
+def source_rates(data: TraceData, costs: Costs) -> dict[str, dict]:
+    """Per domain (and `global`): replayed tokens/ms of the best static lookahead on this source's rounds,
+    with the evidence behind it. Rounds a source did not draft (no n-gram match) leave no trace rows, so
+    a source that often skips drafting looks faster here than it is; the live choice corrects that."""
+    out = {}
+    for name, mine in [(GLOBAL, np.ones(len(data.domain), bool)), *((d, data.domain == i) for i, d in enumerate(data.domains))]:
+        if not mine.any():
+            continue
+        rounds = build_rounds(data.prompt_key[mine], data.iteration[mine], data.depth[mine], data.accepted[mine],
+                              np.ones(int(mine.sum()), np.float32))
+        k, rate = best_static(rounds, costs)
+        evaluated = data.evaluated[mine]
+        out[name] = {"tokens_per_ms": round(rate, 6), "best_static_k": k, "rounds": int(len(rounds.length)),
+                     "evaluated_tokens": int(evaluated.sum()),
+                     "acceptance": round(float(data.accepted[mine][evaluated].mean()), 4) if evaluated.any() else None}
+    return out
+
+
 def used_files(registry: str | Path) -> dict[str, int]:
     """Trace files (path -> rows) the newest DISCO version read or skipped; empty when there is none."""
     try:
@@ -181,21 +221,42 @@ def retrain(trace_dirs: list[str | Path], registry: str | Path, if_new_traces: i
         log.warning("%d trace file(s) skipped as corrupt or schema-drifted", len(skipped))
     if not len(data.domain) or not data.evaluated.any():
         raise ValueError(f"no usable trace rows under {', '.join(map(str, trace_dirs))}")
-    costs = estimate_costs(data.rounds)
     span = data_span(files, skipped, data)
-    shared = {"cost_model": {**costs.__dict__, "draft_to_verify_ratio": round(costs.ratio, 4)}, "data": {k: v for k, v in span.items() if k not in ("files", "skipped")}}
-    report = {"retrained": True, "skipped_files": [f"{path}: {why}" for path, why in skipped], "versions": {}, "metrics": {}, **shared}
-    views = {"disco": disco_view(data)}
-    if len(data.hidden_index):
-        views["specdecpp"] = specdecpp_view(data)
-    for kind, view in views.items():
-        artifacts, metrics = train_kind(kind, view, data.domains, costs, min_rows, steps)
-        for name, (_, meta) in artifacts.items():
-            meta |= shared
-            if name == GLOBAL:
-                meta |= {"report": metrics, "data": span}
-        report["versions"][kind] = publish(registry, kind, artifacts)
-        report["metrics"][kind] = metrics
+    shared = {"data": {k: v for k, v in span.items() if k not in ("files", "skipped")}}
+    report = {"retrained": True, "skipped_files": [f"{path}: {why}" for path, why in skipped], "versions": {}, "metrics": {},
+              "cost_model": {}, "by_source": {}, **shared}
+    artifacts: dict[str, dict] = {}
+    rates: dict[str, dict[str, dict]] = {}
+    for code, source in enumerate(data.sources):
+        part = source_part(data, code)
+        if not part.evaluated.any():
+            continue
+        costs = estimate_costs(part.rounds)
+        cost_model = {**costs.__dict__, "draft_to_verify_ratio": round(costs.ratio, 4)}
+        report["by_source"].setdefault(source, {})["cost_model"] = cost_model
+        views = {"disco": disco_view(part)}
+        if len(part.hidden_index):
+            views["specdecpp"] = specdecpp_view(part)
+        for kind, view in views.items():
+            trained, metrics = train_kind(kind, view, part.domains, costs, min_rows, steps)
+            for name, (tensors, meta) in trained.items():
+                meta |= shared | {"cost_model": cost_model, "draft_source": source}
+                if name == GLOBAL:
+                    meta |= {"report": metrics, "data": span}
+                artifacts.setdefault(kind, {})[registry_name(name, source)] = (tensors, meta)
+            report["by_source"][source].setdefault("metrics", {})[kind] = metrics
+        for domain, rate in source_rates(part, costs).items():
+            rates.setdefault(domain, {})[source] = rate
+        if source == DEFAULT_SOURCE or NONE not in rates[GLOBAL]:  # the target's cost, best seen beside its own draft
+            target_only = {"tokens_per_ms": round(1 / float(costs.round_ms(np.zeros(1))[0]), 6), "note": "one token per verification"}
+            for domain in rates:
+                rates[domain][NONE] = target_only
+    default = report["by_source"].get(DEFAULT_SOURCE, {})  # the model draft's, as before sources were told apart
+    report["metrics"], report["cost_model"] = default.get("metrics", {}), default.get("cost_model", {})
+    for kind, named in artifacts.items():
+        report["versions"][kind] = publish(registry, kind, named)
+    report["versions"][PRIOR_KIND] = publish(registry, PRIOR_KIND, {d: ({}, prior_meta(r)) for d, r in rates.items()})
+    report["draft_sources"] = rates
     return report
 
 

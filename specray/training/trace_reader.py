@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from specray.distributed.manifest import ManifestError, read_records
 from specray.distributed.object_run import MANIFEST_DIR
 from specray.distributed.sink import SinkError, committed_locations
+from specray.policies.sources import DEFAULT as DEFAULT_SOURCE
 from specray.schema import TOPK, TRACE_SCHEMA
 from specray.storage import Location, check_bucket, is_remote, resolve
 
@@ -33,6 +34,7 @@ COLUMNS = [
     "entropy", "topk_probs", "lookahead", "draft_ms", "verify_ms",
 ]
 HIDDEN = "hidden"
+SOURCE = "draft_source"  # absent or null in runs stored before it: those drafted with the default source
 HELDOUT_BUCKETS = 5  # prompt_key % 5 == 0 is held out: whole prompts, so no round leaks into training
 
 
@@ -58,6 +60,9 @@ class TraceData:
     evaluated: np.ndarray
     accept_prob: np.ndarray
     rounds: np.ndarray  # (r, 3): lookahead, draft_ms, verify_ms of each round (taken at depth 1)
+    source: np.ndarray  # int codes into `sources`: the draft source of each token
+    sources: list[str]
+    round_source: np.ndarray  # the source code of each round
     hidden: np.ndarray
     hidden_index: np.ndarray
     runs: set[str] = field(default_factory=set)
@@ -143,10 +148,12 @@ def iter_batches(trace_file: TraceFile, batch_size: int = 65_536):
     problem = schema_problem(dataset.schema, trace_file.domain is not None)
     if problem:
         raise ValueError(problem)
-    columns = COLUMNS + [c for c in (HIDDEN, "domain") if c in dataset.schema.names]
+    columns = COLUMNS + [c for c in (HIDDEN, "domain", SOURCE) if c in dataset.schema.names]
     for batch in dataset.to_batches(columns=columns, batch_size=batch_size):
         if "domain" not in batch.schema.names:
             batch = batch.append_column("domain", pa.array([trace_file.domain] * batch.num_rows, pa.string()))
+        if SOURCE not in batch.schema.names:
+            batch = batch.append_column(SOURCE, pa.nulls(batch.num_rows, pa.string()))
         yield batch
 
 
@@ -175,6 +182,7 @@ class _Accumulator:
         self.keep_hidden = keep_hidden
         self.parts: dict[str, list[np.ndarray]] = {}
         self.domains: dict[str, int] = {}
+        self.sources: dict[str, int] = {}
         self.runs: list[set[str]] = []
         self.rows = 0
 
@@ -207,6 +215,8 @@ class _Accumulator:
         encoded = pc.dictionary_encode(col["domain"])
         codes = np.array([self.domains.setdefault(d, len(self.domains)) for d in encoded.dictionary.to_pylist()], np.int16)
         self._put("domain", codes[encoded.indices.to_numpy(zero_copy_only=False)])
+        source = _codes(pc.fill_null(col[SOURCE], DEFAULT_SOURCE), self.sources)
+        self._put("source", source)
         self._put("prompt_key", prompt_key)
         self._put("iteration", col["iteration"].to_numpy(zero_copy_only=False).astype(np.int32))
         self._put("depth", depth)
@@ -216,6 +226,7 @@ class _Accumulator:
         self._put("accept_prob", _floats(col["accept_prob"]))
         first = depth == 1
         self._put("rounds", np.stack([_floats(col[c])[first] for c in ("lookahead", "draft_ms", "verify_ms")], axis=1))
+        self._put("round_source", source[first])
         if HIDDEN in col and col[HIDDEN].null_count < n:
             keep = (_bucket(prompt_key) < self.keep_hidden) & col[HIDDEN].is_valid().to_numpy(zero_copy_only=False)
             rows = np.flatnonzero(keep)
@@ -242,11 +253,21 @@ class _Accumulator:
             evaluated=cat("evaluated", np.zeros(0, bool)),
             accept_prob=cat("accept_prob", np.zeros(0, np.float32)),
             rounds=cat("rounds", np.zeros((0, 3), np.float32)),
+            source=cat("source", np.zeros(0, np.int16)),
+            sources=list(self.sources),
+            round_source=cat("round_source", np.zeros(0, np.int16)),
             hidden=cat("hidden", np.zeros((0, 0), np.float32)),
             hidden_index=cat("hidden_index", np.zeros(0, np.int64)),
             runs=set().union(*self.runs),
             skipped=skipped,
         )
+
+
+def _codes(values: pa.Array, table: dict[str, int]) -> np.ndarray:
+    """Int codes of a string column, new strings added to `table`."""
+    encoded = pc.dictionary_encode(values)
+    codes = np.array([table.setdefault(v, len(table)) for v in encoded.dictionary.to_pylist()], np.int16)
+    return codes[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _floats(array: pa.Array) -> np.ndarray:
