@@ -146,7 +146,7 @@ def test_bench_auto_draft_chooses_a_source_per_batch_and_stays_lossless(pair_dir
     code = main([
         "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"), "--prompts", str(prompts_file),
         "--policies", "static:2,static:2,draft=ngram,static:2,draft=auto", "--max-new-tokens", "12", "--batch-size", "1",
-        "--dtype", "float64", "--out", str(out),
+        "--batching", "drain", "--dtype", "float64", "--out", str(out),
     ])
     report = json.loads(out.read_text())
     assert code == 0
