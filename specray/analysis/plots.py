@@ -21,7 +21,7 @@ FIGURES = {
     "lookahead.png": "Lookahead: chosen by the policies vs the oracle's stopping length",
     "position_acceptance.png": "Acceptance rate over the generation",
     "tokens_per_s.png": "Tokens/s per sequence, by policy and domain",
-    "predictors.png": "Held-out deviance explained of acceptance, per draft source (95% prompt-bootstrap CI)",
+    "predictors.png": "Acceptance: held-out deviance explained (95% CI)",
 }
 FEW = 200  # a profile point on fewer tokens shows its count
 
