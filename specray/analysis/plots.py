@@ -7,6 +7,7 @@ FEW tokens are labelled with their count: a depth-6 rate of 1.0 from three token
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ FIGURES = {
     "lookahead.png": "Lookahead: chosen by the policies vs the oracle's stopping length",
     "position_acceptance.png": "Acceptance rate over the generation",
     "tokens_per_s.png": "Tokens/s per sequence, by policy and domain",
-    "predictors.png": "Held-out deviance explained of acceptance, per draft source (95% prompt-bootstrap CI)",
+    "predictors.png": "Acceptance: held-out deviance explained (95% CI)",
 }
 FEW = 200  # a profile point on fewer tokens shows its count
 
@@ -71,9 +72,11 @@ def _entropy(ax, domains: dict[str, Any]) -> None:
 
 def _points(ax, xs: list[float], points: list[dict[str, Any]], label: str) -> None:
     """Rates with their intervals as error bars, and the token count beside thinly supported points."""
-    ys = [p["acceptance_rate"] for p in points]
-    lo = [y - p["ci95"][0] if p.get("ci95") else 0 for y, p in zip(ys, points)]
-    hi = [p["ci95"][1] - y if p.get("ci95") else 0 for y, p in zip(ys, points)]
+    xs = [math.nan if x is None else x for x in xs]  # a value JSON could not hold (NaN) arrives as None
+    ys = [math.nan if p["acceptance_rate"] is None else p["acceptance_rate"] for p in points]
+    bounds = [p.get("ci95") or [y, y] for y, p in zip(ys, points)]
+    lo = [max(0.0, y - b[0]) if math.isfinite(y) else 0.0 for y, b in zip(ys, bounds)]  # rounding may put a bound a
+    hi = [max(0.0, b[1] - y) if math.isfinite(y) else 0.0 for y, b in zip(ys, bounds)]  # hair inside the rate
     ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=2, label=label)
     for x, y, p in zip(xs, ys, points):
         if p["tokens"] < FEW:
@@ -88,7 +91,8 @@ def _predictors(ax, sources: dict[str, Any]) -> None:
     for i, model in enumerate(models):
         cells = [sources[s]["predictors"]["models"][model]["deviance_explained"] for s in names]
         ys = [c["value"] for c in cells]
-        err = [[y - (c["ci95"] or [y, y])[0] for y, c in zip(ys, cells)], [(c["ci95"] or [y, y])[1] - y for y, c in zip(ys, cells)]]
+        err = [[max(0.0, y - (c["ci95"] or [y, y])[0]) for y, c in zip(ys, cells)],
+               [max(0.0, (c["ci95"] or [y, y])[1] - y) for y, c in zip(ys, cells)]]
         ax.bar([j + i * width for j in range(len(names))], ys, width=width, yerr=err, capsize=2, label=model)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names)
     _finish(ax, "draft source", "deviance explained (held out)")
