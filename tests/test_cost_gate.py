@@ -65,18 +65,20 @@ def test_costs_between_measured_batch_sizes_are_interpolated():
     assert float(costs.round_ms(3, torch.tensor([1]))[0]) == pytest.approx((4.0 + 55.0) * (1 + 2 / 3))
 
 
-def test_live_timings_move_the_table_by_a_load_factor():
-    """Measured on a quiet machine, then the machine gets twice as busy: predictions follow."""
+def test_live_timings_move_the_entries_they_ran_at():
+    """Measured on a quiet machine, then the machine gets twice as busy: the widths rounds run at follow."""
     costs = CostModel(smoothing=0.5)
     costs.record_draft(2, 5.0)
     for width, ms in VERIFY.items():
         costs.record_verify(2, width, ms)
     for _ in range(12):
-        costs.observe_verify(2, 3, 2 * VERIFY[3])
+        for width in (1, 2):
+            costs.observe_verify(2, width, 2 * VERIFY[width])
         costs.observe_draft(2, 2 * 5.0)
-    assert costs.verify_ms(2, np.array([5]))[0] == pytest.approx(2 * VERIFY[5], rel=1e-3)
+        costs.observe_verify(3, 1, 1000.0)  # between measured batch sizes: interpolated, refines nothing
+    assert costs.verify_ms(2, np.array([1, 2, 5])).tolist() == pytest.approx([100.0, 110.0, 70.0], rel=1e-3)
     assert costs.draft_ms(2) == pytest.approx(10.0, rel=1e-3)
-    assert CostGate(costs, 2).round_ms(1, 2) == pytest.approx(2 * (5.0 + 55.0), rel=1e-3)
+    assert CostGate(costs, 2).round_ms(1, 2) == pytest.approx(10.0 + 110.0, rel=1e-3)
 
 
 def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tokenizer):
@@ -100,3 +102,16 @@ def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tok
     ungated = make_policy("heuristic:cost=off")
     ungated.reset(3)
     assert plan_round(state, ungated, costs, 32).tokens.tolist() == [4, 4, 4]
+
+
+def test_live_timings_correct_a_disturbed_entry_of_the_table():
+    """A width whose start-up timing was disturbed (10x) is corrected by the rounds that really run at it."""
+    costs = CostModel(smoothing=0.3)
+    costs.record_draft(1, 3.0)
+    for width, ms in {**VERIFY, 3: 600.0}.items():
+        costs.record_verify(1, width, ms)
+    for _ in range(40):
+        for width in (1, 3):
+            costs.observe_verify(1, width, VERIFY[width])
+    assert costs.verify_ms(1, np.array([3]))[0] == pytest.approx(VERIFY[3], rel=0.05)
+    assert costs.verify_ms(1, np.array([1]))[0] == pytest.approx(VERIFY[1], rel=0.05)

@@ -28,18 +28,18 @@ class BatchCosts:
 
 
 class CostModel:
-    """Forward times measured at start-up per batch size, scaled by how live forwards compare.
+    """Forward times measured at start-up per batch size, kept honest by live forwards.
 
-    `record_*` fills the table (calibration); `observe_*` compares a live forward with the table's
-    prediction and moves a load factor per role (an exponential moving average of actual/predicted),
-    so a table measured on a quiet machine stays honest when the machine gets busy, and back.
-    Batch sizes between measured ones are interpolated linearly; `smoothing=0` ignores live timings.
+    `record_*` fills the table (calibration); `observe_*` moves the entry a live forward ran at (batch
+    size, width) toward what it took, an exponential moving average, so the table follows the machine
+    when it gets busy and back, and a width whose start-up timing was disturbed, or contexts longer than
+    the calibration's, are corrected where rounds really run. Batch sizes between measured ones are
+    interpolated linearly (their forwards refine nothing); `smoothing=0` ignores live timings.
     """
 
     def __init__(self, smoothing: float = 0.2):
         self.smoothing = smoothing
         self.batches: dict[int, BatchCosts] = {}
-        self.load = {"draft": 1.0, "verify": 1.0}
 
     def record_draft(self, batch_size: int, ms: float) -> None:
         self.batches.setdefault(batch_size, BatchCosts()).draft_ms = ms
@@ -56,26 +56,25 @@ class CostModel:
         return any(self.measured(b) for b in self.batches if b >= batch_size)
 
     def observe_draft(self, batch_size: int, ms: float) -> None:
-        if self.calibrated(batch_size):
-            self._observe("draft", ms, self.draft_ms(batch_size, loaded=False))
+        if self.measured(batch_size):
+            costs = self.batches[batch_size]
+            costs.draft_ms = self._ema(costs.draft_ms, ms)
 
     def observe_verify(self, batch_size: int, width: int, ms: float) -> None:
-        if self.calibrated(batch_size):
-            self._observe("verify", ms, float(self.verify_ms(batch_size, np.array([width]), loaded=False)[0]))
+        if self.measured(batch_size):
+            curve = self.batches[batch_size].verify_ms
+            curve[width] = self._ema(curve.get(width), ms)
 
-    def _observe(self, role: str, actual: float, predicted: float) -> None:
-        if predicted > 0:
-            self.load[role] = (1 - self.smoothing) * self.load[role] + self.smoothing * actual / predicted
+    def _ema(self, old: float | None, new: float) -> float:
+        return new if old is None else (1 - self.smoothing) * old + self.smoothing * new
 
-    def draft_ms(self, batch_size: int, loaded: bool = True) -> float:
+    def draft_ms(self, batch_size: int) -> float:
         """One draft step at this batch size."""
-        ms = self._between_batches(batch_size, lambda costs: costs.draft_ms)
-        return ms * (self.load["draft"] if loaded else 1.0)
+        return self._between_batches(batch_size, lambda costs: costs.draft_ms)
 
-    def verify_ms(self, batch_size: int, widths: np.ndarray, loaded: bool = True) -> np.ndarray:
+    def verify_ms(self, batch_size: int, widths: np.ndarray) -> np.ndarray:
         """Verifying `widths` tokens per row at this batch size."""
-        ms = self._between_batches(batch_size, lambda costs: _verify_curve(costs.verify_ms, widths))
-        return ms * (self.load["verify"] if loaded else 1.0)
+        return self._between_batches(batch_size, lambda costs: _verify_curve(costs.verify_ms, widths))
 
     def _between_batches(self, batch_size: int, value):
         """`value` of the measured table at `batch_size`, linear between the nearest measured sizes."""
