@@ -77,12 +77,12 @@ def test_models_accept_the_engine_call(tmp_path):
     pos = (valid.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
     out = model(input_ids=ids[:, :4], attention_mask=mask[:, :, :4, :4], position_ids=pos[:, :4],
-                past_key_values=cache, use_cache=True, output_hidden_states=True)
+                cache=cache, use_cache=True, output_hidden_states=True)
     assert out.logits.shape == (2, 4, 64)
     assert out.hidden_states[-1].shape == (2, 4, 32)
     step = model(input_ids=ids[:, 4:], attention_mask=mask[:, :, 4:, :], position_ids=pos[:, 4:],
-                 past_key_values=cache, use_cache=True, output_hidden_states=True)
-    full = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=DynamicCache(),
+                 cache=cache, use_cache=True, output_hidden_states=True)
+    full = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=DynamicCache(),
                  use_cache=True, output_hidden_states=True)
     torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1], rtol=1e-4, atol=1e-5)
 

@@ -315,11 +315,12 @@ def test_an_unknown_scheme_fails_config_validation_naming_the_key(key):
         load_config(None, [f"{key}=nosuch://b/x"])
 
 
-def test_generate_refuses_a_missing_bucket_in_one_line_before_any_model_loads(s3, tmp_path, capsys, local_ray):
+def test_generate_refuses_a_missing_bucket_in_one_line_before_any_model_loads(s3, pair, tmp_path, capsys, local_ray):
     from specray.cli import main
 
-    # the models do not exist: had they been loaded, the error would be about them
-    code = main(["generate", "models.target=/no/such/model", "models.draft=/no/such/draft", "data.builtin=quick",
+    # the target does not exist: had it been loaded, the error would be about it (the draft must exist,
+    # since a missing draft is itself refused before any model loads)
+    code = main(["generate", "models.target=/no/such/model", f"models.draft={pair[1]}", "data.builtin=quick",
                  "output.dir=s3://no-such-bucket-y/run", f"storage.endpoint={s3.endpoint}"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
