@@ -179,16 +179,14 @@ def target_engines(pair, dtype: str) -> dict:
 def run_interleaved(engines, specs, groups, config, registry, batch_size: int, batchings: list[str]) -> dict[str, dict[str, Tally]]:
     """Every domain's prompts through every policy and batching in turn (target first, whose output the
     oracle needs), so a change in machine load during the run hits all of them alike."""
-    names = [bench_name(spec, b, batchings) for spec in specs for b in batchings if b == batchings[0] or not spec.startswith("hf-")]
-    tallies = {name: defaultdict(Tally) for name in names}
+    tallies: dict[str, dict[str, Tally]] = {}
     references = {}
     for group in tqdm(groups, desc="bench domains"):
         for spec in specs:
             for batching in batchings:
-                name = bench_name(spec, batching, batchings)
-                if name not in tallies:
-                    continue
-                tally = tallies[name][group[0]["domain"]]
+                if spec.startswith("hf-") and batching != batchings[0]:
+                    continue  # transformers decodes one prompt at a time whatever the batching
+                tally = tallies.setdefault(bench_name(spec, batching, batchings), defaultdict(Tally))[group[0]["domain"]]
                 for call in engine_calls(group, batch_size, batching):
                     run_batch(engines, spec, call, config, registry, references, tally, max_batch=batch_size)
                 if spec == TARGET and batching == batchings[0]:

@@ -3,7 +3,7 @@
 Row policies stop their own rows; the budget decides for the batch as a whole, because the batch pays a
 round as one (`specray.policies.cost.CostGate`): it drafts at all only when the rows' summed acceptance
 estimates beat the measured price of a draft step and a wider verification, and the gate then rules on
-every depth. When nothing pays the round is plain target decoding, except that every `probe_every`
+every depth. When nothing pays the round is plain target decoding, except that every `PROBE_EVERY`
 idle rounds the batch drafts one token per row, ungated, so acceptance estimates keep learning.
 """
 

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 import torch
 
 
+def token_rows(offsets: torch.Tensor) -> torch.Tensor:
+    """[N] the row each flat entry belongs to, from a ragged layout's [B+1] offsets."""
+    return torch.repeat_interleave(torch.arange(len(offsets) - 1), offsets.diff())
+
+
 @dataclass(frozen=True)
 class Proposals:
     token_ids: torch.Tensor  # [N] long: every row's draft tokens, row after row
@@ -36,7 +41,7 @@ class Proposals:
 
     def row_of_token(self) -> torch.Tensor:
         """[N] the row each draft token belongs to."""
-        return torch.repeat_interleave(torch.arange(len(self.offsets) - 1), self.num_draft)
+        return token_rows(self.offsets)
 
     def depth_of_token(self) -> torch.Tensor:
         """[N] 0-based position of each token within its row's proposal."""

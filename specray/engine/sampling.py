@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from specray.engine.proposals import token_rows
 from specray.schema import TOPK
 
 
@@ -79,7 +80,7 @@ def token_stats(probs: torch.Tensor, tokens: torch.Tensor) -> TokenStats:
 def leading_accepted(accepted: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """[B] how many of each row's tokens are accepted before its first rejection, from [N] flags."""
     counts = offsets.diff()
-    rows = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    rows = token_rows(offsets)
     padded = torch.zeros(len(counts), int(counts.max()) if len(counts) else 0, dtype=torch.long)
     padded[rows, torch.arange(len(accepted)) - offsets[:-1][rows]] = accepted.long()
     return padded.cumprod(-1).sum(-1)
@@ -91,7 +92,7 @@ def verify_greedy(target_argmax: torch.Tensor, tokens: torch.Tensor, offsets: to
     target_argmax: [N+B] the target's argmax at each row's k+1 verified positions (row after row).
     tokens: [N] draft tokens; offsets: [B+1]. Returns ([B] accepted, [B] next token).
     """
-    rows = torch.repeat_interleave(torch.arange(len(offsets) - 1), offsets.diff())
+    rows = token_rows(offsets)
     accepted = leading_accepted(target_argmax[torch.arange(len(tokens)) + rows] == tokens, offsets)
     return accepted, target_argmax[offsets[:-1] + torch.arange(len(offsets) - 1) + accepted]
 
@@ -107,7 +108,7 @@ def verify_sampled(
     row's first rejection draw from normalised max(0, p - q), after a full acceptance from p's bonus row.
     """
     batch = len(offsets) - 1
-    rows = torch.repeat_interleave(torch.arange(batch), offsets.diff())
+    rows = token_rows(offsets)
     at_token = torch.arange(len(tokens)) + rows  # each draft token's verified position
     p = target_probs[at_token].gather(-1, tokens[:, None]).squeeze(-1)
     q = draft_probs.gather(-1, tokens[:, None]).squeeze(-1)

@@ -21,7 +21,7 @@ from specray.engine.calibration import measure_costs
 from specray.engine.drafting import propose
 from specray.engine.forward import model_forward
 from specray.engine.kv_cache import SlotCache
-from specray.engine.proposals import Proposals, Verdicts
+from specray.engine.proposals import Proposals, Verdicts, token_rows
 from specray.engine.sampling import Sampling, distribution, soft_distribution, verify_greedy, verify_sampled
 from specray.engine.traces import TraceBuffer
 from specray.models.pairing import output_vocab_size
@@ -221,9 +221,8 @@ class SpeculativeEngine:
         t0 = time.perf_counter()
         logits, _ = self.forward(self.target, state.tcache, chunks, keep=width)  # [B, width, V], rows right-aligned
         self.costs.observe_verify(len(state), width, (time.perf_counter() - t0) * 1e3)
-        counts = proposals.num_draft + 1
-        rows = torch.repeat_interleave(torch.arange(len(state)), counts)
         offsets = proposals.verify_offsets
+        rows, counts = token_rows(offsets), offsets.diff()
         verified = logits[rows, width - counts[rows] + torch.arange(len(rows)) - offsets[:-1][rows]]  # [N+B, V]
         at_token = torch.arange(len(proposals.token_ids)) + proposals.row_of_token()  # [N] in verified positions
         tokens = proposals.token_ids[:, None]
