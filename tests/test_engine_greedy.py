@@ -107,10 +107,10 @@ def test_accepted_prefix_is_never_recomputed(target, draft, tokenizer, prompts):
     engine = SpeculativeEngine(target, draft, tokenizer)
     original = engine.forward
 
-    def counting_forward(model, cache, chunks, keep):
+    def counting_forward(model, cache, chunks, keep, **kw):
         if model is target:
             fed.append(sum(len(c) for c in chunks))
-        return original(model, cache, chunks, keep)
+        return original(model, cache, chunks, keep, **kw)
 
     engine.forward = counting_forward
     prompt = prompts[0]
@@ -125,10 +125,10 @@ def test_finished_sequences_leave_the_batch(target, draft, tokenizer, prompts, r
     engine = SpeculativeEngine(target, draft, tokenizer)
     original = engine.forward
 
-    def logging_forward(model, cache, chunks, keep):
+    def logging_forward(model, cache, chunks, keep, **kw):
         if model is target:
             batch_sizes.append(len(chunks))
-        return original(model, cache, chunks, keep)
+        return original(model, cache, chunks, keep, **kw)
 
     engine.forward = logging_forward
     out = engine.generate(prompts, make_policy("static:2"), GenerationConfig(max_new_tokens=MAX_NEW))
@@ -199,12 +199,12 @@ def test_continuous_batching_refills_slots_in_prompt_order_and_stays_lossless(ta
     widths, prefills = [], []
     original = engine.forward
 
-    def logging_forward(model, cache, chunks, keep):
+    def logging_forward(model, cache, chunks, keep, **kw):
         if model is target:
             widths.append(len(chunks))
             if keep == 1 and any(len(c) > 1 for c in chunks):  # a prefill: every prompt token but the last
                 prefills.append([next(i for i, p in enumerate(prompts) if p[:-1] == c) for c in chunks])
-        return original(model, cache, chunks, keep)
+        return original(model, cache, chunks, keep, **kw)
 
     engine.forward = logging_forward
     out = engine.generate(prompts, make_policy(spec) if spec != "target" else None, GenerationConfig(max_new_tokens=MAX_NEW), max_batch=4)
@@ -221,10 +221,10 @@ def test_a_prompt_whose_prefill_fails_is_its_own_error(target, draft, tokenizer,
     original = engine.forward
     poisoned = prompts[5][:-1]
 
-    def failing_forward(model, cache, chunks, keep):
+    def failing_forward(model, cache, chunks, keep, **kw):
         if poisoned in chunks:
             raise RuntimeError("out of memory (simulated)")
-        return original(model, cache, chunks, keep)
+        return original(model, cache, chunks, keep, **kw)
 
     engine.forward = failing_forward
     out = engine.generate(prompts, make_policy("static:3"), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=4)
@@ -235,7 +235,7 @@ def test_a_prompt_whose_prefill_fails_is_its_own_error(target, draft, tokenizer,
 def test_a_batch_whose_every_prefill_fails_ends_with_errors(target, draft, tokenizer, prompts):
     engine = SpeculativeEngine(target, draft, tokenizer)
 
-    def failing_forward(model, cache, chunks, keep):
+    def failing_forward(model, cache, chunks, keep, **kw):
         raise RuntimeError("device lost (simulated)")
 
     engine.forward = failing_forward

@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 
 from specray.config import ConfigError, ModelsConfig
 from specray.distributed.policy_actor import DomainPolicy
-from specray.models.draft import FORMAT
+from specray.models.distilled import unknown_format
 from specray.models.refs import DRAFT_METADATA, canonical_ref, draft_dir
 from specray.policies.sources import spec_source
 
@@ -48,8 +48,8 @@ def draft_problem(models: ModelsConfig) -> str | None:
         target, weights = meta["target"], directory / meta["weights"]["file"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"{meta_path}: unreadable draft metadata ({type(exc).__name__}: {exc})"
-    if meta.get("format") != FORMAT:
-        return f"{meta_path}: unknown draft format {meta.get('format')!r}"
+    if unknown_format(directory, meta):
+        return unknown_format(directory, meta)
     try:
         with safe_open(str(weights), "np") as f:
             f.keys()

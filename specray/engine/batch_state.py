@@ -7,6 +7,11 @@ prompt token pending, like every running row — prefilling inside the running r
 pad all of them to the prompt's width. `commit` is the only code that changes a sequence: it appends
 the round's accepted tokens, applies the stop conditions and truncates both caches from one length
 tensor (each cache keeps a row's tokens up to its last accepted draft token; the new token is pending).
+
+A feature-level draft reads with each token the target's hidden state at the token before it. Those
+states come out of verification; the batch keeps, per row, the ones of the tokens the draft has not read
+yet. Drafted tokens were read with the draft's own predicted states, so its cache keeps only the tokens
+committed before the round, and the next round re-reads the accepted ones with the target's true states.
 """
 
 from collections import deque
@@ -37,12 +42,15 @@ class Sequence:
 
 
 class BatchState:
-    def __init__(self, waiting: list[Sequence], max_batch: int, target, draft, eos: set[int], tokenizer):
+    def __init__(self, waiting: list[Sequence], max_batch: int, target, draft, eos: set[int], tokenizer,
+                 draft_reads_states: bool = False):
         self.waiting = deque(waiting)
         self.max_batch, self.eos, self.tokenizer = max_batch, eos, tokenizer
         self.active: list[Sequence] = []
         self.tcache, self.dcache = SlotCache.for_model(target, 0), SlotCache.for_model(draft, 0)
         self.idle_rounds = 0  # rounds since the budget last let the batch draft
+        # per row, the target's states behind the tokens the draft has not read: (len(tokens) - dcache length, H)
+        self.target_states: list[torch.Tensor] | None = [] if draft_reads_states else None
 
     def __len__(self) -> int:
         return len(self.active)
@@ -61,11 +69,14 @@ class BatchState:
         free = self.max_batch - len(self.active)
         return [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
 
-    def admit(self, seqs: list[Sequence], tcache: SlotCache, dcache: SlotCache) -> None:
-        """Prefilled sequences join the batch after the running rows."""
+    def admit(self, seqs: list[Sequence], tcache: SlotCache, dcache: SlotCache, states: list[torch.Tensor] | None) -> None:
+        """Prefilled sequences join the batch after the running rows (with the target states their draft
+        has yet to read, when it reads them)."""
         self.active += seqs
         self.tcache.append_rows(tcache)
         self.dcache.append_rows(dcache)
+        if self.target_states is not None:
+            self.target_states += states
 
     def target_chunks(self, proposals: Proposals) -> list[list[int]]:
         """What verification feeds each row: its pending token(s) and its proposal."""
@@ -77,10 +88,17 @@ class BatchState:
         lengths = self.dcache.lengths.tolist()
         return [s.tokens[n:] if on else [] for s, n, on in zip(self.active, lengths, rows.tolist())]
 
+    def draft_states(self, rows: torch.Tensor) -> list[torch.Tensor] | None:
+        """The target states behind `draft_chunks(rows)`, token for token; None when the draft reads none."""
+        if self.target_states is None:
+            return None
+        return [states if on else states[:0] for states, on in zip(self.target_states, rows.tolist())]
+
     def commit(self, proposals: Proposals, verdicts: Verdicts, wall_ms: float, max_new_tokens: int, stops: tuple[str, ...]) -> None:
         """Append each row's accepted tokens and its next token, apply stop conditions, roll both caches back."""
         offsets, tokens = proposals.offsets.tolist(), proposals.token_ids.tolist()
         accepted, following = verdicts.num_accepted.tolist(), verdicts.next_token.tolist()
+        before = torch.tensor([len(s.tokens) for s in self.active], dtype=torch.long)
         for b, seq in enumerate(self.active):
             start = offsets[b]
             new = tokens[start : start + accepted[b]] + [following[b]]
@@ -91,7 +109,15 @@ class BatchState:
             seq.wall_ms = wall_ms
         kept = torch.tensor([len(s.tokens) - 1 for s in self.active], dtype=torch.long)
         self.tcache.truncate(kept)
-        self.dcache.truncate(kept)
+        if self.target_states is None:
+            self.dcache.truncate(kept)
+            return
+        self.dcache.truncate(torch.minimum(kept, before))  # drafted tokens were read with predicted states
+        unread = (kept + 1 - self.dcache.lengths).tolist()
+        starts = proposals.verify_offsets.tolist()
+        for b, states in enumerate(self.target_states):
+            verified = verdicts.target_states[starts[b] : starts[b] + 1 + accepted[b]]
+            self.target_states[b] = torch.cat([states, verified])[-unread[b]:]
 
     def _extend(self, seq: Sequence, new: list[int], max_new_tokens: int, stops: tuple[str, ...]) -> None:
         for token in new:
@@ -123,6 +149,8 @@ class BatchState:
             self.tcache.select_rows(rows)
             self.dcache.select_rows(rows)
             self.active = [self.active[i] for i in keep]
+            if self.target_states is not None:
+                self.target_states = [self.target_states[i] for i in keep]
             return
         for cache in (self.tcache, self.dcache):
             if cache.holes() > max(64, int(cache.lengths.max())):

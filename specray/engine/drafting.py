@@ -63,6 +63,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
     stop_reason = ["none"] * batch
     depths: list[tuple[Draws, torch.Tensor]] = []  # each depth's draws and which rows kept them
     chunks = state.draft_chunks(drafting & ~ngram)  # rows that skipped rounds catch up
+    features = state.draft_states(drafting & ~ngram)  # what a feature-level draft reads beside them
     steps = 0  # draft forwards paid this round
     while drafting.any():
         depth = len(depths) + 1
@@ -72,7 +73,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
             lookup_rows = by_lookup.nonzero().squeeze(-1)
             draws.point_mass(lookup_rows, torch.tensor([budget.lookups[b][depth - 1] for b in lookup_rows.tolist()]))
         if by_model.any():
-            logits, hidden = engine.draft_step(state.dcache, chunks)
+            logits, hidden = engine.draft_step(state.dcache, chunks, features)
             steps += 1
             draws.sample(by_model, logits[by_model, -1], hidden[by_model], sampling, generator)
         # ask each row's policy, then the batch's gate, whether to keep this token and draft another
@@ -93,7 +94,10 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
             reason = stop_reason_of(int(wanted[j]), int(decision[j]), int(draws.tokens[b]) in engine.eos, depth, int(budget.tokens[b]))
             if reason:
                 stop_reason[b], drafting[b] = reason, False
-        chunks = [[int(draws.tokens[b])] if on else [] for b, on in enumerate((drafting & ~ngram).tolist())]
+        reading = (drafting & ~ngram).tolist()
+        chunks = [[int(draws.tokens[b])] if on else [] for b, on in enumerate(reading)]
+        if features is not None:  # deeper tokens are read with the draft's own predicted state
+            features = [draws.hidden[b : b + 1] if on else draws.hidden[b:b] for b, on in enumerate(reading)]
     return flatten(depths, batch, ngram, stop_reason, record_hidden, engine.vocab_size if not sampling.greedy else None)
 
 

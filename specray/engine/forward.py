@@ -3,7 +3,8 @@
 Every role (verification, drafting, calibration, the numerics check) feeds a model the same way: each
 row's new tokens, left-padded with masked holes to the widest row, with positions and an attention
 mask from the row's own valid slots. Only the last `keep` slots' logits are computed where the model
-allows it, since verification needs k+1 positions and drafting one.
+allows it, since verification needs k+1 positions and drafting one. A feature-level draft also reads,
+for every token it is fed, the target's hidden state before it (`features`), padded the same way.
 """
 
 import functools
@@ -27,9 +28,11 @@ def cache_keyword(model) -> str:
     return forward_keywords(type(model))[1]
 
 
-def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, hidden: bool = False):
+def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, hidden: int = 0,
+                  features: list[torch.Tensor] | None = None):
     """Append ragged per-row chunks (left-padded with holes); logits (B, keep, V) of the last `keep` slots
-    and, with `hidden`, the last hidden state (B, H) of each row."""
+    and, with `hidden`, the last hidden states (B, hidden, H) of the last `hidden` slots. `features`: per
+    row, the target state behind each token of its chunk (len(chunk), H), for a feature-level draft."""
     width = max(len(c) for c in chunks)
     ids = torch.zeros(len(chunks), width, dtype=torch.long)
     valid = torch.zeros(len(chunks), width, dtype=torch.bool)
@@ -41,9 +44,21 @@ def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, h
     mask, positions = cache.extend(valid.to(device))
     keeps_logits, cache_name = forward_keywords(type(model))
     extra = {"logits_to_keep": keep} if keeps_logits else {}
+    if features is not None:
+        extra["target_hidden"] = left_padded(features, width).to(device)
     out = model(
         input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
-        use_cache=True, output_hidden_states=hidden, **{cache_name: cache.kv}, **extra,
+        use_cache=True, output_hidden_states=hidden > 0, **{cache_name: cache.kv}, **extra,
     )
-    last_hidden = out.hidden_states[-1][:, -1].float().cpu() if hidden else None
+    last_hidden = out.hidden_states[-1][:, -hidden:].float().cpu() if hidden else None
     return out.logits[:, -keep:].float().cpu(), last_hidden
+
+
+def left_padded(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    """(B, width, H) from per-row (n_b, H) tensors, each right-aligned (holes on the left are zeros)."""
+    size = next(r.shape[-1] for r in rows)
+    out = torch.zeros(len(rows), width, size)
+    for b, row in enumerate(rows):
+        if len(row):
+            out[b, width - len(row) :] = row
+    return out

@@ -24,6 +24,7 @@ from specray.engine.kv_cache import SlotCache
 from specray.engine.proposals import Proposals, Verdicts, token_rows
 from specray.engine.sampling import Sampling, distribution, soft_distribution, verify_greedy, verify_sampled
 from specray.engine.traces import TraceBuffer
+from specray.models.feature_draft import reads_target_hidden
 from specray.models.pairing import output_vocab_size
 from specray.policies.base import Outcome, StopPolicy
 from specray.policies.cost import CostModel
@@ -108,7 +109,9 @@ class SpeculativeEngine:
             seq.error = self.unfit(seq.tokens, config.max_new_tokens)
             seq.stop_reason = "error" if seq.error else None
         max_batch = max_batch or max(len(prompts), 1)
-        state = BatchState([s for s in seqs if not s.error], max_batch, self.target, self.draft, self.eos, self.tokenizer)
+        uses_draft = policy is not None and policy.draft_source != "ngram"
+        state = BatchState([s for s in seqs if not s.error], max_batch, self.target, self.draft, self.eos, self.tokenizer,
+                           draft_reads_states=uses_draft and reads_target_hidden(self.draft))
         name, version = (policy.name, policy.version) if policy else ("target", "")
         trace = TraceBuffer(run_id, domain, name, version, source, record_hidden)
         if policy is not None:
@@ -116,7 +119,6 @@ class SpeculativeEngine:
             if policy.cost_aware:
                 self.calibrate(min(max_batch, len(prompts)))
         generator = None if config.sampling.greedy else torch.Generator().manual_seed(config.seed)
-        uses_draft = policy is not None and policy.draft_source != "ngram"
         loop_start = time.perf_counter()
         while state.busy:
             self.admit(state, uses_draft)                                            # 1. refill free slots
@@ -169,10 +171,11 @@ class SpeculativeEngine:
         if not self.costs.calibrated(max_batch):
             measure_costs(self, max_batch)
 
-    def forward(self, model, cache: SlotCache, chunks: list[list[int]], keep: int):
-        """Append ragged per-row chunks to `model`'s cache; logits of the last `keep` slots, draft hidden."""
+    def forward(self, model, cache: SlotCache, chunks: list[list[int]], keep: int, hidden: int = 0,
+                features: list[torch.Tensor] | None = None):
+        """`model_forward`, timed as model time (not engine overhead)."""
         t0 = time.perf_counter()
-        out = model_forward(model, cache, chunks, keep, hidden=model is self.draft)
+        out = model_forward(model, cache, chunks, keep, hidden, features)
         self.time.forward_ms += (time.perf_counter() - t0) * 1e3
         return out
 
@@ -183,7 +186,7 @@ class SpeculativeEngine:
         if not newcomers:
             return
         try:
-            state.admit(newcomers, *self.prefill(newcomers, uses_draft))
+            state.admit(newcomers, *self.prefill(newcomers, uses_draft, state.target_states is not None))
             return
         except RuntimeError as error:
             if len(newcomers) == 1:
@@ -191,39 +194,49 @@ class SpeculativeEngine:
                 return
         for seq in newcomers:
             try:
-                state.admit([seq], *self.prefill([seq], uses_draft))
+                state.admit([seq], *self.prefill([seq], uses_draft, state.target_states is not None))
             except RuntimeError as error:
                 seq.stop_reason, seq.error = "error", f"prefill failed: {error}"
 
-    def prefill(self, seqs: list[Sequence], uses_draft: bool) -> tuple[SlotCache, SlotCache]:
-        """Fresh target and draft caches holding every token of each prompt but its last."""
-        caches = []
-        for model, needed in ((self.target, True), (self.draft, uses_draft)):
-            cache = SlotCache.for_model(model, len(seqs))
-            chunks = [s.tokens[:-1] for s in seqs]
-            if needed and any(chunks):
-                self.forward(model, cache, chunks, keep=1)
-            caches.append(cache)
-        return caches[0], caches[1]
+    def prefill(self, seqs: list[Sequence], uses_draft: bool, reads_states: bool
+                ) -> tuple[SlotCache, SlotCache, list[torch.Tensor] | None]:
+        """Fresh target and draft caches holding every token of each prompt but its last; for a draft that
+        reads target states, the state behind each prompt's last token (zeros before a prompt's first)."""
+        chunks = [s.tokens[:-1] for s in seqs]
+        width = max(map(len, chunks))
+        tcache, dcache = SlotCache.for_model(self.target, len(seqs)), SlotCache.for_model(self.draft, len(seqs))
+        hidden = torch.zeros(len(seqs), width, self.draft.config.hidden_size)
+        if width:
+            _, out = self.forward(self.target, tcache, chunks, keep=1, hidden=width if reads_states else 0)
+            hidden = out if reads_states else hidden
+        # per row: a zero state before its first token, then the target's state at each prompt token
+        states = [torch.nn.functional.pad(hidden[b, width - len(c) :], (0, 0, 1, 0)) for b, c in enumerate(chunks)]
+        if uses_draft and width:
+            self.forward(self.draft, dcache, chunks, keep=1, features=[h[:-1] for h in states] if reads_states else None)
+        return tcache, dcache, [h[-1:] for h in states] if reads_states else None
 
-    def draft_step(self, cache: SlotCache, chunks: list[list[int]]):
-        """One draft-model forward; a step that feeds one token per row is timed for the cost model."""
+    def draft_step(self, cache: SlotCache, chunks: list[list[int]], features: list[torch.Tensor] | None):
+        """One draft-model forward: (logits [B, 1, V], its last hidden state [B, H]); a step that feeds one
+        token per row is timed for the cost model."""
         t0 = time.perf_counter()
-        logits, hidden = self.forward(self.draft, cache, chunks, keep=1)
+        logits, hidden = self.forward(self.draft, cache, chunks, keep=1, hidden=1, features=features)
         if max(len(c) for c in chunks) == 1:
             self.costs.observe_draft(len(chunks), (time.perf_counter() - t0) * 1e3)
-        return logits, hidden
+        return logits, hidden[:, -1]
 
     def verify(self, state: BatchState, proposals: Proposals, sampling: Sampling, generator) -> Verdicts:
         """One target forward over every row's pending token and proposal; accept, resample or take a bonus."""
         chunks = state.target_chunks(proposals)
         width = int(proposals.num_draft.max()) + 1 if len(state) else 1
+        reads_states = state.target_states is not None
         t0 = time.perf_counter()
-        logits, _ = self.forward(self.target, state.tcache, chunks, keep=width)  # [B, width, V], rows right-aligned
-        self.costs.observe_verify(len(state), width, (time.perf_counter() - t0) * 1e3)
+        logits, hidden = self.forward(self.target, state.tcache, chunks, keep=width, hidden=width if reads_states else 0)
+        self.costs.observe_verify(len(state), width, (time.perf_counter() - t0) * 1e3)  # ^ [B, width, V], rows right-aligned
         offsets = proposals.verify_offsets
         rows, counts = token_rows(offsets), offsets.diff()
-        verified = logits[rows, width - counts[rows] + torch.arange(len(rows)) - offsets[:-1][rows]]  # [N+B, V]
+        slots = width - counts[rows] + torch.arange(len(rows)) - offsets[:-1][rows]
+        verified = logits[rows, slots]  # [N+B, V]
+        states = hidden[rows, slots] if reads_states else None  # [N+B, H]
         at_token = torch.arange(len(proposals.token_ids)) + proposals.row_of_token()  # [N] in verified positions
         tokens = proposals.token_ids[:, None]
         if sampling.greedy:
@@ -233,4 +246,4 @@ class SpeculativeEngine:
             probs = distribution(verified, sampling)
             accepted, following = verify_sampled(probs, proposals.draft_probs, proposals.token_ids, proposals.offsets, generator)
             target_prob = probs[at_token].gather(-1, tokens).squeeze(-1)
-        return Verdicts(accepted, following, target_prob)
+        return Verdicts(accepted, following, target_prob, states)

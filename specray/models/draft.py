@@ -45,6 +45,11 @@ class SubsetHead(torch.nn.Module):
         return full.index_copy(-1, self.token_ids, sub)
 
 
+def own_columns(head, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits over the columns `head` has: its subset (training needs no -inf padding), or the vocabulary."""
+    return head.subset_logits(hidden) if isinstance(head, SubsetHead) else F.linear(hidden, head.weight)
+
+
 def draft_config(target_config, num_layers: int):
     """The target's config cut to `num_layers` layers; sharing is wired by hand, not by tying."""
     config = copy.deepcopy(target_config)

@@ -73,9 +73,9 @@ def load_pair(target_ref: str = DEFAULT_TARGET, draft_ref: str = DEFAULT_DRAFT, 
     def draft_in(draft_dtype: torch.dtype | None):
         """(draft, its tokenizer); a distilled draft is built around the target's weights as they are now."""
         if distilled is not None:
-            from specray.models.draft import load_draft
+            from specray.models.distilled import load_distilled
 
-            return prepare_for_inference(load_draft(distilled, target, draft_dtype), device), tokenizer
+            return prepare_for_inference(load_distilled(distilled, target, draft_dtype), device), tokenizer
         return load_model(draft_ref, dtype=draft_dtype or load_dtype, device=device, trust_remote_code=trust_remote_code)
 
     draft, draft_tokenizer = draft_in(None)

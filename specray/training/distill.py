@@ -10,26 +10,29 @@ project's prompts, within a wall-clock budget.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
-import math
-import random
 import shlex
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from specray.models import load_model
-from specray.models.draft import SubsetHead, build_draft, save_draft
+from specray.models.draft import build_draft, own_columns, save_draft
+from specray.models.feature_draft import build_feature_draft, save_feature_draft
 from specray.models.refs import DEFAULT_TARGET, canonical_ref
 from specray.training.distill_data import (
-    TeacherData, eos_token_ids, interleave_domains, load_teacher_data, save_teacher_data, sharded_teacher_data,
+    TeacherData, concat_teacher_data, eos_token_ids, interleave_domains, load_teacher_data, save_teacher_data, sharded_teacher_data,
     teacher_data,
 )
 from specray.training.distill_eval import agreement_report, greedy_matches, latency_ratio
+from specray.training.distill_features import feature_matches, target_states, train_feature_draft
+from specray.training.distill_loop import fit
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +78,6 @@ def make_batch(data: TeacherData, indices: list[int], offsets: list[int]) -> dic
             "topk_ids": data.topk_ids[topk_t].long(), "topk_logprobs": data.topk_logprobs[topk_t].float()}
 
 
-def head_logits(draft, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits over the head's own columns (the subset, or the full vocab) and the subset ids."""
-    head = draft.lm_head
-    if isinstance(head, SubsetHead):
-        return head.subset_logits(hidden), head.token_ids
-    return F.linear(hidden, head.weight), None
-
-
 def column_lookup(token_ids: torch.Tensor | None, vocab: int) -> torch.Tensor:
     """Full-vocab id -> head column (-1 when the head cannot emit it)."""
     if token_ids is None:
@@ -95,7 +90,7 @@ def column_lookup(token_ids: torch.Tensor | None, vocab: int) -> torch.Tensor:
 def distill_loss(draft, batch: dict, lookup: torch.Tensor, loss: str) -> torch.Tensor:
     """KL to the target's renormalised top-k (over tokens the head can emit), or CE on its greedy token."""
     hidden = draft.model(input_ids=batch["ids"], attention_mask=batch["mask"]).last_hidden_state
-    logits, _ = head_logits(draft, hidden[batch["rows"], batch["cols"]])
+    logits = own_columns(draft.lm_head, hidden[batch["rows"], batch["cols"]])
     logq = logits.float().log_softmax(-1)
     if loss == "ce":
         col = lookup[batch["tokens"]]
@@ -107,49 +102,17 @@ def distill_loss(draft, batch: dict, lookup: torch.Tensor, loss: str) -> torch.T
     return -(p * logq.gather(-1, cols.clamp(min=0))).sum(-1).mean()
 
 
-def cosine_lr(base: float, progress: float, warmup: float = 0.03) -> float:
-    """Linear warmup then cosine to zero, over the fraction of the time budget spent."""
-    if progress < warmup:
-        return base * progress / warmup
-    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
-
-
 def train_draft(draft, data: TeacherData, minutes: float, lr: float = 2e-3, batch_size: int = 8, loss: str = "kl",
-                seed: int = 0, max_steps: int | None = None, log_every: int = 20) -> dict:
-    """AdamW on the draft's own layers until the wall-clock budget (or max_steps) is spent.
-
-    The schedule runs on elapsed time, so the budget is honest whatever the CPU does.
-    """
-    params = [p for p in draft.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+                seed: int = 0, max_steps: int | None = None) -> dict:
+    """AdamW on the draft's own layers until the wall-clock budget (or max_steps) is spent."""
     lookup = column_lookup(getattr(draft.lm_head, "token_ids", None), draft.lm_head.out_features)
-    offsets, rng = data.response_offsets(), random.Random(seed)
-    order: list[int] = []
-    start, step, seen, recent = time.monotonic(), 0, 0, []
+    offsets = data.response_offsets()
     draft.train()
-    while True:
-        progress = (time.monotonic() - start) / (60 * minutes)
-        if progress >= 1 or (max_steps is not None and step >= max_steps):
-            break
-        if len(order) < batch_size:
-            order += rng.sample(range(len(data.prompts)), len(data.prompts))
-        indices, order = order[:batch_size], order[batch_size:]
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(lr, progress if max_steps is None else step / max_steps)
-        value = distill_loss(draft, make_batch(data, indices, offsets), lookup, loss)
-        optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        step, seen = step + 1, seen + len(indices)
-        recent = (recent + [value.item()])[-log_every:]
-        if step % log_every == 0:
-            log.info("step %d  %.1f min  epoch %.2f  loss %.4f", step, (time.monotonic() - start) / 60,
-                     seen / len(data.prompts), sum(recent) / len(recent))
+    stats = fit([p for p in draft.parameters() if p.requires_grad],
+                lambda indices: distill_loss(draft, make_batch(data, indices, offsets), lookup, loss),
+                len(data.prompts), minutes, lr, batch_size, seed, max_steps)
     draft.eval()
-    return {"steps": step, "sequences_seen": seen, "epochs": round(seen / max(len(data.prompts), 1), 2),
-            "final_loss": round(sum(recent) / max(len(recent), 1), 4),
-            "train_seconds": round(time.monotonic() - start, 1)}
+    return stats
 
 
 def prompt_rows(path: str | None, split: str) -> list[dict]:
@@ -164,13 +127,18 @@ def prompt_rows(path: str | None, split: str) -> list[dict]:
 
 
 def cached_teacher_data(path: str | None, make) -> tuple[TeacherData, bool]:
-    """Reuse teacher data saved at `path` (and say so), else make it and save it there when a path is given."""
-    if path and Path(path).is_file():
-        log.info("reusing teacher data from %s", path)
-        return load_teacher_data(path), True
+    """Reuse teacher data saved at `path` (several files: comma-separated) and say so, else make it and
+    save it there when a path is given."""
+    paths = [p for p in (path or "").split(",") if p]
+    if paths and all(Path(p).is_file() for p in paths):
+        log.info("reusing teacher data from %s", ", ".join(paths))
+        return concat_teacher_data([load_teacher_data(p) for p in paths]), True
+    if len(paths) > 1:
+        missing = [p for p in paths if not Path(p).is_file()]
+        raise FileNotFoundError(f"teacher data files not found: {', '.join(missing)} (only a single file is generated)")
     data = make()
-    if path:
-        save_teacher_data(data, path)
+    if paths:
+        save_teacher_data(data, paths[0])
     return data, False
 
 
@@ -180,8 +148,50 @@ def training_data(args: argparse.Namespace, target_ref: str, target, tokenizer) 
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, seed=args.seed,
                minutes=args.data_minutes)
     if args.data_workers > 1:
-        return sharded_teacher_data(target_ref, rows, args.data_workers, **gen)
+        return sharded_teacher_data(target_ref, rows, args.data_workers, dtype=args.teacher_dtype, **gen)
     return teacher_data(target, tokenizer, rows, **gen)
+
+
+@dataclass(frozen=True)
+class DraftKind:
+    """How one kind of draft is built around a target, trained, evaluated on held-out data and saved."""
+
+    build: Callable  # (target, head_ids, args) -> draft
+    train: Callable  # (draft, teacher, data, args) -> stats
+    matches: Callable  # (draft, teacher, data) -> per response, agreement at each position
+    save: Callable  # (draft, target, target_ref, out, meta, dtype) -> Path
+    settings: Callable  # args -> what the metadata records of this kind's own flags
+
+
+def _train_layers(draft, teacher, data: TeacherData, args) -> dict:
+    return train_draft(draft, data, args.budget_minutes, lr=args.lr, batch_size=args.batch_size, loss=args.loss,
+                       seed=args.seed, max_steps=args.max_steps)
+
+
+def _train_features(draft, teacher, data: TeacherData, args) -> dict:
+    started = time.monotonic()
+    states = target_states(teacher, data)
+    stats = train_feature_draft(draft, data, states, args.budget_minutes, lr=args.lr, batch_size=args.batch_size,
+                                seed=args.seed, max_steps=args.max_steps)
+    return {**stats, "state_seconds": round(time.monotonic() - started - stats["train_seconds"], 1)}
+
+
+DRAFT_KINDS = {
+    "layers": DraftKind(
+        build=lambda target, ids, args: build_draft(target, args.layers, ids),
+        train=_train_layers,
+        matches=lambda draft, teacher, data: greedy_matches(draft, data),
+        save=save_draft,
+        settings=lambda args: {"layers": args.layers, "loss": args.loss},
+    ),
+    "eagle": DraftKind(
+        build=lambda target, ids, args: build_feature_draft(target, ids, args.seed),
+        train=_train_features,
+        matches=lambda draft, teacher, data: feature_matches(draft, data, target_states(teacher, data)),
+        save=save_feature_draft,
+        settings=lambda args: {"loss": "state regression + KL, unrolled once"},
+    ),
+}
 
 
 def run_distill(args: argparse.Namespace, command: str) -> dict:
@@ -190,30 +200,31 @@ def run_distill(args: argparse.Namespace, command: str) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     wall = time.monotonic()
+    kind = DRAFT_KINDS[args.kind]
     target_ref = canonical_ref(args.target)
     target, tokenizer = load_model(target_ref)
+    teacher = teacher_model(target, args.teacher_dtype)
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, seed=args.seed)
     train, train_reused = cached_teacher_data(
-        args.teacher_data, lambda: training_data(args, target_ref, target, tokenizer))
+        args.teacher_data, lambda: training_data(args, target_ref, teacher, tokenizer))
     heldout, heldout_reused = cached_teacher_data(args.eval_data, lambda: teacher_data(
-        target, tokenizer, interleave_domains(prompt_rows(None, "heldout"), args.seed)[:args.eval_prompts], **gen))
+        teacher, tokenizer, interleave_domains(prompt_rows(None, "heldout"), args.seed)[:args.eval_prompts], **gen))
     log.info("teacher data: %d sequences / %d tokens for training, %d for evaluation",
              len(train.prompts), train.num_tokens, len(heldout.prompts))
     ids = head_subset(train, args.head_size, eos_token_ids(target, tokenizer)) if args.head_size else None
-    draft = build_draft(target, args.layers, ids)
-    stats = train_draft(draft, train, args.budget_minutes, lr=args.lr, batch_size=args.batch_size, loss=args.loss,
-                        seed=args.seed, max_steps=args.max_steps)
+    draft = kind.build(target, ids, args)
+    stats = kind.train(draft, teacher, train, args)
     draft.requires_grad_(False)
-    report = agreement_report(greedy_matches(draft, heldout), heldout.domains, k=4)
-    latency = latency_ratio(draft, target)
+    report = agreement_report(kind.matches(draft, teacher, heldout), heldout.domains, k=4)
+    latency = latency_ratio(draft, teacher)
     log.info("held-out agreement %s; latency %s", report, latency)
     meta = {
         "training": {
-            "command": command, "seed": args.seed, "layers": args.layers, "loss": args.loss, "lr": args.lr,
+            "command": command, "kind": args.kind, "seed": args.seed, **kind.settings(args), "lr": args.lr,
             "batch_size": args.batch_size, "budget_minutes": args.budget_minutes,
             "prompts": args.prompts or "builtin:distill",
             "teacher": {"sequences": len(train.prompts), "tokens": train.num_tokens,
-                        "topk": int(train.topk_ids.shape[1]),
+                        "topk": int(train.topk_ids.shape[1]), "dtype": args.teacher_dtype,
                         "seconds": train.seconds,
                         **({"reused_from": args.teacher_data} if train_reused else
                            {"max_new_tokens": args.max_new_tokens, "data_minutes": args.data_minutes,
@@ -228,9 +239,16 @@ def run_distill(args: argparse.Namespace, command: str) -> dict:
                     "by_domain": report},
         "latency": latency,
     }
-    save_draft(draft, target, target_ref, args.out, meta, dtype=getattr(torch, args.save_dtype))
+    kind.save(draft, target, target_ref, args.out, meta, dtype=getattr(torch, args.save_dtype))
     log.info("draft written to %s", args.out)
     return meta
+
+
+def teacher_model(target, dtype: str):
+    """The target in the precision its wide work (batched generation, reading whole sequences) runs in."""
+    if dtype == str(target.dtype).removeprefix("torch."):
+        return target
+    return copy.deepcopy(target).to(getattr(torch, dtype))
 
 
 def add_distill_parser(subparsers) -> argparse.ArgumentParser:
@@ -239,6 +257,8 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default=DEFAULT_TARGET, help="target ref (hub id, dir, .gguf, embedded)")
     p.add_argument("--out", required=True, help="output draft directory")
+    p.add_argument("--kind", choices=sorted(DRAFT_KINDS), default="layers",
+                   help="layers: a few target-width layers; eagle: one layer reading the target's hidden states")
     p.add_argument("--layers", type=int, default=2, help="draft layers, copied from the target's first ones")
     p.add_argument("--budget-minutes", type=float, default=12.0, help="wall-clock training budget")
     p.add_argument("--data-minutes", type=float, default=12.0, help="wall-clock budget for generating teacher data")
@@ -255,6 +275,8 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts to evaluate on")
     p.add_argument("--teacher-data", default=None, help="safetensors file to reuse (or save) training teacher data")
     p.add_argument("--eval-data", default=None, help="safetensors file to reuse (or save) held-out teacher data")
+    p.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="precision the target generates teacher data and reads sequences in")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--save-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     p.set_defaults(handler=lambda args: run_distill(args, shlex.join(["specray", *sys.argv[1:]])))

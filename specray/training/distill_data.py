@@ -208,16 +208,17 @@ def concat_teacher_data(parts: list[TeacherData]) -> TeacherData:
     )
 
 
-def _shard_worker(target_ref: str, rows: list[dict], out: str, kwargs: dict) -> None:
+def _shard_worker(target_ref: str, dtype: str, rows: list[dict], out: str, kwargs: dict) -> None:
     """One generation process: a single torch thread, so shards never fight over cores."""
     torch.set_num_threads(1)
     from specray.models import load_model
 
-    target, tokenizer = load_model(target_ref)
+    target, tokenizer = load_model(target_ref, dtype=dtype)
     save_teacher_data(teacher_data(target, tokenizer, rows, **kwargs), out)
 
 
-def sharded_teacher_data(target_ref: str, rows: list[dict], workers: int, seed: int = 0, **kwargs) -> TeacherData:
+def sharded_teacher_data(target_ref: str, rows: list[dict], workers: int, seed: int = 0, dtype: str = "float32",
+                         **kwargs) -> TeacherData:
     """Teacher data from `workers` single-thread processes over disjoint slices of the interleaved prompts.
 
     On a small CPU, one thread per process scales far better than one process
@@ -231,7 +232,7 @@ def sharded_teacher_data(target_ref: str, rows: list[dict], workers: int, seed: 
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="specray-teacher-") as tmp:
         paths = [str(Path(tmp) / f"shard{i}.safetensors") for i in range(workers)]
-        procs = [ctx.Process(target=_shard_worker, args=(target_ref, ordered[bounds[i]:bounds[i + 1]], paths[i],
+        procs = [ctx.Process(target=_shard_worker, args=(target_ref, dtype, ordered[bounds[i]:bounds[i + 1]], paths[i],
                                                           {**kwargs, "seed": seed})) for i in range(workers)]
         for p in procs:
             p.start()

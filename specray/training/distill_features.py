@@ -1,0 +1,121 @@
+"""Training a feature-level (EAGLE) draft on the target's own hidden states.
+
+The teacher signal is free once the target has read a sequence: one forward over prompt + response
+gives its final hidden state at every position, and its next-token distribution is that state through
+its LM head. The draft learns both (EAGLE's recipe): at position j it reads token j and the target's
+state at j-1, and is trained to (1) regress the target's state at j and (2) match the target's
+distribution at j (KL over the tokens its head can emit). Drafting a second token ahead it reads its
+own predicted state, not the target's; a second, unrolled pass that reads the first pass's predictions
+trains for that too (EAGLE-3's "training-time test"). Noise on the input states makes the draft robust
+to its own errors. The states are computed once (in the precision the target runs in) and reused for
+every epoch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from specray.models.draft import own_columns
+from specray.models.feature_draft import FeatureDraft
+from specray.training.distill_data import TeacherData
+from specray.training.distill_loop import fit
+
+STATE_NOISE = 0.05  # input-state noise, relative to the states' RMS
+REGRESSION_WEIGHT = 1.0
+UNROLLED_WEIGHT = 0.5  # the second pass, which reads the draft's own predicted states
+
+
+def sequences(data: TeacherData) -> list[list[int]]:
+    return [p + r for p, r in zip(data.prompts, data.responses)]
+
+
+def padded(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and their 0/1 mask."""
+    width = max(map(len, seqs))
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+    return ids, mask
+
+
+@torch.no_grad()
+def target_states(target, data: TeacherData, batch_size: int = 16) -> list[torch.Tensor]:
+    """The target's final hidden state at every position of every prompt + response, (len, H) each, kept
+    in bfloat16 (they are inputs and regression targets, not logits)."""
+    seqs = sequences(data)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths share a batch
+    out: list[torch.Tensor | None] = [None] * len(seqs)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, mask = padded([seqs[i] for i in chunk])
+        hidden = target.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        for row, i in enumerate(chunk):
+            out[i] = hidden[row, : len(seqs[i])].to(torch.bfloat16)
+    return out
+
+
+def shifted(states: torch.Tensor) -> torch.Tensor:
+    """[B, T, H] → the state behind each position's token: zeros at 0, then states[:, :-1]."""
+    return F.pad(states[:, :-1], (0, 0, 1, 0))
+
+
+def feature_loss(draft: FeatureDraft, ids: torch.Tensor, mask: torch.Tensor, states: torch.Tensor,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Regression to the target's states plus KL to its distribution, for the teacher-forced pass and
+    for the pass that reads the first pass's predictions."""
+    valid = mask.bool()
+    teacher = F.log_softmax(own_columns(draft.lm_head, states[valid]).float(), -1)
+    inputs = shifted(states)
+    noise = torch.randn(inputs.shape, generator=generator) * STATE_NOISE * states[valid].pow(2).mean().sqrt()
+    total = 0.0
+    for weight in (1.0, UNROLLED_WEIGHT):
+        predicted = draft.predict_hidden(ids, inputs + noise, attention_mask=mask)
+        guess = F.log_softmax(own_columns(draft.lm_head, predicted[valid]).float(), -1)
+        kl = F.kl_div(guess, teacher, log_target=True, reduction="batchmean")
+        regression = F.smooth_l1_loss(predicted[valid], states[valid])
+        total = total + weight * (kl + REGRESSION_WEIGHT * regression)
+        inputs, noise = shifted(predicted.detach()), 0.0
+    return total
+
+
+def train_feature_draft(draft: FeatureDraft, data: TeacherData, states: list[torch.Tensor], minutes: float,
+                        lr: float = 1e-3, batch_size: int = 8, seed: int = 0, max_steps: int | None = None) -> dict:
+    """AdamW on the draft's own weights within a wall-clock budget."""
+    seqs, generator = sequences(data), torch.Generator().manual_seed(seed)
+
+    def loss_of(indices: list[int]) -> torch.Tensor:
+        ids, mask = padded([seqs[i] for i in indices])
+        return feature_loss(draft, ids, mask, stacked([states[i] for i in indices], ids.shape[1]), generator)
+
+    draft.train()
+    stats = fit(list(draft.own_parameters().values()), loss_of, len(seqs), minutes, lr, batch_size, seed, max_steps)
+    draft.eval()
+    return stats
+
+
+def stacked(states: list[torch.Tensor], width: int) -> torch.Tensor:
+    """[B, width, H] float32 from per-sequence (len, H) states, right-padded with zeros."""
+    out = torch.zeros(len(states), width, states[0].shape[-1])
+    for row, s in enumerate(states):
+        out[row, : len(s)] = s.float()
+    return out
+
+
+@torch.no_grad()
+def feature_matches(draft: FeatureDraft, data: TeacherData, states: list[torch.Tensor],
+                    batch_size: int = 16) -> list[list[bool]]:
+    """Per response, whether the draft's argmax (reading the target's true states: teacher-forced, as at a
+    row's first draft token) equals the target's greedy token at each position."""
+    out: list[list[bool]] = []
+    seqs = sequences(data)
+    for start in range(0, len(seqs), batch_size):
+        chunk = list(range(start, min(start + batch_size, len(seqs))))
+        ids, mask = padded([seqs[i] for i in chunk])
+        behind = shifted(stacked([states[i] for i in chunk], ids.shape[1]))
+        predicted = draft(input_ids=ids, attention_mask=mask, target_hidden=behind).logits.argmax(-1)
+        for row, i in enumerate(chunk):
+            p, r = len(data.prompts[i]), data.responses[i]
+            out.append((predicted[row, p - 1 : p - 1 + len(r)] == torch.tensor(r)).tolist())
+    return out

@@ -1,0 +1,176 @@
+"""Feature-level (EAGLE) drafts: training, the engine feeding them the target's states, losslessness,
+the file format, and refusals of targets they were not trained for."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import EOS, random_prompts, reference_greedy, tiny_llama, tiny_tokenizer
+
+from specray.engine.sampling import Sampling
+from specray.engine.speculative import GenerationConfig, SpeculativeEngine
+from specray.models import load_pair
+from specray.models.draft import read_draft_metadata
+from specray.models.feature_draft import (
+    FeatureDraft, build_feature_draft, load_feature_draft, reads_target_hidden, save_feature_draft,
+)
+from specray.policies.factory import make_policy
+from specray.training.distill import distill_main
+from specray.training.distill_data import TeacherData
+from specray.training.distill_eval import agreement_report
+from specray.training.distill_features import feature_matches, shifted, target_states, train_feature_draft
+
+MAX_NEW = 20
+
+
+def greedy_data(target, prompts: list[list[int]]) -> TeacherData:
+    """The target's greedy responses to `prompts` (target-only decoding by the engine, batched)."""
+    out = SpeculativeEngine(target, target, tiny_tokenizer()).generate(prompts, None, GenerationConfig(max_new_tokens=MAX_NEW))
+    empty, n = torch.zeros(0, 4), len(prompts)
+    return TeacherData(prompts, [s.tokens for s in out.sequences], empty.int(), empty.half(), ["code"] * n, [str(i) for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_llama(seed=0)  # float64: the engine's draft probabilities can be checked to 1e-9
+
+
+@pytest.fixture(scope="module")
+def trained(target):
+    """A feature draft trained on the target's own greedy output (the engine tests' prompts among it, so
+    it drafts runs the target accepts), with its agreement on that data before and after."""
+    data = greedy_data(target, random_prompts(16, seed=3) + random_prompts(32, seed=11))
+    states = target_states(target, data)
+    draft = build_feature_draft(target, seed=0)
+
+    def agreement() -> float:
+        return agreement_report(feature_matches(draft, data, states), data.domains)["all"]["agreement"]
+
+    before = agreement()
+    stats = train_feature_draft(draft, data, states, minutes=5, lr=1e-2, max_steps=300)
+    draft.requires_grad_(False)
+    return draft.to(torch.float64), before, agreement(), stats
+
+
+@pytest.fixture(scope="module")
+def engine(target, trained):
+    return SpeculativeEngine(target, trained[0], tiny_tokenizer())
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return random_prompts(16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def references(target, prompts):
+    return [reference_greedy(target, p, MAX_NEW) for p in prompts]
+
+
+def test_training_on_target_states_fits_them(trained):
+    _, before, after, stats = trained
+    assert stats["steps"] == 300
+    assert after > before + 0.3, (before, after)
+
+
+@pytest.mark.parametrize("spec", ["static:1", "static:4", "heuristic:cost=off", "confidence:0.3,cost=off",
+                                  "static:3,draft=ngram+model"])
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_greedy_is_lossless(engine, prompts, references, spec, batch_size):
+    out = engine.generate(prompts, make_policy(spec), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=batch_size)
+    for seq, ref in zip(out.sequences, references):
+        assert seq.tokens == ref
+        assert seq.stop_reason == ("eos" if ref[-1] == EOS else "max_new_tokens")
+    drafted, accepted = sum(s.drafted for s in out.sequences), sum(s.accepted for s in out.sequences)
+    assert 0 < accepted < drafted
+
+
+@pytest.mark.parametrize("spec,max_batch", [("static:3", None), ("static:3", 5), ("static:3,draft=ngram+model", 4)])
+def test_first_draft_tokens_read_the_targets_true_states(engine, target, prompts, spec, max_batch):
+    """The draft's probability of every round's first token, as the engine recorded it, equals the draft
+    reading the finished sequence with the target's own states: prefill, catch-up after n-gram rounds,
+    refills and commits hand it exactly the states of the tokens before."""
+    out = engine.generate(prompts, make_policy(spec), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=max_batch)
+    firsts = [r for r in out.traces.to_pylist() if r["depth"] == 1 and r["draft_prob"] < 1.0]  # model, not n-gram
+    assert len(firsts) > 20
+    draft = engine.draft
+    for i, (prompt, seq) in enumerate(zip(prompts, out.sequences)):
+        tokens = torch.tensor([prompt + seq.tokens])
+        states = target.model(input_ids=tokens).last_hidden_state
+        probs = F.softmax(draft(input_ids=tokens, target_hidden=shifted(states)).logits[0].double(), -1)
+        for row in (r for r in firsts if r["prompt_id"] == str(i)):
+            position = len(prompt) + row["gen_position"] - 1  # the token before the drafted one
+            assert row["draft_prob"] == pytest.approx(float(probs[position, row["draft_token"]]), rel=1e-5, abs=1e-7)
+
+
+def test_sampling_keeps_the_target_distribution(trained):
+    from test_engine_sampling import VOCAB, assert_matches, exact_two_token_distribution, sampled_counts
+
+    small = tiny_llama(seed=4, vocab=VOCAB, hidden=16)
+    draft = build_feature_draft(small, seed=1).to(torch.float64)
+    with torch.no_grad():  # a draft that is neither the identity nor useless
+        draft.fc.weight.add_(0.3 * torch.randn(draft.fc.weight.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+    draft.requires_grad_(False)
+    engine = SpeculativeEngine(small, draft, tiny_tokenizer(VOCAB))
+    sampling = Sampling(temperature=1.0)
+    assert_matches(sampled_counts(engine, "static:3", sampling, max_batch=48), exact_two_token_distribution(small, sampling))
+
+
+def test_saved_feature_draft_round_trips_ships_only_its_own_weights_and_pairs(tmp_path, trained):
+    model, tokenizer = tiny_llama(seed=0, dtype=torch.float32), tiny_tokenizer()
+    model.save_pretrained(tmp_path / "target")
+    tokenizer.save_pretrained(tmp_path / "target")
+    draft = build_feature_draft(model, torch.arange(0, 64, 2))
+    with torch.no_grad():
+        draft.fc.bias.add_(0.1)
+    save_feature_draft(draft, model, str(tmp_path / "target"), tmp_path / "d", {"note": "x"})
+    from safetensors.torch import load_file
+
+    keys = set(load_file(str(tmp_path / "d" / "draft.safetensors")))
+    assert "fc.weight" in keys and "head_token_ids" in keys and not any("embed" in k or "lm_head" in k for k in keys)
+    meta = read_draft_metadata(tmp_path / "d")
+    assert meta["format"] == "specray-feature-draft/1" and meta["note"] == "x" and meta["target"]["weights"]
+    pair = load_pair(str(tmp_path / "target"), str(tmp_path / "d"), dtype="float32")
+    assert isinstance(pair.draft, FeatureDraft) and reads_target_hidden(pair.draft)
+    assert pair.draft.model.embed_tokens.weight is pair.target.model.embed_tokens.weight
+    torch.testing.assert_close(pair.draft.fc.bias, draft.fc.bias)
+    bf16 = load_feature_draft(tmp_path / "d", pair.target, torch.bfloat16)  # a dtype of its own: copies, same fit
+    assert bf16.fc.weight.dtype == torch.bfloat16 and pair.target.model.embed_tokens.weight.dtype == torch.float32
+
+
+def test_a_target_of_another_shape_is_refused_naming_both_shapes(tmp_path):
+    small = tiny_llama(seed=0, dtype=torch.float32)
+    save_feature_draft(build_feature_draft(small), small, "tiny-32", tmp_path / "d")
+    wide = tiny_llama(seed=0, dtype=torch.float32, hidden=48)
+    with pytest.raises(ValueError, match=r"shape \(32, 64\).*hidden size 48 needs \(48, 96\)"):
+        load_feature_draft(tmp_path / "d", wide)
+
+
+def test_another_target_of_the_same_shape_is_refused_naming_both(tmp_path):
+    mine = tiny_llama(seed=0, dtype=torch.float32)
+    save_feature_draft(build_feature_draft(mine), mine, "tiny-seed-0", tmp_path / "d")
+    load_feature_draft(tmp_path / "d", tiny_llama(seed=0, dtype=torch.bfloat16))  # the same weights in bf16 fit
+    with pytest.raises(ValueError, match=r"trained on the target 'tiny-seed-0'.*cannot draft for the target"):
+        load_feature_draft(tmp_path / "d", tiny_llama(seed=1, dtype=torch.float32))
+
+
+def test_distill_eagle_command_writes_a_draft_the_pair_loads(tmp_path):
+    model, tokenizer = tiny_llama(dtype=torch.float32), tiny_tokenizer()
+    model.save_pretrained(tmp_path / "target")
+    tokenizer.save_pretrained(tmp_path / "target")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"w{3 + i} w{5 + i} w9", "domain": "math"}) + "\n"
+                               for i in range(12)))
+    out = tmp_path / "eagle"
+    meta = distill_main(["--kind", "eagle", "--target", str(tmp_path / "target"), "--out", str(out), "--max-steps", "3",
+                         "--prompts", str(prompts), "--max-new-tokens", "6", "--eval-prompts", "4", "--head-size", "32",
+                         "--seed", "3", "--threads", "1", "--teacher-dtype", "bfloat16"])
+    saved = read_draft_metadata(out)
+    assert saved["training"]["kind"] == "eagle" and saved["training"]["steps"] == 3
+    assert saved["training"]["teacher"]["dtype"] == "bfloat16"
+    assert 0 <= meta["heldout"]["by_domain"]["all"]["agreement"] <= 1 and meta["latency"]["ratio"] > 0
+    pair = load_pair(str(tmp_path / "target"), str(out), dtype="float32")
+    generated = SpeculativeEngine(pair.target, pair.draft, pair.tokenizer).generate(
+        [[3, 4, 5]], make_policy("static:2"), GenerationConfig(max_new_tokens=5))
+    assert generated.sequences[0].tokens == reference_greedy(pair.target, [3, 4, 5], 5)
