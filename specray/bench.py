@@ -35,8 +35,9 @@ from specray.data.readers import ReaderConfig, read_prompts
 from specray.engine.numerics import classify_difference, logit_noise
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
-from specray.hf_baselines import configure_assistant, hf_generate, hf_settings
+from specray.hf_baselines import NGRAM, configure_assistant, hf_generate, hf_settings
 from specray.models import DEFAULT_DRAFT, DEFAULT_TARGET, encode_prompt, load_pair
+from specray.models.feature_draft import reads_target_hidden
 from specray.models.precision import AUTO, CANDIDATES, dtype_name
 from specray.policies.draft_prior import load_prior
 from specray.policies.factory import make_policy
@@ -45,6 +46,7 @@ from specray.policies.spec import POLICIES, parse_spec
 from specray.schema import DOMAINS
 
 TARGET = "target"
+ASSISTED = "assisted"  # the engine whose pair the hf-* baselines run (see `assisted_engine`)
 CONTINUOUS, DRAIN = "continuous", "drain"
 BATCHINGS = {CONTINUOUS: [CONTINUOUS], DRAIN: [DRAIN], "both": [CONTINUOUS, DRAIN]}
 DRAIN_SUFFIX = " [drain]"
@@ -136,9 +138,9 @@ def run_batch(engines, spec, batch, config, registry, references, tally: Tally, 
     domain = batch[0]["domain"]
     chosen = choose_source(spec, domain, registry, tally) if auto_base(spec) is not None else None
     spec = chosen or spec
-    engine = engines.get(spec, engines[TARGET])
     if spec.startswith("hf-"):
-        return run_hf_baseline(engine, spec, batch, config, tally)
+        return run_hf_baseline(engines.get(ASSISTED, engines[TARGET]), spec, batch, config, tally)
+    engine = engines.get(spec, engines[TARGET])
     refs = None if references is None or is_target(spec) else [references[r["id"]] for r in batch]
     policy = None if is_target(spec) else make_policy(spec, domain=domain, registry=registry, references=refs)
     start = time.perf_counter()
@@ -174,6 +176,19 @@ def target_engines(pair, dtype: str) -> dict:
             copy_ = copy.deepcopy(pair.target).to(other)
             engines[f"{TARGET}@{dtype_name(other)}"] = SpeculativeEngine(copy_, pair.draft, pair.tokenizer)
     return engines
+
+
+def assisted_engine(pair, target: str | None, hf_draft: str | None, dtype: str, device: str) -> SpeculativeEngine:
+    """The pair transformers' assisted generation runs: its assistant must be a token-level model, so a
+    feature-level draft (which reads the target's hidden states) is replaced by `hf_draft`."""
+    if hf_draft is None:
+        if reads_target_hidden(pair.draft):
+            raise ValueError(f"the draft {pair.draft_ref!r} reads the target's hidden states, which transformers' "
+                             "assisted generation cannot feed it: pass --hf-draft with a token-level draft for the "
+                             "hf-* baselines (e.g. embedded-layer-draft)")
+        return SpeculativeEngine(pair.target, pair.draft, pair.tokenizer)
+    other = load_pair(target or DEFAULT_TARGET, hf_draft, dtype=dtype, device=device)
+    return SpeculativeEngine(other.target, other.draft, other.tokenizer)
 
 
 def run_interleaved(engines, specs, groups, config, registry, batch_size: int, batchings: list[str]) -> dict[str, dict[str, Tally]]:
@@ -272,6 +287,7 @@ def run_bench(
     dtype: str = AUTO,
     device: str = "cpu",
     batching: str = CONTINUOUS,
+    hf_draft: str | None = None,
 ) -> dict:
     for spec in policies:  # a typo, or a corrupt draft-source prior, fails before any model loads
         hf_settings(spec) if spec.startswith("hf-") else parse_spec(auto_base(spec) or spec)
@@ -286,8 +302,10 @@ def run_bench(
         row["tokens"] = encode_prompt(pair.tokenizer, row["prompt"])
     groups = domain_groups(rows)
     engines = target_engines(pair, dtype)
+    if any(p.startswith("hf-") and not p.startswith(NGRAM) for p in policies):
+        engines[ASSISTED] = assisted_engine(pair, target, hf_draft, dtype, device)
     config = GenerationConfig(max_new_tokens=max_new_tokens, sampling=sampling)
-    specs = list(engines) + [p for p in policies if not is_target(p)]
+    specs = [e for e in engines if is_target(e)] + [p for p in policies if not is_target(p)]
     warm = GenerationConfig(max_new_tokens=8, sampling=sampling)
     engines[TARGET].calibrate(batch_size)  # the verification budget's cost table, measured before any timing
     for spec in specs:  # warm-up: first-call overheads stay out of the timings
@@ -310,6 +328,7 @@ def run_bench(
         "device": device_name(pair.target),
         "target": pair.target_ref,
         "draft": pair.draft_ref,
+        "hf_assistant": (hf_draft or pair.draft_ref) if ASSISTED in engines else None,
         "precision": pair.precision.describe(),
         "baseline": baseline,
         "logit_noise": noise,
@@ -378,6 +397,8 @@ def add_bench_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="time policies against target-only decoding, side by side")
     p.add_argument("--target", help="hub id, local dir, .gguf or 'embedded' (default: the embedded pair)")
     p.add_argument("--draft", help="hub id, local dir or 'embedded-draft'")
+    p.add_argument("--hf-draft", help="the assistant of the hf-* baselines when --draft is a feature-level draft "
+                                      "(transformers needs a token-level one), e.g. 'embedded-layer-draft'")
     p.add_argument("--prompts", help="JSONL/Parquet with id, prompt, domain (default: built-in held-out set)")
     p.add_argument("--policies", default="static:2,static:4,heuristic,confidence", help="comma-separated policy specs")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -411,7 +432,7 @@ def bench_command(args) -> int:
     report = run_bench(
         args.target, args.draft, args.prompts, split_policies(args.policies), args.max_new_tokens, args.batch_size,
         Sampling(args.temperature, args.top_k, args.top_p), args.limit, args.policy_registry, args.dtype, args.device,
-        args.batching,
+        args.batching, args.hf_draft,
     )
     print(format_table(report))
     if args.out:

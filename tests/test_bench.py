@@ -167,3 +167,24 @@ def test_auto_base_strips_only_the_auto_draft():
     assert auto_base("static:4,draft=auto") == "static:4"
     assert auto_base("confidence:draft=auto,k_max=4") == "confidence:k_max=4"
     assert auto_base("static:4,draft=ngram") is None
+
+
+def test_bench_runs_a_feature_draft_and_gives_the_hf_baselines_a_token_level_assistant(pair_dirs, prompts_file, tmp_path):
+    import torch
+
+    from specray.models.feature_draft import build_feature_draft, save_feature_draft
+
+    target = tiny_llama(seed=0)  # the same weights as pair_dirs/target
+    save_feature_draft(build_feature_draft(target), target, str(pair_dirs / "target"), tmp_path / "eagle",
+                       dtype=torch.float64)
+    common = ["bench", "--target", str(pair_dirs / "target"), "--draft", str(tmp_path / "eagle"), "--prompts",
+              str(prompts_file), "--max-new-tokens", "8", "--batch-size", "2", "--dtype", "float64", "--limit", "4"]
+    with pytest.raises(ValueError, match="reads the target's hidden states.*--hf-draft"):
+        main([*common, "--policies", "static:2,hf-static:2"])
+    out = tmp_path / "bench.json"
+    code = main([*common, "--policies", "static:2,hf-static:2,hf-ngram:2", "--hf-draft", str(pair_dirs / "draft"),
+                 "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 0 and report["hf_assistant"] == str(pair_dirs / "draft")
+    assert {r["policy"] for r in report["rows"]} == {"target", "static:2", "hf-static:2", "hf-ngram:2"}
+    assert all(r["identical_to_target"] for r in report["rows"])

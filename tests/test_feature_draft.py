@@ -16,7 +16,7 @@ from specray.models.feature_draft import (
     FeatureDraft, build_feature_draft, load_feature_draft, reads_target_hidden, save_feature_draft,
 )
 from specray.policies.factory import make_policy
-from specray.training.distill import distill_main
+from specray.cli import main
 from specray.training.distill_data import TeacherData
 from specray.training.distill_eval import agreement_report
 from specray.training.distill_features import feature_matches, shifted, target_states, train_feature_draft
@@ -155,7 +155,7 @@ def test_another_target_of_the_same_shape_is_refused_naming_both(tmp_path):
         load_feature_draft(tmp_path / "d", tiny_llama(seed=1, dtype=torch.float32))
 
 
-def test_distill_eagle_command_writes_a_draft_the_pair_loads(tmp_path):
+def test_distill_eagle_command_writes_a_draft_the_pair_loads(tmp_path, capsys):
     model, tokenizer = tiny_llama(dtype=torch.float32), tiny_tokenizer()
     model.save_pretrained(tmp_path / "target")
     tokenizer.save_pretrained(tmp_path / "target")
@@ -163,13 +163,15 @@ def test_distill_eagle_command_writes_a_draft_the_pair_loads(tmp_path):
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"w{3 + i} w{5 + i} w9", "domain": "math"}) + "\n"
                                for i in range(12)))
     out = tmp_path / "eagle"
-    meta = distill_main(["--kind", "eagle", "--target", str(tmp_path / "target"), "--out", str(out), "--max-steps", "3",
-                         "--prompts", str(prompts), "--max-new-tokens", "6", "--eval-prompts", "4", "--head-size", "32",
-                         "--seed", "3", "--threads", "1", "--teacher-dtype", "bfloat16"])
-    saved = read_draft_metadata(out)
+    status = main(["distill", "--kind", "eagle", "--target", str(tmp_path / "target"), "--out", str(out), "--max-steps",
+                   "3", "--prompts", str(prompts), "--max-new-tokens", "6", "--eval-prompts", "4", "--head-size", "32",
+                   "--seed", "3", "--threads", "1", "--teacher-dtype", "bfloat16"])
+    assert status == 0, "the CLI's exit status"
+    saved = meta = read_draft_metadata(out)
     assert saved["training"]["kind"] == "eagle" and saved["training"]["steps"] == 3
     assert saved["training"]["teacher"]["dtype"] == "bfloat16"
     assert 0 <= meta["heldout"]["by_domain"]["all"]["agreement"] <= 1 and meta["latency"]["ratio"] > 0
+    assert json.loads(capsys.readouterr().out)["heldout"]["all"]["agreement"] == meta["heldout"]["by_domain"]["all"]["agreement"]
     pair = load_pair(str(tmp_path / "target"), str(out), dtype="float32")
     generated = SpeculativeEngine(pair.target, pair.draft, pair.tokenizer).generate(
         [[3, 4, 5]], make_policy("static:2"), GenerationConfig(max_new_tokens=5))

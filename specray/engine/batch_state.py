@@ -23,6 +23,12 @@ from specray.engine.kv_cache import SlotCache
 from specray.engine.proposals import Proposals, Verdicts
 
 
+# Every forward attends over all slots, holes included, so holes cost each round what compacting them costs
+# once (one pass over the cache): reclaim them once they are a quarter of what the widest row needs.
+HOLE_SHARE = 0.25
+MIN_HOLES = 8
+
+
 @dataclass
 class Sequence:
     index: int  # position among the prompts of the `generate` call: the row policies and traces know it by
@@ -153,5 +159,5 @@ class BatchState:
                 self.target_states = [self.target_states[i] for i in keep]
             return
         for cache in (self.tcache, self.dcache):
-            if cache.holes() > max(64, int(cache.lengths.max())):
+            if cache.holes() > max(MIN_HOLES, HOLE_SHARE * int(cache.lengths.max())):
                 cache.compact()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import shlex
 import sys
@@ -33,6 +34,9 @@ from specray.training.distill_data import (
 from specray.training.distill_eval import agreement_report, greedy_matches, latency_ratio
 from specray.training.distill_features import feature_matches, target_states, train_feature_draft
 from specray.training.distill_loop import fit
+from specray.training.self_instruct import self_instruct
+
+SELF_INSTRUCT = "self-instruct"
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +147,12 @@ def cached_teacher_data(path: str | None, make) -> tuple[TeacherData, bool]:
 
 
 def training_data(args: argparse.Namespace, target_ref: str, target, tokenizer) -> TeacherData:
-    """The target's responses to the training prompts, within `--data-minutes`, on `--data-workers` processes."""
-    rows = prompt_rows(args.prompts, "distill")
+    """The target's responses to the training prompts, within `--data-minutes`, on `--data-workers` processes;
+    `--prompts self-instruct` has the target write the prompts first."""
+    if args.prompts == SELF_INSTRUCT:
+        rows = self_instruct(target, tokenizer, args.self_instruct_per_topic, seed=args.seed)
+    else:
+        rows = prompt_rows(args.prompts, "distill")
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, seed=args.seed,
                minutes=args.data_minutes)
     if args.data_workers > 1:
@@ -262,7 +270,10 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=2, help="draft layers, copied from the target's first ones")
     p.add_argument("--budget-minutes", type=float, default=12.0, help="wall-clock training budget")
     p.add_argument("--data-minutes", type=float, default=12.0, help="wall-clock budget for generating teacher data")
-    p.add_argument("--prompts", default=None, help="training prompts file (default: built-in distill split)")
+    p.add_argument("--prompts", default=None,
+                   help=f"training prompts file (default: built-in distill split), or {SELF_INSTRUCT!r}: the target "
+                        "writes them from seed topics")
+    p.add_argument("--self-instruct-per-topic", type=int, default=8, help="requests written per seed topic")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--head-size", type=int, default=8192, help="restrict the draft head to this many tokens (0: full)")
     p.add_argument("--loss", choices=("kl", "ce"), default="kl", help="KL to target top-64, or CE on its tokens")
@@ -279,8 +290,17 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
                    help="precision the target generates teacher data and reads sequences in")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--save-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    p.set_defaults(handler=lambda args: run_distill(args, shlex.join(["specray", *sys.argv[1:]])))
+    p.set_defaults(handler=distill_command)
     return p
+
+
+def distill_command(args: argparse.Namespace) -> int:
+    """`specray distill` from the CLI: its progress (data, steps, loss) is logged, since a run takes minutes;
+    the held-out agreement is printed at the end."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    meta = run_distill(args, shlex.join(["specray", *sys.argv[1:]]))
+    print(json.dumps({"out": args.out, "heldout": meta["heldout"]["by_domain"], "latency": meta["latency"]}, indent=2))
+    return 0
 
 
 def distill_main(argv: list[str] | None = None) -> dict:
