@@ -41,7 +41,8 @@ from specray.models.precision import AUTO, CANDIDATES, dtype_name
 from specray.policies.draft_prior import load_prior
 from specray.policies.factory import make_policy
 from specray.policies.sources import SOURCES, spec_source, with_source
-from specray.policies.spec import POLICIES, parse_spec
+from specray.policies.kinds import get_kind
+from specray.policies.spec import parse_spec, policy_names
 from specray.schema import DOMAINS
 
 TARGET = "target"
@@ -161,6 +162,13 @@ def run_batch(engines, spec, batch, config, registry, references, tally: Tally, 
         tally.outputs[row["id"]] = seq.tokens
 
 
+def is_offline(spec: str) -> bool:
+    """A spec of a kind that needs the target's own outputs (the oracle)."""
+    if spec.startswith("hf-") or auto_base(spec) is not None or is_target(spec):
+        return False
+    return get_kind(parse_spec(spec)[0]).offline
+
+
 def is_target(spec: str) -> bool:
     """`target`, or `target@<dtype>`: target-only decoding (in another precision)."""
     return spec == TARGET or spec.startswith(TARGET + "@")
@@ -278,8 +286,9 @@ def run_bench(
         if auto_base(spec) is not None and registry:
             for domain in DOMAINS:
                 load_prior(registry, domain)
-    if "oracle" in policies and not sampling.greedy:
-        raise ValueError("the oracle policy is defined for greedy decoding only")
+    offline = [spec for spec in policies if is_offline(spec)]
+    if offline and not sampling.greedy:
+        raise ValueError(f"the {parse_spec(offline[0])[0]} policy is defined for greedy decoding only")
     pair = load_pair(target or DEFAULT_TARGET, draft or DEFAULT_DRAFT, dtype=dtype, device=device)
     rows = load_bench_prompts(prompts_path, limit)
     for row in rows:
@@ -291,7 +300,7 @@ def run_bench(
     warm = GenerationConfig(max_new_tokens=8, sampling=sampling)
     engines[TARGET].calibrate(batch_size)  # the verification budget's cost table, measured before any timing
     for spec in specs:  # warm-up: first-call overheads stay out of the timings
-        if spec != "oracle":
+        if not is_offline(spec):  # it needs the target's outputs, which the timed target run records
             run_batch(engines, spec, groups[0][:1], warm, registry, None, Tally())
     tallies = run_interleaved(engines, specs, groups, config, registry, batch_size, BATCHINGS[batching])
     summaries = {name: summarise(domains) for name, domains in tallies.items()}
@@ -400,7 +409,7 @@ def split_policies(text: str) -> list[str]:
     """Split on commas that start a new policy (options inside a spec are comma-separated too)."""
     specs: list[str] = []
     for part in text.split(","):
-        if part.split(":")[0].strip() in POLICIES or part.strip().startswith("hf-") or not specs:
+        if part.split(":")[0].strip() in policy_names() or part.strip().startswith("hf-") or not specs:
             specs.append(part.strip())
         else:
             specs[-1] += "," + part.strip()

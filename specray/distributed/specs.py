@@ -15,18 +15,13 @@ from pathlib import Path
 from specray.config import ConfigError, PolicyConfig
 from specray.distributed.policy_actor import DomainPolicy
 from specray.policies.artifacts import ArtifactError
-from specray.policies.disco import DiscoClassifier
 from specray.policies.draft_prior import load_prior
-from specray.policies.factory import make_policy
+from specray.policies.factory import load_learned, make_policy
+from specray.policies.kinds import PolicyKind, get_kind
 from specray.policies.registry import GLOBAL, artifact_stem
 from specray.policies.sources import AUTO, DEFAULT, NONE, format_spec, registry_name, spec_source, with_source
 from specray.policies.spec import parse_spec
 from specray.storage import is_remote
-from specray.policies.specdecpp import AcceptanceHead
-
-K_OPTION = {"static": "k", "heuristic": "k_max", "confidence": "k_max", "disco": "k_max", "specdecpp": "k_max"}
-THRESHOLD_OPTION = {"confidence": "threshold", "disco": "tau", "specdecpp": "h"}
-LOADERS = {"disco": DiscoClassifier.load, "specdecpp": AcceptanceHead.load}  # the learned policies
 
 
 def domain_policy(policy: PolicyConfig, domain: str) -> DomainPolicy:
@@ -64,17 +59,18 @@ def _resolve(policy: PolicyConfig, domain: str, given: str, source: str) -> tupl
     override = getattr(policy.per_domain, domain)
     key = f"policy.per_domain.{domain}"
     name, options = parse_spec(given)
-    if name == "oracle":
-        raise ConfigError(f"{key}: the oracle policy needs the target's outputs and only runs offline")
-    if name == "target" and source == NONE and override.draft is not None:  # `draft: none`: no budget to fold in
+    kind = get_kind(name)
+    if kind.offline:
+        raise ConfigError(f"{key}: the {name} policy needs the target's outputs and only runs offline")
+    if not kind.drafts and source == NONE and override.draft is not None:  # `draft: none`: no budget to fold in
         return given, ""
     if override.k_max is not None:
-        options[_option(K_OPTION, name, f"{key}.k_max")] = override.k_max
+        options[_knob(kind.k_knob, name, f"{key}.k_max")] = override.k_max
     if override.threshold is not None:
-        options[_option(THRESHOLD_OPTION, name, f"{key}.threshold")] = override.threshold
-    version = "" if name == "target" else "builtin"
-    if name in LOADERS:
-        stem, version = _pin(name, options.get("path"), policy.registry, domain, source)
+        options[_knob(kind.threshold_knob, name, f"{key}.threshold")] = override.threshold
+    version = "builtin" if kind.drafts else ""
+    if kind.learned is not None:
+        stem, version = _pin(kind, options.get("path"), policy.registry, domain, source)
         options["path"] = str(stem)
     spec = given if parse_spec(given) == (name, options) else format_spec(name, options)  # as written, when unchanged
     if parse_spec(spec) != (name, options):
@@ -108,24 +104,24 @@ def source_stem(registry: str, kind: str, domain: str, source: str) -> tuple[Pat
     return artifact_stem(registry, kind, domain)
 
 
-def _option(table: dict[str, str], name: str, key: str) -> str:
-    if name not in table:
+def _knob(knob: str | None, name: str, key: str) -> str:
+    if knob is None:
         raise ConfigError(f"{key}: policy '{name}' has no such knob")
-    return table[name]
+    return knob
 
 
-def _pin(name: str, path: str | None, registry: str | None, domain: str, source: str) -> tuple[Path | str, str]:
+def _pin(kind: PolicyKind, path: str | None, registry: str | None, domain: str, source: str) -> tuple[Path | str, str]:
     """The artifact stem and its version: the registry's newest for this domain and draft source (see
     `source_stem`), or the one `path=` names.
 
     The artifact is loaded here, on the driver, so a missing or corrupt file fails the job at once,
     naming the file, instead of failing every batch on the workers and turning every row into an error."""
-    key = f"policy.per_domain.{domain}"
+    key, name = f"policy.per_domain.{domain}", kind.name
     if path is None and registry is None:
         raise ConfigError(f"{key}: policy '{name}' needs weights; set policy.registry or use {name}:path=STEM")
     try:
         stem, version = source_stem(registry, name, domain, source) if path is None else (_stem(path), "unversioned")
-        _, meta = LOADERS[name](stem)
+        _, meta, _ = load_learned(kind, stem)
         claimed = meta.get("version", version)
         if path is None and claimed != version:  # results name the version; it must be the one that was loaded
             raise ArtifactError(f"{stem}.json: claims version {claimed!r} but lies in registry version {version}")

@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save, save_file
 
-from specray.policies.spec import MAX_LOOKAHEAD
+from specray.policies.kinds import MAX_LOOKAHEAD
 from specray.storage import StorageError, is_remote, read_bytes, write_bytes
 
 
