@@ -63,7 +63,7 @@ class ModelsConfig:
 
 
 @dataclass
-class GenerationConfig:
+class JobGenerationConfig:
     max_new_tokens: int = 64  # a first run on a CPU ends in minutes; batch jobs set their own
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
@@ -141,7 +141,7 @@ class JobConfig:
     log_level: str = "warning"
     data: DataConfig = field(default_factory=DataConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    generation: JobGenerationConfig = field(default_factory=JobGenerationConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -333,7 +333,7 @@ def _models_problems(models: ModelsConfig) -> list[str]:
     ]
 
 
-def _generation_problems(gen: GenerationConfig) -> list[str]:
+def _generation_problems(gen: JobGenerationConfig) -> list[str]:
     return [
         *_check("generation.max_new_tokens", 1 <= gen.max_new_tokens <= MAX_NEW_TOKENS, f"an integer in [1, {MAX_NEW_TOKENS}]",
                 gen.max_new_tokens),
@@ -345,6 +345,15 @@ def _generation_problems(gen: GenerationConfig) -> list[str]:
         *_check("generation.batch_size", gen.batch_size >= 1, "an integer >= 1", gen.batch_size),
         *_check("generation.stop", all(gen.stop), "non-empty stop strings", gen.stop),
     ]
+
+
+def worker_device(requested: str, gpus_per_worker: float) -> str:
+    """`models.device` made concrete for a worker holding `gpus_per_worker` GPUs."""
+    if requested == "auto":
+        return "cuda" if gpus_per_worker > 0 else "cpu"
+    if requested == "cuda" and gpus_per_worker <= 0:
+        raise ConfigError("models.device=cuda needs cluster.gpus_per_worker > 0 (Ray hides GPUs from a worker without any)")
+    return requested
 
 
 def policy_spec_problem(spec: str) -> str | None:

@@ -11,7 +11,7 @@ import torch
 from ray.exceptions import RayTaskError
 
 from conftest import tiny_llama, tiny_tokenizer
-from specray.config import ConfigError, load_config
+from specray.config import ConfigError, load_config, worker_device
 from specray.data.rows import ErrorRow, PromptBatch, PromptRow
 from specray.distributed import pool as pool_module
 from specray.distributed.batch import Batch, BatchOutput, Failure, Totals
@@ -21,7 +21,6 @@ from specray.distributed.runner import BatchRunner, batch_seed, fit_prompt
 from specray.distributed.scheduler import after_failure, shard, skip_committed
 from specray.distributed.specs import domain_policy
 from specray.policies.sources import format_spec
-from specray.distributed.worker import worker_device
 from specray.engine.speculative import SpeculativeEngine
 from specray.policies.disco import FEATURES, DiscoClassifier
 from specray.policies.registry import publish

@@ -25,7 +25,7 @@ from typing import Callable
 import ray
 from ray.exceptions import RayError
 
-from specray.config import ConfigError, JobConfig, config_changes, config_to_yaml
+from specray.config import ConfigError, JobConfig, config_changes, config_to_yaml, worker_device
 from specray.distributed.console import driver_console, ray_init_options
 from specray.distributed.draft_artifacts import check_draft_sources
 from specray.distributed.policy_actor import PolicyActors
@@ -34,7 +34,7 @@ from specray.distributed.progress import Progress
 from specray.distributed.scheduler import Counts, Scheduler, count_records, dataset_path, plan
 from specray.distributed.sink import RunMeta, RunSink
 from specray.distributed.specs import domain_policy, label_policy
-from specray.distributed.worker import ModelWorker, worker_device
+from specray.distributed.worker import ModelWorker
 from specray.domains.detector import DomainDetector
 from specray.models.loading import torch_dtype
 from specray.models.precision import AUTO, check_dtype_runs

@@ -19,10 +19,9 @@ from typing import Callable
 import pyarrow as pa
 import torch
 
-from specray.config import JobConfig, ModelsConfig
+from specray.config import JobConfig, ModelsConfig, worker_device
 from specray.data.rows import ErrorRow, PromptRow, errors_table
 from specray.distributed.batch import BatchOutput
-from specray.distributed.worker import worker_device
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SequenceResult, SpeculativeEngine
 from specray.models import encode_prompt, load_pair

@@ -9,19 +9,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from specray.config import ConfigError, JobConfig
+from specray.config import JobConfig
 from specray.data.rows import PromptRow
 from specray.distributed.batch import BatchOutput
 from specray.distributed.console import quiet_worker
-
-
-def worker_device(requested: str, gpus_per_worker: float) -> str:
-    """`models.device` made concrete for a worker holding `gpus_per_worker` GPUs."""
-    if requested == "auto":
-        return "cuda" if gpus_per_worker > 0 else "cpu"
-    if requested == "cuda" and gpus_per_worker <= 0:
-        raise ConfigError("models.device=cuda needs cluster.gpus_per_worker > 0 (Ray hides GPUs from a worker without any)")
-    return requested
 
 
 class ModelWorker:
