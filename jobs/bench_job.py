@@ -30,7 +30,7 @@ from specray.config import load_config
 from specray.distributed.job import run_job
 from specray.distributed.scheduler import plan
 from specray.distributed.sink import read_results
-from specray.distributed.specs import domain_policy
+from specray.distributed.resolve import domain_policy
 from specray.distributed.runner import batch_seed, generation_config, load_engine
 from specray.domains.detector import DomainDetector
 from specray.engine.speculative import Generation, SequenceResult

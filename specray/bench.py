@@ -44,6 +44,7 @@ from specray.policies.sources import SOURCES, spec_source, with_source
 from specray.policies.kinds import get_kind
 from specray.policies.spec import parse_spec, policy_names
 from specray.schema import DOMAINS
+from specray.totals import Totals
 
 TARGET = "target"
 CONTINUOUS, DRAIN = "continuous", "drain"
@@ -57,11 +58,7 @@ class Tally:
     """What one policy did on one domain."""
 
     seconds: float = 0.0
-    prompts: int = 0
-    tokens: int = 0
-    iterations: int = 0
-    drafted: int = 0
-    accepted: int = 0
+    totals: Totals = Totals()
     rounds: int = 0  # engine rounds (hf baselines: none counted)
     loop_ms: float = 0.0  # time inside the engine's round loop
     forward_ms: float = 0.0  # of which model forwards; the rest is engine overhead
@@ -108,8 +105,7 @@ def run_hf_baseline(engine, spec, batch, config, tally: Tally) -> None:
         start = time.perf_counter()
         tokens = hf_generate(engine.target, engine.draft, spec, row["tokens"], config.max_new_tokens, s.temperature, s.top_k, s.top_p)
         tally.seconds += time.perf_counter() - start
-        tally.prompts += 1
-        tally.tokens += len(tokens)
+        tally.totals += Totals(prompts=1, new_tokens=len(tokens))
         tally.outputs[row["id"]] = tokens
 
 
@@ -154,11 +150,7 @@ def run_batch(engines, spec, batch, config, registry, references, tally: Tally, 
         tally.chooser.record(spec_source(chosen), sum(len(s.tokens) for s in out.sequences), seconds)
     tally.versions.add(policy.version if policy else "")
     for row, seq in zip(batch, out.sequences):
-        tally.prompts += 1
-        tally.tokens += len(seq.tokens)
-        tally.iterations += seq.iterations
-        tally.drafted += seq.drafted
-        tally.accepted += seq.accepted
+        tally.totals += Totals.of_sequence(seq)
         tally.outputs[row["id"]] = seq.tokens
 
 
@@ -211,7 +203,7 @@ def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
     """Per-domain tallies plus their sum under "all"."""
     total = Tally()
     for t in tallies.values():
-        for name in ("seconds", "prompts", "tokens", "iterations", "drafted", "accepted", "rounds", "loop_ms", "forward_ms"):
+        for name in ("seconds", "totals", "rounds", "loop_ms", "forward_ms"):
             setattr(total, name, getattr(total, name) + getattr(t, name))
         total.outputs.update(t.outputs)
         total.versions |= t.versions
@@ -220,11 +212,18 @@ def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
     return {**tallies, "all": total} if len(tallies) > 1 else {"all": total}
 
 
+def tokens_per_s(tally: Tally) -> float:
+    return tally.totals.new_tokens / tally.seconds if tally.seconds else 0.0
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def fastest_target(summaries: dict[str, dict[str, Tally]]) -> str:
     """The target-only spec with the most tokens per second overall: every speed-up's baseline."""
     def tps(spec: str) -> float:
-        t = summaries[spec]["all"]
-        return t.tokens / t.seconds if t.seconds else 0.0
+        return tokens_per_s(summaries[spec]["all"])
 
     return max((spec for spec in summaries if is_target(spec.removesuffix(DRAIN_SUFFIX))), key=tps)
 
@@ -235,20 +234,19 @@ def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally],
     rows = []
     for domain, t in tallies.items():
         base = baseline[domain]
-        tps = t.tokens / t.seconds if t.seconds else 0.0
-        base_tps = base.tokens / base.seconds if base.seconds else 0.0
+        tps, base_tps = tokens_per_s(t), tokens_per_s(base)
         ties, divergences = (None, None) if lossless is None else lossless[domain]
         rows.append(
             {
                 "policy": spec,
                 "policy_version": ",".join(sorted(t.versions)),
                 "domain": domain,
-                "n_prompts": t.prompts,
-                "n_tokens": t.tokens,
+                "n_prompts": t.totals.prompts,
+                "n_tokens": t.totals.new_tokens,
                 "tokens_per_s": round(tps, 3),
                 "speedup_vs_target": round(tps / base_tps, 4) if base_tps else None,
-                "mean_accepted_per_iter": round(t.accepted / t.iterations, 4) if t.iterations else None,
-                "acceptance_rate": round(t.accepted / t.drafted, 4) if t.drafted else None,
+                "mean_accepted_per_iter": _rounded(t.totals.accepted_per_iteration, 4),
+                "acceptance_rate": _rounded(t.totals.acceptance, 4),
                 "identical_to_target": (t.outputs == reference[domain].outputs) if lossless is not None else None,
                 "ties": ties,
                 "divergences": divergences,

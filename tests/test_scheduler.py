@@ -19,7 +19,7 @@ from specray.distributed.cli import config_and_overrides
 from specray.distributed.pool import WorkerPool
 from specray.distributed.runner import BatchRunner, batch_seed, fit_prompt
 from specray.distributed.scheduler import after_failure, shard, skip_committed
-from specray.distributed.specs import domain_policy
+from specray.distributed.resolve import domain_policy
 from specray.policies.sources import format_spec
 from specray.engine.speculative import SpeculativeEngine
 from specray.policies.disco import FEATURES, DiscoClassifier

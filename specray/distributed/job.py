@@ -33,7 +33,7 @@ from specray.distributed.pool import WorkerPool
 from specray.distributed.progress import Progress
 from specray.distributed.scheduler import Counts, Scheduler, count_records, dataset_path, plan
 from specray.distributed.sink import RunMeta, RunSink
-from specray.distributed.specs import domain_policy, label_policy
+from specray.distributed.resolve import domain_policy, label_policy
 from specray.distributed.worker import ModelWorker
 from specray.domains.detector import DomainDetector
 from specray.models.loading import torch_dtype

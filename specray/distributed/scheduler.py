@@ -23,7 +23,8 @@ from specray.config import ClusterConfig, DataConfig
 from specray.data.builtin import builtin_path
 from specray.data.readers import ReaderConfig, read_prompts
 from specray.data.rows import ErrorRow, PromptBatch, errors_table
-from specray.distributed.batch import Batch, BatchOutput, Failure, Totals
+from specray.distributed.batch import Batch, BatchOutput, Failure
+from specray.totals import Totals
 from specray.distributed.pool import Lease, WorkerPool
 from specray.distributed.sink import RunSink
 from specray.domains.detector import DomainDetector, resolve_domains

@@ -13,6 +13,8 @@ from enum import IntEnum
 
 import torch
 
+from specray.averages import ema
+
 
 class Decision(IntEnum):
     CONTINUE = 0  # keep this token and draft another
@@ -107,8 +109,8 @@ class StopPolicy:
             if not has.any():
                 continue
             rows = outcome.rows[has]
-            estimate[rows] = self.ema_decay * estimate[rows] + (1 - self.ema_decay) * rate[has]
-            self.typical[source] = self.ema_decay * self.typical[source] + (1 - self.ema_decay) * float(rate[has].mean())
+            estimate[rows] = ema(estimate[rows], rate[has], self.ema_decay)
+            self.typical[source] = ema(self.typical[source], float(rate[has].mean()), self.ema_decay)
             self.observed[source][rows] = True
             estimate[~self.observed[source]] = self.typical[source]
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from specray.policies.artifacts import ArtifactError, load_artifact, require_exact_tensors, require_shapes
 from specray.policies.base import Decision, DraftStep, LearnedPolicy
-from specray.policies.kinds import COST, Knob, Learned, PolicyKind, Retraining, lookahead, probability, register
+from specray.policies.kinds import Retraining, learned_kind, probability, register
 from specray.schema import TOPK
 from specray.training.replay import disco_lengths
 
@@ -71,12 +71,5 @@ def _fit(features, accepted, steps: int) -> DiscoClassifier:
     return train_disco(features, accepted, steps=steps)
 
 
-KIND = register(PolicyKind(
-    "disco", (probability("tau", 0.5), lookahead("k_max", 10), Knob("path", str), COST),
-    main="tau", k_knob="k_max", threshold_knob="tau",
-    learned=Learned(
-        load=DiscoClassifier.load,
-        build=lambda classifier, knobs, version: DiscoPolicy(classifier, knobs["tau"], knobs["k_max"], version, knobs["cost"]),
-        retraining=Retraining("features", "accepted", _fit, disco_lengths, lambda features: {"features": FEATURES}),
-    ),
-))
+KIND = register(learned_kind("disco", probability("tau", 0.5), DiscoPolicy, DiscoClassifier.load,
+                             Retraining("features", "accepted", _fit, disco_lengths, lambda features: {"features": FEATURES})))

@@ -108,6 +108,18 @@ class PolicyKind:
         return {knob.name: knob.default for knob in self.knobs if knob.default is not None}
 
 
+def learned_kind(name: str, threshold: Knob, policy: type, load: Callable, retraining: Retraining, k_max: int = 10) -> PolicyKind:
+    """The record of a learned kind whose policy class takes (model, threshold, k_max, version, cost_aware), as
+    `specray.policies.base.LearnedPolicy` does: its threshold is the main knob and the one replay tunes,
+    beside `k_max`, the artifact `path` and `cost`."""
+
+    def build(model, knobs: dict, version: str):
+        return policy(model, knobs[threshold.name], knobs["k_max"], version, knobs["cost"])
+
+    return PolicyKind(name, (threshold, lookahead("k_max", k_max), Knob("path", str), COST), main=threshold.name,
+                      k_knob="k_max", threshold_knob=threshold.name, learned=Learned(load, build, retraining))
+
+
 _KINDS: dict[str, PolicyKind] = {}
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from specray.policies.artifacts import ArtifactError, load_artifact, require_exact_tensors, require_shapes
 from specray.policies.base import Decision, DraftStep, LearnedPolicy
-from specray.policies.kinds import COST, Knob, Learned, PolicyKind, Retraining, lookahead, probability, register
+from specray.policies.kinds import Retraining, learned_kind, probability, register
 from specray.training.replay import specdecpp_lengths
 
 MAX_DEPTH = 64  # residual blocks a head may have
@@ -85,13 +85,6 @@ def _fit(hidden, soft_labels, steps: int) -> AcceptanceHead:
     return train_specdecpp(hidden, soft_labels, depth=DEPTH, steps=steps)
 
 
-KIND = register(PolicyKind(
-    "specdecpp", (probability("h", 0.7), lookahead("k_max", 10), Knob("path", str), COST),
-    main="h", k_knob="k_max", threshold_knob="h",
-    learned=Learned(
-        load=AcceptanceHead.load,
-        build=lambda head, knobs, version: SpecDecPPPolicy(head, knobs["h"], knobs["k_max"], version, knobs["cost"]),
-        retraining=Retraining("hidden", "accept_prob", _fit, specdecpp_lengths,
-                              lambda hidden: {"depth": DEPTH, "hidden_size": int(hidden.shape[1])}),
-    ),
-))
+KIND = register(learned_kind("specdecpp", probability("h", 0.7), SpecDecPPPolicy, AcceptanceHead.load, Retraining(
+    "hidden", "accept_prob", _fit, specdecpp_lengths, lambda hidden: {"depth": DEPTH, "hidden_size": int(hidden.shape[1])},
+)))
