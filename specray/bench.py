@@ -139,7 +139,7 @@ def run_batch(engines, spec, batch, config, registry, references, tally: Tally, 
     refs = None if references is None or is_target(spec) else [references[r["id"]] for r in batch]
     policy = None if is_target(spec) else make_policy(spec, domain=domain, registry=registry, references=refs)
     start = time.perf_counter()
-    out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain, source="bench",
+    out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain, origin="bench",
                           max_batch=max_batch)
     seconds = time.perf_counter() - start
     tally.seconds += seconds

@@ -1,17 +1,25 @@
 """A stop-policy kind is one record in its own file: the toy kind of `toy_policy` (test tree only) parses,
-validates, builds and runs in `specray bench` without any other module naming it."""
+validates, builds and runs in `specray bench` and in a job without any other module naming it."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
+import ray
 
 import toy_policy
 from conftest import perturbed, tiny_llama, tiny_tokenizer
+from jobkit import MAX_NEW, config, good_rows, write_jsonl
 from specray.cli import main
+from specray.distributed.job import run_job
+from specray.distributed.resolve import domain_policy
+from specray.distributed.sink import read_results, read_traces
 from specray.policies.factory import make_policy
 from specray.policies.kinds import PolicyKind, get_kind, kinds, learned_kinds, register
 from specray.policies.sources import spec_source, with_source
 from specray.policies.spec import parse_spec
+from test_label import target_outputs
 
 
 def test_the_builtin_kinds_are_registered_with_their_records():
@@ -60,3 +68,25 @@ def test_a_registered_kind_runs_in_bench(tmp_path):
     assert set(rows) == {"target", "every:4,floor=0.2", "static:2"}
     assert rows["every:4,floor=0.2"]["identical_to_target"] is True
     assert rows["every:4,floor=0.2"]["acceptance_rate"] > 0
+
+
+@pytest.fixture(scope="module")
+def ray_importing_tests():
+    """A local Ray instance whose workers can import the test tree, where the toy kind is declared."""
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield
+    ray.shutdown()
+
+
+def test_a_registered_kind_runs_in_a_job(pair, tmp_path, ray_importing_tests):
+    """Resolved once on the driver; the workers import the kind's file by the module the resolved policy names."""
+    rows = good_rows(6)
+    cfg = config(pair, write_jsonl(tmp_path / "p.jsonl", rows), tmp_path / "out", "policy.default=every:3",
+                 "generation.batch_size=3")
+    resolved = domain_policy(cfg.policy, "code").resolved["every:3"]
+    assert (resolved.kind, resolved.module, resolved.version) == ("every", "toy_policy", "builtin")
+    run_job(cfg)
+    results, traces = read_results(cfg.output.dir), read_traces(cfg.output.dir)
+    assert set(results["policy"].to_pylist()) == {"every"} and traces.num_rows > 0
+    assert {r["id"]: r["output_tokens"] for r in results.to_pylist()} == target_outputs(rows, MAX_NEW)

@@ -32,6 +32,7 @@ from ray.util.metrics import Counter
 from specray.averages import ema
 from specray.distributed.batch import Batch, BatchOutput, Failure
 from specray.distributed.draft_choice import DraftChooser, batch_speed
+from specray.policies.resolved import ResolvedPolicy
 from specray.totals import Totals
 
 EMA_DECAY = 0.9  # weight of the past per batch; ~10 batches of memory
@@ -81,6 +82,7 @@ class DomainPolicy:
     specs: dict[str, str] = field(default_factory=dict)
     prior: dict[str, float] | None = None
     label_specs: tuple[str, ...] = ()
+    resolved: dict[str, ResolvedPolicy] = field(default_factory=dict)  # every spec above, resolved on the driver
 
     @property
     def auto(self) -> bool:
@@ -123,7 +125,9 @@ class PolicyActor:
         source = self.chooser.choose() if self.chooser else None
         spec = self.policy.specs[source] if source else self.policy.spec
         try:
-            out = await worker.generate.remote(batch.domain, batch.rows, spec, self.policy.label_specs)
+            resolved = self.policy.resolved
+            out = await worker.generate.remote(batch.domain, batch.rows, resolved.get(spec, spec),
+                                               tuple(resolved.get(s, s) for s in self.policy.label_specs))
         except RayError as exc:
             if self.chooser:
                 self.chooser.cancel(source)

@@ -23,7 +23,7 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return value
 
 
-def resolve_source(ref: str) -> str:
+def resolve_location(ref: str) -> str:
     """Turn a ref into something `from_pretrained` reads: a GGUF becomes its safetensors cache dir."""
     ref = canonical_ref(ref)
     if ref == EMBEDDED:
@@ -52,7 +52,7 @@ def load_checkpoint(ref: str, dtype: str | torch.dtype = "float32", device: str 
     ref = canonical_ref(ref)
     if trust_remote_code:
         log.warning("trust_remote_code=True: running model code shipped with %s", ref)
-    source = resolve_source(ref)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    location = resolve_location(ref)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     return prepare_for_inference(model, device), tokenizer

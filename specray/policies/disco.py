@@ -35,9 +35,10 @@ class DiscoClassifier(nn.Module):
         return self.fc2(torch.relu(self.fc1(x))).squeeze(-1)
 
     @classmethod
-    def load(cls, stem: str | Path) -> tuple["DiscoClassifier", dict]:
+    def load(cls, stem: str | Path, data: dict[str, bytes] | None = None) -> tuple["DiscoClassifier", dict]:
+        """The checked model and its metadata, from the files (or from `data`, their bytes already read)."""
         n = len(FEATURES)
-        tensors, meta = load_artifact(stem, "disco")
+        tensors, meta = load_artifact(stem, "disco", data)
         require_shapes(
             stem, tensors,
             {"fc1.weight": (-1, n), "fc1.bias": (-1,), "fc2.weight": (1, -1), "fc2.bias": (1,), "feature_mean": (n,), "feature_std": (n,)},

@@ -15,6 +15,7 @@ module: `import specray.config` stays torch-free, and only a process that parses
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -75,7 +76,7 @@ class Retraining:
 @dataclass(frozen=True)
 class Learned:
     """A kind whose weights come from an artifact (`<registry>/<kind name>/<version>/<domain>`, or `path=`):
-    `load(stem)` -> (model, meta), checked; `build(model, knobs, version)` -> the policy. The kind's
+    `load(stem, data)` -> (model, meta), checked (`data`: the files' bytes, already read, or None to read them); `build(model, knobs, version)` -> the policy. The kind's
     `threshold_knob` is the one replay tunes and the artifact records beside `k_max`."""
 
     load: Callable[[Any], tuple[Any, dict]]
@@ -121,15 +122,35 @@ def learned_kind(name: str, threshold: Knob, policy: type, load: Callable, retra
 
 
 _KINDS: dict[str, PolicyKind] = {}
+_MODULES: dict[str, str] = {}  # kind name -> the module that registered it
 
 
 def register(kind: PolicyKind) -> PolicyKind:
-    """Add `kind`; a second registration of the same name must be the same record (a module imported twice)."""
+    """Add `kind`, declared by the calling module (which another process imports to have it too); a second
+    registration of the same name must be the same record (a module imported twice)."""
     known = _KINDS.get(kind.name)
     if known is not None and known is not kind and known != kind:
         raise ValueError(f"policy kind '{kind.name}' is registered twice")
     _KINDS[kind.name] = kind
+    _MODULES.setdefault(kind.name, inspect.currentframe().f_back.f_globals["__name__"])
     return kind
+
+
+def declared_in(name: str) -> str:
+    """The module that registered kind `name`."""
+    kinds()
+    return _MODULES[name]
+
+
+def require_kind(name: str, module: str) -> PolicyKind:
+    """Kind `name`, importing `module` (where it was declared, in the process that resolved it) when this
+    process has not registered it yet: a kind outside `BUILTIN` reaches every worker this way."""
+    if get_kind(name) is None:
+        importlib.import_module(module)
+    found = get_kind(name)
+    if found is None:
+        raise ValueError(f"policy kind '{name}' is not registered by {module}")
+    return found
 
 
 def _load_builtin() -> None:

@@ -38,8 +38,9 @@ class AcceptanceHead(nn.Module):
         return self.out(self.blocks(hidden.float())).squeeze(-1)
 
     @classmethod
-    def load(cls, stem: str | Path) -> tuple["AcceptanceHead", dict]:
-        tensors, meta = load_artifact(stem, "specdecpp")
+    def load(cls, stem: str | Path, data: dict[str, bytes] | None = None) -> tuple["AcceptanceHead", dict]:
+        """The checked model and its metadata, from the files (or from `data`, their bytes already read)."""
+        tensors, meta = load_artifact(stem, "specdecpp", data)
         require_shapes(stem, tensors, {"out.weight": (1, -1), "out.bias": (1,)})
         depth = meta.get("depth", 0)
         if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
