@@ -67,7 +67,7 @@ class SpecDecodeCounts:
 
 @dataclass(frozen=True)
 class DomainPolicy:
-    """What a policy actor owns (resolved by `resolve.domain_policy`); workers build the policy from `spec`.
+    """What a policy actor owns (made by `resolve.domain_policy`); workers build the policy from `resolved[spec]`.
 
     `specs` maps each draft source the domain may use to its resolved spec: one entry, or several under
     `draft: auto` (then `prior` holds the registry's tokens/s per source, when it has them). `label_specs`:
@@ -126,8 +126,8 @@ class PolicyActor:
         spec = self.policy.specs[source] if source else self.policy.spec
         try:
             resolved = self.policy.resolved
-            out = await worker.generate.remote(batch.domain, batch.rows, resolved.get(spec, spec),
-                                               tuple(resolved.get(s, s) for s in self.policy.label_specs))
+            out = await worker.generate.remote(batch.domain, batch.rows, resolved[spec],
+                                               tuple(resolved[s] for s in self.policy.label_specs))
         except RayError as exc:
             if self.chooser:
                 self.chooser.cancel(source)
