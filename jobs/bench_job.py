@@ -30,12 +30,12 @@ from specray.config import load_config
 from specray.distributed.job import run_job
 from specray.distributed.scheduler import plan
 from specray.distributed.sink import read_results
-from specray.distributed.specs import domain_policy
+from specray.distributed.resolve import domain_policy
 from specray.distributed.runner import batch_seed, generation_config, load_engine
 from specray.domains.detector import DomainDetector
 from specray.engine.speculative import Generation, SequenceResult
 from specray.models import encode_prompt
-from specray.policies.factory import make_policy
+from specray.policies.factory import build_policy
 from specray.schema import DOMAINS, trace_schema
 
 
@@ -55,7 +55,7 @@ class NoopEngine:
     def context_window(self) -> None:
         return None
 
-    def generate(self, prompts, policy, config, prompt_ids=None, domain="", run_id="", source="generate",
+    def generate(self, prompts, policy, config, prompt_ids=None, domain="", run_id="", origin="generate",
                  record_hidden=False) -> Generation:
         return Generation([self.done] * len(prompts), trace_schema(record_hidden).empty_table())
 
@@ -97,7 +97,8 @@ def _ignore(_) -> None:
 def direct_seconds(cfg) -> float:
     """The job's batches (same sharding, policies and seeds) through the engine in this process."""
     engine = load_engine(cfg.models, "cpu")
-    policies = {d: make_policy(domain_policy(cfg.policy, d).spec, domain=d) for d in DOMAINS}
+    resolved = {d: domain_policy(cfg.policy, d) for d in DOMAINS}
+    policies = {d: build_policy(p.resolved[p.spec]) for d, p in resolved.items()}
     batches = list(plan(cfg.data, cfg.generation.batch_size, set(), DomainDetector.load(), _ignore, _ignore))
     prompts = [[encode_prompt(engine.tokenizer, row.prompt) for row in batch.rows] for batch in batches]
     base = generation_config(cfg)

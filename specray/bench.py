@@ -42,8 +42,10 @@ from specray.models.precision import AUTO, CANDIDATES, dtype_name
 from specray.policies.draft_prior import load_prior
 from specray.policies.factory import make_policy
 from specray.policies.sources import SOURCES, spec_source, with_source
-from specray.policies.spec import POLICIES, parse_spec
+from specray.policies.kinds import get_kind
+from specray.policies.spec import parse_spec, policy_names
 from specray.schema import DOMAINS
+from specray.totals import Totals
 
 TARGET = "target"
 ASSISTED = "assisted"  # the engine whose pair the hf-* baselines run (see `assisted_engine`)
@@ -58,11 +60,7 @@ class Tally:
     """What one policy did on one domain."""
 
     seconds: float = 0.0
-    prompts: int = 0
-    tokens: int = 0
-    iterations: int = 0
-    drafted: int = 0
-    accepted: int = 0
+    totals: Totals = Totals()
     rounds: int = 0  # engine rounds (hf baselines: none counted)
     loop_ms: float = 0.0  # time inside the engine's round loop
     forward_ms: float = 0.0  # of which model forwards; the rest is engine overhead
@@ -109,8 +107,7 @@ def run_hf_baseline(engine, spec, batch, config, tally: Tally) -> None:
         start = time.perf_counter()
         tokens = hf_generate(engine.target, engine.draft, spec, row["tokens"], config.max_new_tokens, s.temperature, s.top_k, s.top_p)
         tally.seconds += time.perf_counter() - start
-        tally.prompts += 1
-        tally.tokens += len(tokens)
+        tally.totals += Totals(prompts=1, new_tokens=len(tokens))
         tally.outputs[row["id"]] = tokens
 
 
@@ -144,7 +141,7 @@ def run_batch(engines, spec, batch, config, registry, references, tally: Tally, 
     refs = None if references is None or is_target(spec) else [references[r["id"]] for r in batch]
     policy = None if is_target(spec) else make_policy(spec, domain=domain, registry=registry, references=refs)
     start = time.perf_counter()
-    out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain, source="bench",
+    out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain, origin="bench",
                           max_batch=max_batch)
     seconds = time.perf_counter() - start
     tally.seconds += seconds
@@ -155,12 +152,15 @@ def run_batch(engines, spec, batch, config, registry, references, tally: Tally, 
         tally.chooser.record(spec_source(chosen), sum(len(s.tokens) for s in out.sequences), seconds)
     tally.versions.add(policy.version if policy else "")
     for row, seq in zip(batch, out.sequences):
-        tally.prompts += 1
-        tally.tokens += len(seq.tokens)
-        tally.iterations += seq.iterations
-        tally.drafted += seq.drafted
-        tally.accepted += seq.accepted
+        tally.totals += Totals.of_sequence(seq)
         tally.outputs[row["id"]] = seq.tokens
+
+
+def is_offline(spec: str) -> bool:
+    """A spec of a kind that needs the target's own outputs (the oracle)."""
+    if spec.startswith("hf-") or auto_base(spec) is not None or is_target(spec):
+        return False
+    return get_kind(parse_spec(spec)[0]).offline
 
 
 def is_target(spec: str) -> bool:
@@ -218,7 +218,7 @@ def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
     """Per-domain tallies plus their sum under "all"."""
     total = Tally()
     for t in tallies.values():
-        for name in ("seconds", "prompts", "tokens", "iterations", "drafted", "accepted", "rounds", "loop_ms", "forward_ms"):
+        for name in ("seconds", "totals", "rounds", "loop_ms", "forward_ms"):
             setattr(total, name, getattr(total, name) + getattr(t, name))
         total.outputs.update(t.outputs)
         total.versions |= t.versions
@@ -227,11 +227,18 @@ def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
     return {**tallies, "all": total} if len(tallies) > 1 else {"all": total}
 
 
+def tokens_per_s(tally: Tally) -> float:
+    return tally.totals.new_tokens / tally.seconds if tally.seconds else 0.0
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def fastest_target(summaries: dict[str, dict[str, Tally]]) -> str:
     """The target-only spec with the most tokens per second overall: every speed-up's baseline."""
     def tps(spec: str) -> float:
-        t = summaries[spec]["all"]
-        return t.tokens / t.seconds if t.seconds else 0.0
+        return tokens_per_s(summaries[spec]["all"])
 
     return max((spec for spec in summaries if is_target(spec.removesuffix(DRAIN_SUFFIX))), key=tps)
 
@@ -242,20 +249,19 @@ def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally],
     rows = []
     for domain, t in tallies.items():
         base = baseline[domain]
-        tps = t.tokens / t.seconds if t.seconds else 0.0
-        base_tps = base.tokens / base.seconds if base.seconds else 0.0
+        tps, base_tps = tokens_per_s(t), tokens_per_s(base)
         ties, divergences = (None, None) if lossless is None else lossless[domain]
         rows.append(
             {
                 "policy": spec,
                 "policy_version": ",".join(sorted(t.versions)),
                 "domain": domain,
-                "n_prompts": t.prompts,
-                "n_tokens": t.tokens,
+                "n_prompts": t.totals.prompts,
+                "n_tokens": t.totals.new_tokens,
                 "tokens_per_s": round(tps, 3),
                 "speedup_vs_target": round(tps / base_tps, 4) if base_tps else None,
-                "mean_accepted_per_iter": round(t.accepted / t.iterations, 4) if t.iterations else None,
-                "acceptance_rate": round(t.accepted / t.drafted, 4) if t.drafted else None,
+                "mean_accepted_per_iter": _rounded(t.totals.accepted_per_iteration, 4),
+                "acceptance_rate": _rounded(t.totals.acceptance, 4),
                 "identical_to_target": (t.outputs == reference[domain].outputs) if lossless is not None else None,
                 "ties": ties,
                 "divergences": divergences,
@@ -294,8 +300,9 @@ def run_bench(
         if auto_base(spec) is not None and registry:
             for domain in DOMAINS:
                 load_prior(registry, domain)
-    if "oracle" in policies and not sampling.greedy:
-        raise ValueError("the oracle policy is defined for greedy decoding only")
+    offline = [spec for spec in policies if is_offline(spec)]
+    if offline and not sampling.greedy:
+        raise ValueError(f"the {parse_spec(offline[0])[0]} policy is defined for greedy decoding only")
     pair = load_pair(target or DEFAULT_TARGET, draft or DEFAULT_DRAFT, dtype=dtype, device=device)
     rows = load_bench_prompts(prompts_path, limit)
     for row in rows:
@@ -309,7 +316,7 @@ def run_bench(
     warm = GenerationConfig(max_new_tokens=8, sampling=sampling)
     engines[TARGET].calibrate(batch_size)  # the verification budget's cost table, measured before any timing
     for spec in specs:  # warm-up: first-call overheads stay out of the timings
-        if spec != "oracle":
+        if not is_offline(spec):  # it needs the target's outputs, which the timed target run records
             run_batch(engines, spec, groups[0][:1], warm, registry, None, Tally())
     tallies = run_interleaved(engines, specs, groups, config, registry, batch_size, BATCHINGS[batching])
     summaries = {name: summarise(domains) for name, domains in tallies.items()}
@@ -421,7 +428,7 @@ def split_policies(text: str) -> list[str]:
     """Split on commas that start a new policy (options inside a spec are comma-separated too)."""
     specs: list[str] = []
     for part in text.split(","):
-        if part.split(":")[0].strip() in POLICIES or part.strip().startswith("hf-") or not specs:
+        if part.split(":")[0].strip() in policy_names() or part.strip().startswith("hf-") or not specs:
             specs.append(part.strip())
         else:
             specs[-1] += "," + part.strip()

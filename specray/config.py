@@ -21,7 +21,8 @@ from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 from omegaconf.grammar_parser import parse
 
 from specray.policies.sources import AUTO, SOURCES
-from specray.policies.spec import DRAFT_SOURCES, MAX_LOOKAHEAD, parse_spec
+from specray.policies.kinds import MAX_LOOKAHEAD, probability
+from specray.policies.spec import DRAFT_SOURCES, parse_spec
 from specray.schema import DOMAINS
 from specray.storage import is_remote, local_path, uri_problem
 
@@ -29,6 +30,7 @@ ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variable
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: each model in its faster precision, measured at load
 DEVICES = ("auto", "cpu", "cuda")
 TRUNCATE = ("none", "left")
+UNIT_KNOB = probability("threshold", None)  # a domain's threshold override: the kind's probability knob
 BUILTIN_SETS = ("quick", "demo", "heldout", "distill")  # specray.data.builtin.SPLITS, without importing it here
 LOG_LEVELS = ("warning", "info", "debug")
 MAX_SEED = 2**63 - 2**32  # a batch's seed is this plus a 32-bit hash of its ids, and must fit torch's int64
@@ -61,7 +63,7 @@ class ModelsConfig:
 
 
 @dataclass
-class GenerationConfig:
+class JobGenerationConfig:
     max_new_tokens: int = 64  # a first run on a CPU ends in minutes; batch jobs set their own
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
@@ -139,7 +141,7 @@ class JobConfig:
     log_level: str = "warning"
     data: DataConfig = field(default_factory=DataConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    generation: JobGenerationConfig = field(default_factory=JobGenerationConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -303,10 +305,6 @@ def _one_of(choices: tuple[str, ...]) -> str:
     return "one of " + ", ".join(choices)
 
 
-def _in_unit(value: float | None) -> bool:
-    return value is None or 0 <= value <= 1
-
-
 def _uri_problems(key: str, uri: str | None) -> list[str]:
     problem = uri_problem(uri) if uri is not None else None
     return [f"{key}: {problem}"] if problem else []
@@ -335,7 +333,7 @@ def _models_problems(models: ModelsConfig) -> list[str]:
     ]
 
 
-def _generation_problems(gen: GenerationConfig) -> list[str]:
+def _generation_problems(gen: JobGenerationConfig) -> list[str]:
     return [
         *_check("generation.max_new_tokens", 1 <= gen.max_new_tokens <= MAX_NEW_TOKENS, f"an integer in [1, {MAX_NEW_TOKENS}]",
                 gen.max_new_tokens),
@@ -347,6 +345,15 @@ def _generation_problems(gen: GenerationConfig) -> list[str]:
         *_check("generation.batch_size", gen.batch_size >= 1, "an integer >= 1", gen.batch_size),
         *_check("generation.stop", all(gen.stop), "non-empty stop strings", gen.stop),
     ]
+
+
+def worker_device(requested: str, gpus_per_worker: float) -> str:
+    """`models.device` made concrete for a worker holding `gpus_per_worker` GPUs."""
+    if requested == "auto":
+        return "cuda" if gpus_per_worker > 0 else "cpu"
+    if requested == "cuda" and gpus_per_worker <= 0:
+        raise ConfigError("models.device=cuda needs cluster.gpus_per_worker > 0 (Ray hides GPUs from a worker without any)")
+    return requested
 
 
 def policy_spec_problem(spec: str) -> str | None:
@@ -368,7 +375,7 @@ def _policy_problems(policy: PolicyConfig) -> list[str]:
         k_max, threshold = override.k_max, override.threshold
         problems += _check(f"{key}.k_max", k_max is None or 1 <= k_max <= MAX_LOOKAHEAD,
                            f"null or an integer in [1, {MAX_LOOKAHEAD}]", k_max)
-        problems += _check(f"{key}.threshold", _in_unit(threshold), "null or a number in [0, 1]", threshold)
+        problems += _check(f"{key}.threshold", threshold is None or not UNIT_KNOB.check(threshold), "null or a number in [0, 1]", threshold)
         problems += _check(f"{key}.draft", override.draft in (None, AUTO, *SOURCES),
                            f"a configured draft source for domain {domain}: {_one_of((*SOURCES, AUTO))}", override.draft)
     problems += _sources_problems("policy.auto_sources", policy.auto_sources, SOURCES)

@@ -5,12 +5,12 @@ Kept free of torch so that training and analysis can read traces without importi
 
 import pyarrow as pa
 
-TRACE_SOURCES = ("generate", "label", "bench")  # what produced a trace row: its `source`
+TRACE_ORIGINS = ("generate", "label", "bench")  # what produced a trace row: its origin, in the `source` column
 
 TRACE_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
-        ("source", pa.string()),  # one of TRACE_SOURCES
+        ("source", pa.string()),  # one of TRACE_ORIGINS
         ("prompt_id", pa.string()),
         ("domain", pa.string()),
         ("iteration", pa.int32()),  # 0-based draft/verify round within the prompt

@@ -6,7 +6,7 @@ import pytest
 
 from specray.config import ConfigError, load_config
 from specray.distributed.draft_choice import DraftChooser, batch_speed
-from specray.distributed.specs import domain_policy, label_policy
+from specray.distributed.resolve import domain_policy, label_policy
 from specray.policies.draft_prior import KIND, load_prior, prior_meta
 from specray.policies.registry import publish
 from specray.policies.sources import SOURCES, registry_name, spec_source, with_source

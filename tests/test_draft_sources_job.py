@@ -10,7 +10,7 @@ import pytest
 from jobkit import MAX_NEW, config, good_rows, write_jsonl
 from specray.distributed.job import run_job
 from specray.distributed.sink import read_results, read_traces
-from specray.distributed.specs import domain_policy
+from specray.distributed.resolve import domain_policy
 from specray.policies.draft_prior import load_prior
 from specray.policies.registry import latest_version
 from specray.policies.sources import SOURCES

@@ -71,7 +71,7 @@ def test_speculation_happens_and_traces_add_up(engine, prompts, spec):
 
 def test_label_traces_keep_the_drafts_hidden_state_behind_each_token(engine, draft, prompts, references):
     config = GenerationConfig(max_new_tokens=MAX_NEW)
-    out = engine.generate(prompts, make_policy("static:4"), config, source="label", record_hidden=True)
+    out = engine.generate(prompts, make_policy("static:4"), config, origin="label", record_hidden=True)
     assert [s.tokens for s in out.sequences] == references
     table = out.traces
     assert table.schema == LABEL_TRACE_SCHEMA and set(table["source"].to_pylist()) == {"label"}

@@ -296,7 +296,7 @@ ARTIFACT_CASES = {
 @pytest.mark.parametrize("case", sorted(ARTIFACT_CASES))
 def test_a_bad_registry_artifact_fails_at_start_naming_the_file(pair, tmp_path, case):
     from specray.config import ConfigError
-    from specray.distributed.specs import domain_policy
+    from specray.distributed.resolve import domain_policy
 
     kind, tensors, meta, problem = ARTIFACT_CASES[case]
     stem = publish_policy(tmp_path / "reg", kind, tensors, **meta)
@@ -309,7 +309,7 @@ def test_a_bad_registry_artifact_fails_at_start_naming_the_file(pair, tmp_path, 
 
 
 def test_a_valid_registry_artifact_still_loads(pair, tmp_path):
-    from specray.distributed.specs import domain_policy
+    from specray.distributed.resolve import domain_policy
 
     for kind in ("disco", "specdecpp"):
         publish_policy(tmp_path / "reg", kind)
@@ -328,7 +328,7 @@ def test_a_junk_version_dir_is_ignored_when_publishing(tmp_path):
 
 def test_a_version_dir_symlinked_outside_the_registry_is_refused(pair, tmp_path):
     from specray.config import ConfigError
-    from specray.distributed.specs import domain_policy
+    from specray.distributed.resolve import domain_policy
 
     outside = publish_policy(tmp_path / "elsewhere", "disco").parent
     json_path = outside / "global.json"

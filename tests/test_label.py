@@ -17,7 +17,7 @@ from specray.data.rows import PromptRow
 from specray.distributed.job import run_job
 from specray.distributed.runner import BatchRunner
 from specray.distributed.sink import read_results, read_traces
-from specray.distributed.specs import domain_policy
+from specray.distributed.resolve import domain_policy
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.models import encode_prompt
 from specray.policies.registry import artifact_stem, latest_version

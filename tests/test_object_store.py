@@ -284,7 +284,7 @@ def test_a_registry_on_s3_publishes_versions_that_a_job_pins_and_loads(s3, run_u
 
     from jobkit import config, write_jsonl
     from specray.config import ConfigError, load_config
-    from specray.distributed.specs import domain_policy
+    from specray.distributed.resolve import domain_policy
     from specray.policies.disco import FEATURES, DiscoClassifier
     from specray.policies.registry import artifact_stem, publish
 

@@ -211,3 +211,17 @@ def test_rows_not_yet_verified_start_from_what_the_policy_has_seen():
     assert policy.ngram_acceptance.tolist() == pytest.approx([policy.prior_ngram_acceptance] * 4), "n-gram acceptance is kept apart"
     policy.reset(3)
     assert policy.acceptance.max() < 0.05, "the next batch starts where this one left off"
+
+
+def test_a_resolved_policy_pins_its_artifact_and_a_changed_file_is_refused(tmp_path):
+    """The driver resolves once (knobs, version, checksum); a worker reading different bytes refuses to build."""
+    from specray.policies.factory import build_policy, resolve_spec
+
+    save_artifact(tmp_path / "code", *disco_weights(1.0))
+    resolved = resolve_spec(f"disco:path={tmp_path / 'code'},k_max=4")
+    assert resolved.kind == "disco" and dict(resolved.knobs)["tau"] == 0.5 and dict(resolved.knobs)["k_max"] == 4
+    assert resolved.artifact.stem == str(tmp_path / "code") and len(resolved.artifact.sha256) == 64
+    assert build_policy(resolved).k_max == 4
+    save_artifact(tmp_path / "code", *disco_weights(-1.0))  # a new file under the same name
+    with pytest.raises(ArtifactError, match="changed after the run resolved it"):
+        build_policy(resolved)

@@ -11,7 +11,7 @@ import torch
 from ray.exceptions import RayTaskError
 
 from conftest import tiny_llama, tiny_tokenizer
-from specray.config import ConfigError, load_config
+from specray.config import ConfigError, load_config, worker_device
 from specray.data.rows import ErrorRow, PromptBatch, PromptRow
 from specray.distributed import pool as pool_module
 from specray.distributed.batch import Batch, BatchOutput, Failure, Totals
@@ -19,9 +19,8 @@ from specray.distributed.cli import config_and_overrides
 from specray.distributed.pool import WorkerPool
 from specray.distributed.runner import BatchRunner, batch_seed, fit_prompt
 from specray.distributed.scheduler import after_failure, shard, skip_committed
-from specray.distributed.specs import domain_policy
+from specray.distributed.resolve import domain_policy
 from specray.policies.sources import format_spec
-from specray.distributed.worker import worker_device
 from specray.engine.speculative import SpeculativeEngine
 from specray.policies.disco import FEATURES, DiscoClassifier
 from specray.policies.registry import publish
@@ -61,12 +60,12 @@ def test_skip_committed_drops_rows_and_errors_and_counts_them():
 def test_a_failed_batch_is_retried_elsewhere_then_split_then_errors():
     batch = Batch("code", (row(0), row(1)))
     failure = Failure("RuntimeError: boom", worker_lost=False)
-    (retry,), errors = after_failure(batch, failure, max_retries=1, slot=3, source="f")
+    (retry,), errors = after_failure(batch, failure, max_retries=1, slot=3, dataset="f")
     assert (retry.attempt, retry.avoid, errors) == (1, 3, [])
-    singles, errors = after_failure(retry, failure, max_retries=1, slot=0, source="f")
+    singles, errors = after_failure(retry, failure, max_retries=1, slot=0, dataset="f")
     assert [s.rows for s in singles] == [(row(0),), (row(1),)] and all(s.attempt == 0 for s in singles) and not errors
     last = Batch("code", (row(1),), attempt=1)
-    assert after_failure(last, failure, max_retries=1, slot=0, source="f") == (
+    assert after_failure(last, failure, max_retries=1, slot=0, dataset="f") == (
         [], [ErrorRow("p1", "f", "generation failed 2 time(s): RuntimeError: boom")]
     )
 

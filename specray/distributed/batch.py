@@ -6,13 +6,13 @@ so the driver's bookkeeping and the policy actors stay light.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from ray.exceptions import RayTaskError
 
 from specray.data.rows import PromptRow
+from specray.totals import Totals
 
 MAX_REASON = 500  # characters of an exception kept in an error row
 
@@ -25,34 +25,6 @@ class Batch:
     rows: tuple[PromptRow, ...]
     attempt: int = 0
     avoid: int | None = None  # the pool slot that last failed it, so a retry goes elsewhere
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Counts a progress bar, a metric or an EMA needs, summed over result rows."""
-
-    prompts: int = 0
-    new_tokens: int = 0
-    iterations: int = 0
-    drafted: int = 0
-    accepted: int = 0
-
-    @classmethod
-    def of(cls, results: pa.Table) -> Totals:
-        sums = {name: pc.sum(results[name]).as_py() or 0 for name in ("new_tokens", "iterations", "drafted", "accepted")}
-        return cls(prompts=results.num_rows, **sums)
-
-    def __add__(self, other: Totals) -> Totals:
-        return Totals(*(a + b for a, b in zip(astuple(self), astuple(other))))
-
-    @property
-    def acceptance(self) -> float | None:
-        """Accepted / drafted tokens; None before anything was drafted."""
-        return self.accepted / self.drafted if self.drafted else None
-
-    @property
-    def accepted_per_iteration(self) -> float | None:
-        return self.accepted / self.iterations if self.iterations else None
 
 
 @dataclass

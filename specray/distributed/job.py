@@ -25,7 +25,7 @@ from typing import Callable
 import ray
 from ray.exceptions import RayError
 
-from specray.config import ConfigError, JobConfig, config_changes, config_to_yaml
+from specray.config import ConfigError, JobConfig, config_changes, config_to_yaml, worker_device
 from specray.distributed.console import driver_console, ray_init_options
 from specray.distributed.draft_artifacts import check_draft_sources
 from specray.distributed.policy_actor import PolicyActors
@@ -33,8 +33,8 @@ from specray.distributed.pool import WorkerPool
 from specray.distributed.progress import Progress
 from specray.distributed.scheduler import Counts, Scheduler, count_records, dataset_path, plan
 from specray.distributed.sink import RunMeta, RunSink
-from specray.distributed.specs import domain_policy, label_policy
-from specray.distributed.worker import ModelWorker, worker_device
+from specray.distributed.resolve import domain_policy, label_policy
+from specray.distributed.worker import ModelWorker
 from specray.domains.detector import DomainDetector
 from specray.models.loading import torch_dtype
 from specray.models.precision import AUTO, check_dtype_runs
@@ -117,7 +117,7 @@ def _open_and_run(cfg: JobConfig, policies: dict, make_engine: Callable | None, 
 
 
 def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | None, label: bool, total: int) -> dict:
-    source, progress = str(dataset_path(cfg.data)), Progress(total, "label" if label else "generate")
+    dataset, progress = str(dataset_path(cfg.data)), Progress(total, "label" if label else "generate")
     actors = PolicyActors(policies, f"specray-{cfg.run_id}")
     try:
         work = plan(cfg.data, cfg.generation.batch_size, sink.committed_ids(), DomainDetector.load(), progress.skip, actors.start,
@@ -126,17 +126,17 @@ def _run(cfg: JobConfig, policies: dict, sink: RunSink, make_engine: Callable | 
         if first is None:  # an earlier session committed everything
             counts, replaced = Counts(), 0
         else:
-            counts, replaced = _generate(cfg, chain([first], work), actors, sink, progress, source, make_engine, label)
+            counts, replaced = _generate(cfg, chain([first], work), actors, sink, progress, dataset, make_engine, label)
         return _summary(cfg, sink, counts, progress, replaced, actors.snapshots())
     finally:
         progress.close()
         actors.shutdown()
 
 
-def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progress: Progress, source: str,
+def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progress: Progress, dataset: str,
               make_engine: Callable | None, label: bool) -> tuple[Counts, int]:
     """Start the worker pool, wait for its models, run the scheduler; (counts, workers replaced)."""
-    pool = WorkerPool(_spawner(cfg, source, make_engine, label), cfg.cluster.num_workers, cfg.cluster.max_in_flight)
+    pool = WorkerPool(_spawner(cfg, dataset, make_engine, label), cfg.cluster.num_workers, cfg.cluster.max_in_flight)
     try:
         try:
             sink.record_workers(pool.wait_ready(cfg.cluster.start_timeout_s))
@@ -150,7 +150,7 @@ def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progres
             raise JobError(f"generation.max_new_tokens={cfg.generation.max_new_tokens} leaves no room for a prompt in the "
                            f"target's context window of {window} tokens; every row would be an error")
         progress.begin()
-        return Scheduler(work, pool, actors, sink, progress.done, cfg.cluster, source).run(), pool.replaced
+        return Scheduler(work, pool, actors, sink, progress.done, cfg.cluster, dataset).run(), pool.replaced
     finally:
         pool.shutdown()
 
@@ -173,7 +173,7 @@ def _describe_resources(resources: dict) -> str:
     return f"{resources.get('CPU', 0):g} CPU(s) and {resources.get('GPU', 0):g} GPU(s)"
 
 
-def _spawner(cfg: JobConfig, source: str, make_engine: Callable | None,
+def _spawner(cfg: JobConfig, dataset: str, make_engine: Callable | None,
              label: bool) -> Callable[[int, int], ray.actor.ActorHandle]:
     """Starts the worker of a pool slot: its GPUs, or an equal share of the cluster's CPUs (and as many torch threads)."""
     gpus = cfg.cluster.gpus_per_worker
@@ -183,7 +183,7 @@ def _spawner(cfg: JobConfig, source: str, make_engine: Callable | None,
 
     def spawn(slot: int, generation: int) -> ray.actor.ActorHandle:
         options = {"num_gpus": gpus, "num_cpus": cpus, "name": f"specray-{cfg.run_id}-worker-{slot}-{generation}"}
-        return remote.options(**options).remote(cfg, source, make_engine, cpus if on_cpu else None, label)
+        return remote.options(**options).remote(cfg, dataset, make_engine, cpus if on_cpu else None, label)
 
     return spawn
 

@@ -29,8 +29,11 @@ import ray
 from ray.exceptions import RayActorError, RayError
 from ray.util.metrics import Counter
 
-from specray.distributed.batch import Batch, BatchOutput, Failure, Totals
+from specray.averages import ema
+from specray.distributed.batch import Batch, BatchOutput, Failure
 from specray.distributed.draft_choice import DraftChooser, batch_speed
+from specray.policies.resolved import ResolvedPolicy
+from specray.totals import Totals
 
 EMA_DECAY = 0.9  # weight of the past per batch; ~10 batches of memory
 SPEC_DECODE_COUNTERS = {
@@ -64,7 +67,7 @@ class SpecDecodeCounts:
 
 @dataclass(frozen=True)
 class DomainPolicy:
-    """What a policy actor owns (resolved by `specs.domain_policy`); workers build the policy from `spec`.
+    """What a policy actor owns (made by `resolve.domain_policy`); workers build the policy from `resolved[spec]`.
 
     `specs` maps each draft source the domain may use to its resolved spec: one entry, or several under
     `draft: auto` (then `prior` holds the registry's tokens/s per source, when it has them). `label_specs`:
@@ -79,16 +82,11 @@ class DomainPolicy:
     specs: dict[str, str] = field(default_factory=dict)
     prior: dict[str, float] | None = None
     label_specs: tuple[str, ...] = ()
+    resolved: dict[str, ResolvedPolicy] = field(default_factory=dict)  # every spec above, resolved on the driver
 
     @property
     def auto(self) -> bool:
         return len(self.specs) > 1
-
-
-def ema(old: float | None, new: float | None) -> float | None:
-    if new is None:
-        return old
-    return new if old is None else EMA_DECAY * old + (1 - EMA_DECAY) * new
 
 
 @dataclass
@@ -103,8 +101,8 @@ class LiveStats:
     def update(self, batch: Totals) -> None:
         self.batches += 1
         self.totals = self.totals + batch
-        self.accepted_per_iteration = ema(self.accepted_per_iteration, batch.accepted_per_iteration)
-        self.acceptance = ema(self.acceptance, batch.acceptance)
+        self.accepted_per_iteration = ema(self.accepted_per_iteration, batch.accepted_per_iteration, EMA_DECAY)
+        self.acceptance = ema(self.acceptance, batch.acceptance, EMA_DECAY)
 
 
 class PolicyActor:
@@ -127,7 +125,9 @@ class PolicyActor:
         source = self.chooser.choose() if self.chooser else None
         spec = self.policy.specs[source] if source else self.policy.spec
         try:
-            out = await worker.generate.remote(batch.domain, batch.rows, spec, self.policy.label_specs)
+            resolved = self.policy.resolved
+            out = await worker.generate.remote(batch.domain, batch.rows, resolved[spec],
+                                               tuple(resolved[s] for s in self.policy.label_specs))
         except RayError as exc:
             if self.chooser:
                 self.chooser.cancel(source)

@@ -12,7 +12,7 @@ import time
 
 from tqdm import tqdm
 
-from specray.distributed.batch import Totals
+from specray.totals import Totals
 from specray.distributed.summary import rate
 
 

@@ -2,10 +2,11 @@
 the engine with the domain's stop policy, and turn the sequences into result rows.
 
 One engine lives as long as its runner, because it keeps the measured costs its cost gate reads.
-Stop policies are asked after every draft token, so they live here too: built from the spec each
-batch carries (the domain's policy actor owns the spec) and cached. Row-level problems that need the
+Stop policies are asked after every draft token, so they live here too: built from the resolved policy
+each batch carries (the driver resolved it once; the domain's policy actor owns it) and cached, so a
+learned policy's artifact is read once per worker and checked against the driver's checksum. Row-level problems that need the
 tokenizer (nothing left after encoding, too long for the window) become error rows, not failed batches.
-A label run's runner marks its traces `source=label` and keeps the draft's hidden states in them; it may
+A label run's runner marks its traces' origin `label` and keeps the draft's hidden states in them; it may
 draft the same prompts with further specs (one per draft source), whose traces join the batch's.
 Every result and trace row is stamped with the draft source of the spec that produced it.
 """
@@ -19,17 +20,17 @@ from typing import Callable
 import pyarrow as pa
 import torch
 
-from specray.config import JobConfig, ModelsConfig
+from specray.config import JobConfig, ModelsConfig, worker_device
 from specray.data.rows import ErrorRow, PromptRow, errors_table
 from specray.distributed.batch import BatchOutput
-from specray.distributed.worker import worker_device
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SequenceResult, SpeculativeEngine
 from specray.models import encode_prompt, load_pair
 from specray.models.precision import dtype_name
 from specray.models.prompts import PromptError
 from specray.policies.base import StopPolicy
-from specray.policies.factory import make_policy
+from specray.policies.factory import build_policy, resolve_spec
+from specray.policies.resolved import ResolvedPolicy
 from specray.policies.sources import spec_source
 from specray.schema import DRAFT_SOURCE_FIELD, STORED_RESULT_SCHEMA, stored_trace_schema
 
@@ -70,29 +71,31 @@ def batch_seed(seed: int, ids: list[str]) -> int:
 class BatchRunner:
     """The body of a ModelWorker actor; plain, so tests and benchmarks can run it in-process."""
 
-    def __init__(self, cfg: JobConfig, source: str, make_engine: Callable[[ModelsConfig, str], object] | None = None,
+    def __init__(self, cfg: JobConfig, dataset: str, make_engine: Callable[[ModelsConfig, str], object] | None = None,
                  threads: int | None = None, label: bool = False):
         if threads:
             torch.set_num_threads(threads)
-        self.cfg, self.source, self.label = cfg, source, label
+        self.cfg, self.dataset, self.label = cfg, dataset, label
         self.device = worker_device(cfg.models.device, cfg.cluster.gpus_per_worker)
         self.engine = (make_engine or load_engine)(cfg.models, self.device)
-        self.policies: dict[tuple[str, str], StopPolicy | None] = {}
+        self.policies: dict[tuple[str, ResolvedPolicy], StopPolicy | None] = {}
         self.generation = generation_config(cfg)
 
-    def __call__(self, domain: str, rows: tuple[PromptRow, ...], spec: str, label_specs: tuple[str, ...] = ()) -> BatchOutput:
-        """Decode `rows` with `spec`; a label run also drafts them with each of `label_specs` (traces only)."""
+    def __call__(self, domain: str, rows: tuple[PromptRow, ...], spec: ResolvedPolicy | str,
+                 label_specs: tuple[ResolvedPolicy | str, ...] = ()) -> BatchOutput:
+        """Decode `rows` with `spec`; a label run also drafts them with each of `label_specs` (traces only).
+        A job sends policies its driver resolved; a spec string (tests, in-process use) is resolved here."""
         kept, prompts, errors = [], [], []
         window = self.engine.context_window()
         for row in rows:
             try:
                 encoded = encode_prompt(self.engine.tokenizer, row.prompt)
             except PromptError as exc:
-                errors.append(ErrorRow(row.id, self.source, str(exc), row.position))
+                errors.append(ErrorRow(row.id, self.dataset, str(exc), row.position))
                 continue
             tokens, reason = fit_prompt(encoded, window, self.generation.max_new_tokens, self.cfg.data.truncate)
             if reason:
-                errors.append(ErrorRow(row.id, self.source, reason, row.position))
+                errors.append(ErrorRow(row.id, self.dataset, reason, row.position))
             else:
                 kept.append(row)
                 prompts.append(tokens)
@@ -103,16 +106,17 @@ class BatchRunner:
         config = replace(self.generation, seed=batch_seed(self.generation.seed, ids))
         traces, results = [], None
         for one in (spec, *label_specs):
+            one = one if isinstance(one, ResolvedPolicy) else resolve_spec(one, domain)
             policy = self._policy(domain, one)
             out = self.engine.generate(prompts, policy, config, prompt_ids=ids, domain=domain, run_id=self.cfg.run_id,
-                                       source="label" if self.label else "generate", record_hidden=self.label)
-            traces.append(stamp_source(out.traces, spec_source(one)))
+                                       origin="label" if self.label else "generate", record_hidden=self.label)
+            traces.append(stamp_source(out.traces, spec_source(one.spec)))
             if results is None:
                 done = [i for i, seq in enumerate(out.sequences) if seq.error is None]
-                errors += [ErrorRow(kept[i].id, self.source, seq.error, kept[i].position)
+                errors += [ErrorRow(kept[i].id, self.dataset, seq.error, kept[i].position)
                            for i, seq in enumerate(out.sequences) if seq.error]
                 results = result_table([kept[i] for i in done], [prompts[i] for i in done], [out.sequences[i] for i in done],
-                                       domain, policy, self.cfg.models, spec_source(one))
+                                       domain, policy, self.cfg.models, spec_source(one.spec))
         return BatchOutput(results, pa.concat_tables(traces), errors_table(errors))
 
     def precision(self) -> dict[str, str]:
@@ -120,10 +124,11 @@ class BatchRunner:
         models = {"target": getattr(self.engine, "target", None), "draft": getattr(self.engine, "draft", None)}
         return {role: dtype_name(SpeculativeEngine.dtype_of(m)) for role, m in models.items() if isinstance(m, torch.nn.Module)}
 
-    def _policy(self, domain: str, spec: str) -> StopPolicy | None:
-        key = (domain, spec)
+    def _policy(self, domain: str, resolved: ResolvedPolicy) -> StopPolicy | None:
+        """Built once per worker and domain: its artifact is read once, and checked against the driver's checksum."""
+        key = (domain, resolved)
         if key not in self.policies:
-            self.policies[key] = make_policy(spec, domain=domain)
+            self.policies[key] = build_policy(resolved)
         return self.policies[key]
 
 

@@ -23,7 +23,8 @@ from specray.config import ClusterConfig, DataConfig
 from specray.data.builtin import builtin_path
 from specray.data.readers import ReaderConfig, read_prompts
 from specray.data.rows import ErrorRow, PromptBatch, errors_table
-from specray.distributed.batch import Batch, BatchOutput, Failure, Totals
+from specray.distributed.batch import Batch, BatchOutput, Failure
+from specray.totals import Totals
 from specray.distributed.pool import Lease, WorkerPool
 from specray.distributed.sink import RunSink
 from specray.domains.detector import DomainDetector, resolve_domains
@@ -93,7 +94,7 @@ def plan(data: DataConfig, batch_size: int, committed: set[str], detector: Domai
     return shard(with_domains(stream, detector, on_domain), batch_size)
 
 
-def after_failure(batch: Batch, failure: Failure, max_retries: int, slot: int, source: str) -> tuple[list[Batch], list[ErrorRow]]:
+def after_failure(batch: Batch, failure: Failure, max_retries: int, slot: int, dataset: str) -> tuple[list[Batch], list[ErrorRow]]:
     """Retry a failed batch elsewhere; once it has used its retries, retry its rows one by one, so a
     poison row cannot take its batch down with it; a single row out of retries becomes an error row."""
     if batch.attempt < max_retries:
@@ -101,7 +102,7 @@ def after_failure(batch: Batch, failure: Failure, max_retries: int, slot: int, s
     if len(batch.rows) > 1:
         return [Batch(batch.domain, (row,), avoid=slot) for row in batch.rows], []
     reason = f"generation failed {batch.attempt + 1} time(s): {failure.reason}"
-    return [], [ErrorRow(batch.rows[0].id, source, reason, batch.rows[0].position)]
+    return [], [ErrorRow(batch.rows[0].id, dataset, reason, batch.rows[0].position)]
 
 
 @dataclass
@@ -116,9 +117,9 @@ class Counts:
 
 class Scheduler:
     def __init__(self, work: Iterator[Batch | list[ErrorRow]], pool: WorkerPool, actors, sink: RunSink,
-                 on_done: Callable[[int, list[tuple[str, Totals]]], None], cluster: ClusterConfig, source: str):
+                 on_done: Callable[[int, list[tuple[str, Totals]]], None], cluster: ClusterConfig, dataset: str):
         self.work, self.pool, self.actors, self.sink = work, pool, actors, sink
-        self.on_done, self.cluster, self.source = on_done, cluster, source
+        self.on_done, self.cluster, self.dataset = on_done, cluster, dataset
         self.retry: deque[Batch] = deque()
         self.in_flight: dict[ray.ObjectRef, tuple[Batch, Lease]] = {}
         self.counts = Counts()
@@ -175,7 +176,7 @@ class Scheduler:
         self.counts.failures += 1
         if out.worker_lost:
             self.pool.replace(lease)
-        retries, errors = after_failure(batch, out, self.cluster.max_retries, lease.slot, self.source)
+        retries, errors = after_failure(batch, out, self.cluster.max_retries, lease.slot, self.dataset)
         self.retry.extend(retries)
         self._commit_errors(errors)
         return None

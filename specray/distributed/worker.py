@@ -9,30 +9,22 @@ from __future__ import annotations
 
 from typing import Callable
 
-from specray.config import ConfigError, JobConfig
+from specray.config import JobConfig
 from specray.data.rows import PromptRow
 from specray.distributed.batch import BatchOutput
 from specray.distributed.console import quiet_worker
-
-
-def worker_device(requested: str, gpus_per_worker: float) -> str:
-    """`models.device` made concrete for a worker holding `gpus_per_worker` GPUs."""
-    if requested == "auto":
-        return "cuda" if gpus_per_worker > 0 else "cpu"
-    if requested == "cuda" and gpus_per_worker <= 0:
-        raise ConfigError("models.device=cuda needs cluster.gpus_per_worker > 0 (Ray hides GPUs from a worker without any)")
-    return requested
+from specray.policies.resolved import ResolvedPolicy
 
 
 class ModelWorker:
     """Wrapped with ray.remote by the job; `make_engine(models_config, device)` defaults to the real pair."""
 
-    def __init__(self, cfg: JobConfig, source: str, make_engine: Callable | None = None, threads: int | None = None,
+    def __init__(self, cfg: JobConfig, dataset: str, make_engine: Callable | None = None, threads: int | None = None,
                  label: bool = False):
         quiet_worker(cfg.log_level)  # before torch and transformers load: no per-forward warnings, no loading bars
         from specray.distributed.runner import BatchRunner  # torch and the models load here, in the worker only
 
-        self.runner = BatchRunner(cfg, source, make_engine, threads, label)
+        self.runner = BatchRunner(cfg, dataset, make_engine, threads, label)
 
     def ready(self) -> dict:
         """Answers once the models are loaded (the pool waits on it, so a bad model ref fails the job at once)
@@ -43,5 +35,6 @@ class ModelWorker:
         """The target's context window in tokens (None: unbounded), so the driver can check max_new_tokens."""
         return self.runner.engine.context_window()
 
-    def generate(self, domain: str, rows: tuple[PromptRow, ...], spec: str, label_specs: tuple[str, ...] = ()) -> BatchOutput:
+    def generate(self, domain: str, rows: tuple[PromptRow, ...], spec: ResolvedPolicy | str,
+                 label_specs: tuple[ResolvedPolicy | str, ...] = ()) -> BatchOutput:
         return self.runner(domain, rows, spec, label_specs)

@@ -90,15 +90,15 @@ class SpeculativeEngine:
         prompt_ids: list[str] | None = None,
         domain: str = "unknown",
         run_id: str = "",
-        source: str = "generate",
+        origin: str = "generate",
         record_hidden: bool = False,
         max_batch: int | None = None,
     ) -> Generation:
         """Decode `prompts`, up to `max_batch` at a time (default: all at once); `policy=None` is target-only.
 
         A prompt that cannot be decoded (empty, or too long for the cache with max_new_tokens) comes back
-        with stop_reason "error" and the reason, and the others go on. Trace rows are marked `source`
-        (generate | label | bench); `record_hidden` adds the draft's hidden state behind each drafted
+        with stop_reason "error" and the reason, and the others go on. Trace rows record `origin`
+        (generate | label | bench) in their `source` column; `record_hidden` adds the draft's hidden state behind each drafted
         token (a `hidden` column), which SpecDec++ trains on and label runs keep.
         """
         start = time.perf_counter()
@@ -113,7 +113,7 @@ class SpeculativeEngine:
         state = BatchState([s for s in seqs if not s.error], max_batch, self.target, self.draft, self.eos, self.tokenizer,
                            draft_reads_states=uses_draft and reads_target_hidden(self.draft))
         name, version = (policy.name, policy.version) if policy else ("target", "")
-        trace = TraceBuffer(run_id, domain, name, version, source, record_hidden)
+        trace = TraceBuffer(run_id, domain, name, version, origin, record_hidden)
         if policy is not None:
             policy.reset(len(prompts))
             if policy.cost_aware:

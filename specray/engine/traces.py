@@ -7,15 +7,15 @@ import pyarrow as pa
 import torch
 
 from specray.engine.proposals import Proposals, Verdicts
-from specray.schema import HIDDEN_FIELD, TRACE_SCHEMA, TRACE_SOURCES, trace_schema
+from specray.schema import HIDDEN_FIELD, TRACE_ORIGINS, TRACE_SCHEMA, trace_schema
 
 
 class TraceBuffer:
-    def __init__(self, run_id: str, domain: str, policy: str, policy_version: str, source: str = "generate",
+    def __init__(self, run_id: str, domain: str, policy: str, policy_version: str, origin: str = "generate",
                  record_hidden: bool = False):
-        if source not in TRACE_SOURCES:
-            raise ValueError(f"trace source {source!r} is not one of {', '.join(TRACE_SOURCES)}")
-        self.constant = {"run_id": run_id, "source": source, "domain": domain, "policy": policy, "policy_version": policy_version}
+        if origin not in TRACE_ORIGINS:
+            raise ValueError(f"trace origin {origin!r} is not one of {', '.join(TRACE_ORIGINS)}")
+        self.constant = {"run_id": run_id, "source": origin, "domain": domain, "policy": policy, "policy_version": policy_version}
         self.record_hidden, self.schema = record_hidden, trace_schema(record_hidden)
         self.columns: dict[str, list] = defaultdict(list)
         self.hidden: list[np.ndarray] = []  # (k, H) per round, when recorded

@@ -1,7 +1,6 @@
 """Model loading (hub id, local dir, GGUF, embedded), GGUF caching, draft/target pairing."""
 
-from specray.models.loading import load_model
-from specray.models.pairing import ModelPair, check_pair, load_pair
+from specray.models.pairing import ModelPair, check_pair, load_model, load_pair
 from specray.models.prompts import encode_prompt
 from specray.models.refs import DEFAULT_DRAFT, DEFAULT_TARGET, EMBEDDED, EMBEDDED_DRAFT
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from specray.models.gguf_cache import ensure_gguf_cache
-from specray.models.refs import EMBEDDED, canonical_ref, draft_dir, embedded_gguf_path
+from specray.models.refs import EMBEDDED, canonical_ref, embedded_gguf_path
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return value
 
 
-def resolve_source(ref: str) -> str:
+def resolve_location(ref: str) -> str:
     """Turn a ref into something `from_pretrained` reads: a GGUF becomes its safetensors cache dir."""
     ref = canonical_ref(ref)
     if ref == EMBEDDED:
@@ -43,27 +43,16 @@ def prepare_for_inference(model: torch.nn.Module, device: str | torch.device) ->
     return model
 
 
-def load_model(ref: str, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
-               trust_remote_code: bool = False):
-    """Return `(model, tokenizer)` for a hub id, local dir, `.gguf` path, `embedded` or a distilled draft.
-
-    A distilled draft (`embedded-draft`, or a `specray distill` output dir)
-    is rebuilt around its target's shared weights, so this loads the target
-    too; `load_pair` shares them instead of loading twice.
-    """
+def load_checkpoint(ref: str, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
+                    trust_remote_code: bool = False):
+    """Return `(model, tokenizer)` for a hub id, local dir, `.gguf` path or `embedded`: a checkpoint that is a
+    whole model (a distilled draft is not: `specray.models.pairing.load_model` builds it around its target)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ref = canonical_ref(ref)
-    if draft_dir(ref) is not None:
-        from specray.models.draft import draft_target_ref
-        from specray.models.pairing import load_pair
-
-        pair = load_pair(draft_target_ref(draft_dir(ref)), ref, dtype=dtype, device=device,
-                         trust_remote_code=trust_remote_code)
-        return pair.draft, pair.tokenizer
     if trust_remote_code:
         log.warning("trust_remote_code=True: running model code shipped with %s", ref)
-    source = resolve_source(ref)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    location = resolve_location(ref)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     return prepare_for_inference(model, device), tokenizer

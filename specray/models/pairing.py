@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from specray.models.loading import load_model, prepare_for_inference, torch_dtype
+from specray.models.loading import load_checkpoint, prepare_for_inference, torch_dtype
 from specray.models.precision import AUTO, Precision, auto_precision, check_dtype_runs
 from specray.models.refs import DEFAULT_DRAFT, DEFAULT_TARGET, canonical_ref, draft_dir
 
@@ -54,6 +54,23 @@ def check_pair(target, draft, target_tokenizer, draft_tokenizer) -> None:
         raise ValueError(
             f"draft and target tokenizers map tokens to different ids (both have vocab size {t_len})"
         )
+
+
+def load_model(ref: str, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
+               trust_remote_code: bool = False):
+    """Return `(model, tokenizer)` for a hub id, local dir, `.gguf` path, `embedded` or a distilled draft.
+
+    A distilled draft (`embedded-draft`, or a `specray distill` output dir)
+    is rebuilt around its target's shared weights, so this loads the target
+    too; `load_pair` shares them instead of loading twice.
+    """
+    distilled = draft_dir(canonical_ref(ref))
+    if distilled is None:
+        return load_checkpoint(ref, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    from specray.models.draft import draft_target_ref
+
+    pair = load_pair(draft_target_ref(distilled), ref, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    return pair.draft, pair.tokenizer
 
 
 def load_pair(target_ref: str = DEFAULT_TARGET, draft_ref: str = DEFAULT_DRAFT, dtype: str = AUTO,

@@ -8,6 +8,7 @@ floating dtype and finite (a NaN weight or a bool tensor loads fine and silently
 and the tuned knobs in the JSON (threshold, `k_max`) of the right type and range.
 """
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save, save_file
 
-from specray.policies.spec import MAX_LOOKAHEAD
+from specray.policies.kinds import MAX_LOOKAHEAD
 from specray.storage import StorageError, is_remote, read_bytes, write_bytes
 
 
@@ -35,16 +36,30 @@ def save_artifact(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict
     Path(f"{stem}.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
-def load_artifact(stem: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load both files (local or remote, read whole) and check the metadata's kind."""
-    weights, meta_path = f"{stem}.safetensors", f"{stem}.json"
+def read_artifact(stem: str | Path, kind: str) -> dict[str, bytes]:
+    """Both files' bytes (local or remote, read whole), by path."""
     try:
-        data = {path: read_bytes(path) for path in (weights, meta_path)}
+        data = {path: read_bytes(path) for path in (f"{stem}.safetensors", f"{stem}.json")}
     except StorageError as err:
         raise ArtifactError(str(err)) from None
-    for path in (weights, meta_path):
-        if data[path] is None:
+    for path, content in data.items():
+        if content is None:
             raise ArtifactError(f"{kind} artifact missing: {path} does not exist")
+    return data
+
+
+def checksum(data: dict[str, bytes]) -> str:
+    """SHA-256 over both files of an artifact, in a fixed order (weights, then metadata)."""
+    digest = hashlib.sha256()
+    for path in sorted(data, key=lambda p: p.endswith(".json")):
+        digest.update(hashlib.sha256(data[path]).digest())
+    return digest.hexdigest()
+
+
+def load_artifact(stem: str | Path, kind: str, data: dict[str, bytes] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load both files (or parse `data`, as `read_artifact` returned it) and check the metadata's kind."""
+    weights, meta_path = f"{stem}.safetensors", f"{stem}.json"
+    data = read_artifact(stem, kind) if data is None else data
     try:
         meta = json.loads(data[meta_path])
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

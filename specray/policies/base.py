@@ -13,6 +13,8 @@ from enum import IntEnum
 
 import torch
 
+from specray.averages import ema
+
 
 class Decision(IntEnum):
     CONTINUE = 0  # keep this token and draft another
@@ -59,10 +61,12 @@ class StopPolicy:
     prior_ngram_acceptance = 0.5
     ema_decay = 0.8
 
-    def __init__(self, k_max: int = 8):
+    def __init__(self, k_max: int = 8, cost_aware: bool | None = None, version: str | None = None):
         if k_max < 1:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
         self.k_max = k_max
+        self.cost_aware = self.cost_aware if cost_aware is None else cost_aware
+        self.version = self.version if version is None else version
         self.acceptance = torch.zeros(0)
         self.ngram_acceptance = torch.zeros(0)
         # what this policy has seen so far, per source: where rows start before their own first verification
@@ -105,7 +109,25 @@ class StopPolicy:
             if not has.any():
                 continue
             rows = outcome.rows[has]
-            estimate[rows] = self.ema_decay * estimate[rows] + (1 - self.ema_decay) * rate[has]
-            self.typical[source] = self.ema_decay * self.typical[source] + (1 - self.ema_decay) * float(rate[has].mean())
+            estimate[rows] = ema(estimate[rows], rate[has], self.ema_decay)
+            self.typical[source] = ema(self.typical[source], float(rate[has].mean()), self.ema_decay)
             self.observed[source][rows] = True
             estimate[~self.observed[source]] = self.typical[source]
+
+
+class LearnedPolicy(StopPolicy):
+    """Base of the learned kinds: P(accept) comes from `model` (a small network giving a logit), loaded from a
+    versioned artifact, and drafting stops by comparing it with `threshold` (each kind names it after its
+    paper); the cost gate may cut its drafts unless the spec says `cost=off`."""
+
+    cost_aware = True
+
+    def __init__(self, model: torch.nn.Module, threshold: float, k_max: int = 10, version: str = "unversioned",
+                 cost_aware: bool = True):
+        super().__init__(k_max=k_max, cost_aware=cost_aware, version=version)
+        self.model, self.threshold = model, threshold
+
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        """P(accept) per row of `inputs`."""
+        with torch.no_grad():
+            return torch.sigmoid(self.model(inputs))

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from specray.policies.base import Decision, DraftStep, Outcome, StopPolicy
+from specray.policies.kinds import COST, Knob, PolicyKind, lookahead, probability, register
 
 
 def refit_threshold(probs: np.ndarray, accepted: np.ndarray, fn_weight: float = 3.0) -> float | None:
@@ -27,10 +28,8 @@ class ConfidencePolicy(StopPolicy):
     name = "confidence"
 
     def __init__(self, threshold: float = 0.4, k_max: int = 10, refit: bool = False, refit_every: int = 64, cost_aware: bool = True):
-        super().__init__(k_max=k_max)
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"confidence threshold must be in [0, 1], got {threshold}")
-        self.threshold, self.refit, self.refit_every, self.cost_aware = threshold, refit, refit_every, cost_aware
+        super().__init__(k_max=k_max, cost_aware=cost_aware)
+        self.threshold, self.refit, self.refit_every = threshold, refit, refit_every
         self.round_probs: dict[int, list[float]] = {}
         self.samples: tuple[list[float], list[bool]] = ([], [])
 
@@ -56,3 +55,13 @@ class ConfidencePolicy(StopPolicy):
             threshold = refit_threshold(np.array(probs), np.array(labels))
             self.threshold = self.threshold if threshold is None else threshold
             self.samples = ([], [])
+
+
+def _build(knobs: dict, references) -> ConfidencePolicy:
+    return ConfidencePolicy(knobs["threshold"], knobs["k_max"], refit=knobs["refit"], cost_aware=knobs["cost"])
+
+
+KIND = register(PolicyKind(
+    "confidence", (probability("threshold", 0.4), lookahead("k_max", 10), Knob("refit", bool, False), COST), build=_build,
+    main="threshold", k_knob="k_max", threshold_knob="threshold",
+))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from specray.averages import ema
 from specray.policies.base import Decision
 
 
@@ -58,15 +59,12 @@ class CostModel:
     def observe_draft(self, batch_size: int, ms: float) -> None:
         if self.measured(batch_size):
             costs = self.batches[batch_size]
-            costs.draft_ms = self._ema(costs.draft_ms, ms)
+            costs.draft_ms = ema(costs.draft_ms, ms, 1 - self.smoothing)
 
     def observe_verify(self, batch_size: int, width: int, ms: float) -> None:
         if self.measured(batch_size):
             curve = self.batches[batch_size].verify_ms
-            curve[width] = self._ema(curve.get(width), ms)
-
-    def _ema(self, old: float | None, new: float) -> float:
-        return new if old is None else (1 - self.smoothing) * old + self.smoothing * new
+            curve[width] = ema(curve.get(width), ms, 1 - self.smoothing)
 
     def draft_ms(self, batch_size: int) -> float:
         """One draft step at this batch size."""

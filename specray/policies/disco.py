@@ -9,9 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from specray.policies.artifacts import ArtifactError, load_artifact, require_exact_tensors, require_shapes, tuned_knobs
-from specray.policies.base import Decision, DraftStep, StopPolicy
+from specray.policies.artifacts import ArtifactError, load_artifact, require_exact_tensors, require_shapes
+from specray.policies.base import Decision, DraftStep, LearnedPolicy
+from specray.policies.kinds import Retraining, learned_kind, probability, register
 from specray.schema import TOPK
+from specray.training.replay import disco_lengths
 
 FEATURES = [f"top{i + 1}_prob" for i in range(TOPK)] + ["entropy", "depth"]
 
@@ -33,9 +35,10 @@ class DiscoClassifier(nn.Module):
         return self.fc2(torch.relu(self.fc1(x))).squeeze(-1)
 
     @classmethod
-    def load(cls, stem: str | Path) -> tuple["DiscoClassifier", dict]:
+    def load(cls, stem: str | Path, data: dict[str, bytes] | None = None) -> tuple["DiscoClassifier", dict]:
+        """The checked model and its metadata, from the files (or from `data`, their bytes already read)."""
         n = len(FEATURES)
-        tensors, meta = load_artifact(stem, "disco")
+        tensors, meta = load_artifact(stem, "disco", data)
         require_shapes(
             stem, tensors,
             {"fc1.weight": (-1, n), "fc1.bias": (-1,), "fc2.weight": (1, -1), "fc2.bias": (1,), "feature_mean": (n,), "feature_std": (n,)},
@@ -47,25 +50,27 @@ class DiscoClassifier(nn.Module):
             raise ArtifactError(f"{stem}.safetensors: tensor 'feature_std' must be > 0 everywhere (it divides the features)")
         if tensors["fc1.bias"].shape[0] != tensors["fc1.weight"].shape[0] or tensors["fc2.weight"].shape[1] != tensors["fc1.weight"].shape[0]:
             raise ArtifactError(f"{stem}.safetensors: hidden sizes of fc1.weight, fc1.bias and fc2.weight disagree")
-        tuned_knobs(stem, meta, "tau")
         model = cls(hidden=tensors["fc1.weight"].shape[0])
         model.load_state_dict(tensors)
         return model.eval(), meta
 
 
-class DiscoPolicy(StopPolicy):
+class DiscoPolicy(LearnedPolicy):
     name = "disco"
-
-    def __init__(self, classifier: DiscoClassifier, tau: float = 0.5, k_max: int = 10, version: str = "unversioned", cost_aware: bool = True):
-        super().__init__(k_max=k_max)
-        if not 0.0 <= tau <= 1.0:
-            raise ValueError(f"disco tau must be in [0, 1], got {tau}")
-        self.classifier, self.tau, self.version, self.cost_aware = classifier, tau, version, cost_aware
+    tau = property(lambda self: self.threshold)  # DISCO's name for it
 
     def accept_prob(self, step: DraftStep) -> torch.Tensor:
-        depth = torch.full_like(step.entropy, step.depth)
-        with torch.no_grad():
-            return torch.sigmoid(self.classifier(disco_features(step.topk_probs, step.entropy, depth)))
+        return self.predict(disco_features(step.topk_probs, step.entropy, torch.full_like(step.entropy, step.depth)))
 
     def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
-        return torch.where(accept_prob < self.tau, Decision.STOP, Decision.CONTINUE)
+        return torch.where(accept_prob < self.threshold, Decision.STOP, Decision.CONTINUE)
+
+
+def _fit(features, accepted, steps: int) -> DiscoClassifier:
+    from specray.training.fit import train_disco  # see `Retraining`: the trainer imports this file
+
+    return train_disco(features, accepted, steps=steps)
+
+
+KIND = register(learned_kind("disco", probability("tau", 0.5), DiscoPolicy, DiscoClassifier.load,
+                             Retraining("features", "accepted", _fit, disco_lengths, lambda features: {"features": FEATURES})))

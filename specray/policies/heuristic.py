@@ -6,14 +6,15 @@ The schedule of transformers' `num_assistant_tokens_schedule="heuristic"`, kept 
 import torch
 
 from specray.policies.base import Outcome, StopPolicy
+from specray.policies.kinds import COST, PolicyKind, lookahead, register
 
 
 class HeuristicPolicy(StopPolicy):
     name = "heuristic"
 
     def __init__(self, k_start: int = 4, k_max: int = 10, cost_aware: bool = True):
-        super().__init__(k_max=k_max)
-        self.k_start, self.cost_aware = min(k_start, k_max), cost_aware
+        super().__init__(k_max=k_max, cost_aware=cost_aware)
+        self.k_start = min(k_start, k_max)
         self.k = torch.zeros(0, dtype=torch.long)
 
     def reset(self, batch_size: int) -> None:
@@ -29,3 +30,11 @@ class HeuristicPolicy(StopPolicy):
         rows = outcome.rows[has]
         all_accepted = outcome.accepted[has] == outcome.drafted[has]
         self.k[rows] = torch.where(all_accepted, self.k[rows] + 2, self.k[rows] - 1).clamp(1, self.k_max)
+
+
+def _build(knobs: dict, references) -> HeuristicPolicy:
+    return HeuristicPolicy(knobs["k_start"], knobs["k_max"], cost_aware=knobs["cost"])
+
+
+KIND = register(PolicyKind("heuristic", (lookahead("k_start", 4), lookahead("k_max", 10), COST), build=_build,
+                           main="k_max", k_knob="k_max"))

@@ -8,6 +8,7 @@ source of the labels learned policies train on.
 import torch
 
 from specray.policies.base import Decision, DraftStep, StopPolicy
+from specray.policies.kinds import PolicyKind, lookahead, register
 
 
 class OraclePolicy(StopPolicy):
@@ -37,3 +38,12 @@ class OraclePolicy(StopPolicy):
 
     def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
         return torch.where(accept_prob > 0, Decision.CONTINUE, Decision.DROP)
+
+
+def _build(knobs: dict, references: list[list[int]] | None) -> OraclePolicy:
+    if references is None:
+        raise ValueError("the oracle policy needs the target's own outputs (it runs offline, after target-only decoding)")
+    return OraclePolicy(references, **knobs)
+
+
+KIND = register(PolicyKind("oracle", (lookahead("k_max", 64),), build=_build, offline=True))

@@ -7,11 +7,12 @@ feature-level draft) joins by adding its name to DRAFT_SOURCES; nothing here lis
 
 Registry artifacts trained on one source's traces are named `<domain>` for `model` (the name every
 version before per-source training used) and `<domain>__<slug>` for the others, a plain registry name.
-Pure string work: no torch.
+String work: no torch until a spec is parsed (the kinds' records load then).
 """
 
 from __future__ import annotations
 
+from specray.policies.kinds import get_kind
 from specray.policies.spec import DRAFT_SOURCES, parse_spec
 
 NONE = "none"  # no draft: target-only decoding (the `target` policy)
@@ -23,7 +24,7 @@ DEFAULT = "model"  # what a spec without `draft=` drafts with
 def spec_source(spec: str) -> str:
     """The source a policy spec drafts with."""
     name, options = parse_spec(spec)
-    return NONE if name == "target" else options.get("draft", DEFAULT)
+    return options.get("draft", DEFAULT) if get_kind(name).drafts else NONE
 
 
 def with_source(spec: str, source: str) -> str:
@@ -35,7 +36,7 @@ def with_source(spec: str, source: str) -> str:
     if spec_source(spec) == source:
         return spec
     name, options = parse_spec(spec)
-    if name == "target":
+    if not get_kind(name).drafts:
         raise ValueError(f"policy '{spec}' does not draft, so it cannot draft with {source!r}")
     options = {k: v for k, v in options.items() if k != "draft"}
     if source != DEFAULT:

@@ -9,10 +9,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from specray.policies.artifacts import ArtifactError, load_artifact, require_exact_tensors, require_shapes, tuned_knobs
+from specray.policies.artifacts import ArtifactError, load_artifact, require_exact_tensors, require_shapes
+from specray.policies.base import Decision, DraftStep, LearnedPolicy
+from specray.policies.kinds import Retraining, learned_kind, probability, register
+from specray.training.replay import specdecpp_lengths
 
 MAX_DEPTH = 64  # residual blocks a head may have
-from specray.policies.base import Decision, DraftStep, StopPolicy
+DEPTH = 3  # residual blocks `specray retrain` fits
 
 
 class ResBlock(nn.Module):
@@ -35,8 +38,9 @@ class AcceptanceHead(nn.Module):
         return self.out(self.blocks(hidden.float())).squeeze(-1)
 
     @classmethod
-    def load(cls, stem: str | Path) -> tuple["AcceptanceHead", dict]:
-        tensors, meta = load_artifact(stem, "specdecpp")
+    def load(cls, stem: str | Path, data: dict[str, bytes] | None = None) -> tuple["AcceptanceHead", dict]:
+        """The checked model and its metadata, from the files (or from `data`, their bytes already read)."""
+        tensors, meta = load_artifact(stem, "specdecpp", data)
         require_shapes(stem, tensors, {"out.weight": (1, -1), "out.bias": (1,)})
         depth = meta.get("depth", 0)
         if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
@@ -45,20 +49,18 @@ class AcceptanceHead(nn.Module):
         blocks = {f"blocks.{i}.linear.{p}": s for i in range(depth) for p, s in (("weight", (hidden, hidden)), ("bias", (hidden,)))}
         require_shapes(stem, tensors, blocks)
         require_exact_tensors(stem, tensors, {"out.weight", "out.bias", *blocks})
-        tuned_knobs(stem, meta, "h")
         head = cls(hidden, depth)
         head.load_state_dict(tensors)
         return head.eval(), meta
 
 
-class SpecDecPPPolicy(StopPolicy):
+class SpecDecPPPolicy(LearnedPolicy):
     name = "specdecpp"
+    h = property(lambda self: self.threshold)  # SpecDec++'s name for it
+    head = property(lambda self: self.model)
 
-    def __init__(self, head: AcceptanceHead, h: float = 0.7, k_max: int = 10, version: str = "unversioned", cost_aware: bool = True):
-        super().__init__(k_max=k_max)
-        if not 0.0 <= h <= 1.0:
-            raise ValueError(f"specdecpp h must be in [0, 1], got {h}")
-        self.head, self.h, self.version, self.cost_aware = head, h, version, cost_aware
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.survival = torch.ones(0)
 
     def reset(self, batch_size: int) -> None:
@@ -69,11 +71,21 @@ class SpecDecPPPolicy(StopPolicy):
         width = self.head.out.weight.shape[1]
         if step.hidden.shape[-1] != width:
             raise ValueError(f"specdecpp head expects hidden size {width}, the draft has {step.hidden.shape[-1]}")
-        with torch.no_grad():
-            return torch.sigmoid(self.head(step.hidden))
+        return self.predict(step.hidden)
 
     def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
         if step.depth == 1:
             self.survival[step.rows] = 1.0
         self.survival[step.rows] *= accept_prob
-        return torch.where(1 - self.survival[step.rows] >= self.h, Decision.STOP, Decision.CONTINUE)
+        return torch.where(1 - self.survival[step.rows] >= self.threshold, Decision.STOP, Decision.CONTINUE)
+
+
+def _fit(hidden, soft_labels, steps: int) -> AcceptanceHead:
+    from specray.training.fit import train_specdecpp  # see `Retraining`: the trainer imports this file
+
+    return train_specdecpp(hidden, soft_labels, depth=DEPTH, steps=steps)
+
+
+KIND = register(learned_kind("specdecpp", probability("h", 0.7), SpecDecPPPolicy, AcceptanceHead.load, Retraining(
+    "hidden", "accept_prob", _fit, specdecpp_lengths, lambda hidden: {"depth": DEPTH, "hidden_size": int(hidden.shape[1])},
+)))

@@ -1,6 +1,7 @@
-"""`specray retrain`: traces in, a new registry version of the DISCO and SpecDec++ policies out.
+"""`specray retrain`: traces in, a new registry version of every learned stop-policy kind out.
 
-Per kind and per draft source (label runs may draft every prompt with each source): one global model on
+The kinds are the registered ones with a `Learned` record (`specray.policies.kinds`): what each trains on,
+how it is fitted and which knob replay tunes come from there. Per kind and per draft source (label runs may draft every prompt with each source): one global model on
 every domain's tokens plus one per domain with enough rows; a domain with too few uses the global model
 (the registry's fallback), and the metrics say so. Artifacts of the `model` source keep the plain
 `<domain>` names; other sources' are `<domain>__<source>` (`specray.policies.sources.registry_name`).
@@ -24,27 +25,24 @@ import torch
 
 from specray.distributed.manifest import ManifestError
 from specray.policies.artifacts import ArtifactError
-from specray.policies.disco import FEATURES
 from specray.policies.draft_prior import KIND as PRIOR_KIND, prior_meta
+from specray.policies.kinds import PolicyKind, learned_kinds
 from specray.policies.registry import GLOBAL, artifact_stem, publish
 from specray.policies.sources import DEFAULT as DEFAULT_SOURCE, NONE, registry_name
 from specray.storage import is_remote, read_bytes
-from specray.training.fit import predict, train_disco, train_specdecpp
+from specray.training.fit import predict
 from specray.training.metrics import auc, classifier_metrics
-from specray.training.replay import (
-    Costs, best_static, build_rounds, disco_lengths, estimate_costs, specdecpp_lengths, tune,
-)
+from specray.training.replay import Costs, best_static, build_rounds, estimate_costs, tune
 from specray.training.trace_reader import HELDOUT_BUCKETS, TraceData, TraceFile, find_trace_files, read_traces_streaming
 
 log = logging.getLogger(__name__)
 
 THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.05), 2)
-SPECDECPP_DEPTH = 3
 
 
 @dataclass(frozen=True)
 class View:
-    """The token rows one kind trains on, with that kind's model inputs."""
+    """The token rows one kind trains on, with that kind's model inputs and labels."""
 
     domain: np.ndarray
     prompt_key: np.ndarray
@@ -54,29 +52,33 @@ class View:
     evaluated: np.ndarray
     accept_prob: np.ndarray
     inputs: np.ndarray
+    labels: np.ndarray
 
     @property
     def heldout(self) -> np.ndarray:
         return self.prompt_key % HELDOUT_BUCKETS == 0
 
 
-def disco_view(data: TraceData) -> View:
-    return View(data.domain, data.prompt_key, data.iteration, data.depth, data.accepted, data.evaluated, data.accept_prob, data.features)
+def kind_view(kind: PolicyKind, data: TraceData) -> View | None:
+    """The rows `kind` trains on: every token for `features`, the tokens that kept a hidden state for `hidden`
+    (None when the traces kept none); labels as the kind's record names them."""
+    retraining = kind.learned.retraining
+    if retraining.inputs == "hidden":
+        if not len(data.hidden_index):
+            return None
+        i = data.hidden_index
+    else:
+        i = slice(None)
+    view = View(data.domain[i], data.prompt_key[i], data.iteration[i], data.depth[i], data.accepted[i], data.evaluated[i],
+                data.accept_prob[i], getattr(data, retraining.inputs), None)
+    return replace(view, labels=getattr(view, retraining.labels))
 
 
-def specdecpp_view(data: TraceData) -> View:
-    i = data.hidden_index
-    return View(data.domain[i], data.prompt_key[i], data.iteration[i], data.depth[i], data.accepted[i], data.evaluated[i], data.accept_prob[i], data.hidden)
+def fit_model(kind: PolicyKind, view: View, mask: np.ndarray, steps: int):
+    return kind.learned.retraining.fit(view.inputs[mask], view.labels[mask], steps)
 
 
-def fit_model(kind: str, view: View, mask: np.ndarray, steps: int):
-    """DISCO learns hard accept labels; SpecDec++ the soft min(1, p/q)."""
-    if kind == "disco":
-        return train_disco(view.inputs[mask], view.accepted[mask], steps=steps)
-    return train_specdecpp(view.inputs[mask], view.accept_prob[mask], depth=SPECDECPP_DEPTH, steps=steps)
-
-
-def train_kind(kind: str, view: View, domains: list[str], costs: Costs, min_rows: int, steps: int) -> tuple[dict, dict]:
+def train_kind(kind: PolicyKind, view: View, domains: list[str], costs: Costs, min_rows: int, steps: int) -> tuple[dict, dict]:
     """Models, metrics and tuned budgets for one kind: ({name: (tensors, meta)}, report)."""
     train = ~view.heldout & view.evaluated
     models = {GLOBAL: fit_model(kind, view, train, steps)}
@@ -109,20 +111,19 @@ def train_kind(kind: str, view: View, domains: list[str], costs: Costs, min_rows
     for name, model in models.items():
         rows = np.ones(len(heldout), bool) if name == GLOBAL else held_domain == domains.index(name)
         budget = tune_budget(kind, view, heldout[rows], preds[name][rows], costs)
-        meta = {"kind": kind, **budget, "metrics": per_domain.get(name, {"model": GLOBAL, "train_rows": int(train.sum())})}
-        meta |= {"features": FEATURES} if kind == "disco" else {"depth": SPECDECPP_DEPTH, "hidden_size": int(view.inputs.shape[1])}
+        meta = {"kind": kind.name, **budget, "metrics": per_domain.get(name, {"model": GLOBAL, "train_rows": int(train.sum())})}
+        meta |= kind.learned.retraining.meta(view.inputs)
         artifacts[name] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, meta)
         report.setdefault("replay", {})[name] = budget.get("replay")
     return artifacts, report
 
 
-def tune_budget(kind: str, view: View, rows: np.ndarray, prob: np.ndarray, costs: Costs) -> dict:
+def tune_budget(kind: PolicyKind, view: View, rows: np.ndarray, prob: np.ndarray, costs: Costs) -> dict:
     """Threshold and k_max that maximise replayed tokens/ms, beside the best static K on the same rounds."""
     if len(rows) == 0:
         return {"replay": {"rounds": 0, "note": "no held-out rounds; factory defaults apply"}}
     rounds = build_rounds(view.prompt_key[rows], view.iteration[rows], view.depth[rows], view.accepted[rows], prob)
-    threshold, lengths = ("tau", disco_lengths) if kind == "disco" else ("h", specdecpp_lengths)
-    value, k_max, rate = tune(rounds, costs, lengths, THRESHOLDS)
+    value, k_max, rate = tune(rounds, costs, kind.learned.retraining.lengths, THRESHOLDS)
     static_k, static_rate = best_static(rounds, costs)
     replay = {
         "rounds": int(len(rounds.length)),
@@ -131,7 +132,7 @@ def tune_budget(kind: str, view: View, rows: np.ndarray, prob: np.ndarray, costs
         "best_static_tokens_per_ms": round(static_rate, 5),
         "speedup_vs_best_static": round(rate / static_rate, 4) if static_rate else None,
     }
-    return {threshold: value, "k_max": k_max, "replay": replay}
+    return {kind.threshold_knob: value, "k_max": k_max, "replay": replay}
 
 
 def source_part(data: TraceData, code: int) -> TraceData:
@@ -169,13 +170,16 @@ def source_rates(data: TraceData, costs: Costs) -> dict[str, dict]:
 
 
 def used_files(registry: str | Path) -> dict[str, int]:
-    """Trace files (path -> rows) the newest DISCO version read or skipped; empty when there is none."""
-    try:
-        stem, _ = artifact_stem(registry, "disco", GLOBAL)
-        data = json.loads(read_bytes(f"{stem}.json") or b"{}").get("data", {})
-    except (ArtifactError, OSError, ValueError):  # StorageError is a ValueError
-        return {}
-    return {**data.get("files", {}), **data.get("skipped", {})}
+    """Trace files (path -> rows) the newest version of any learned kind read or skipped; empty when there is none."""
+    seen = {}
+    for kind in learned_kinds():
+        try:
+            stem, _ = artifact_stem(registry, kind, GLOBAL)
+            data = json.loads(read_bytes(f"{stem}.json") or b"{}").get("data", {})
+        except (ArtifactError, OSError, ValueError):  # StorageError is a ValueError
+            continue
+        seen |= {**data.get("files", {}), **data.get("skipped", {})}
+    return seen
 
 
 def new_trace_rows(files: list[TraceFile], registry: str | Path) -> int:
@@ -234,11 +238,11 @@ def retrain(trace_dirs: list[str | Path], registry: str | Path, if_new_traces: i
         costs = estimate_costs(part.rounds)
         cost_model = {**costs.__dict__, "draft_to_verify_ratio": round(costs.ratio, 4)}
         report["by_source"].setdefault(source, {})["cost_model"] = cost_model
-        views = {"disco": disco_view(part)}
-        if len(part.hidden_index):
-            views["specdecpp"] = specdecpp_view(part)
+        views = {name: kind_view(kind, part) for name, kind in learned_kinds().items()}
         for kind, view in views.items():
-            trained, metrics = train_kind(kind, view, part.domains, costs, min_rows, steps)
+            if view is None:
+                continue
+            trained, metrics = train_kind(learned_kinds()[kind], view, part.domains, costs, min_rows, steps)
             for name, (tensors, meta) in trained.items():
                 meta |= shared | {"cost_model": cost_model, "draft_source": source}
                 if name == GLOBAL:

@@ -1,8 +1,10 @@
-"""A domain's stop policy, decided once on the driver before any batch runs.
+"""A domain's stop policy, resolved once on the driver before any batch runs.
 
 `policy.default` or the domain's `name`, with the domain's budget (`k_max`, `threshold`) folded into
 the spec string, and a learned policy pinned to one registry version: retraining may publish a new
-version while a job runs, and every batch of a run must use the version its results name. With
+version while a job runs, and every batch of a run must use the version its results name. Each spec is
+resolved here once (`factory.resolve_spec`: kind, knobs, version, artifact and its checksum); the policy
+actors send that `ResolvedPolicy` to the workers, which load the artifact once and check its checksum. With
 `policy.per_domain.<d>.draft` the spec drafts with that source; with `auto`, this is done once per
 source of `policy.auto_sources`, and a learned policy is pinned to the artifact trained on that source's
 traces where the registry has one.
@@ -15,18 +17,14 @@ from pathlib import Path
 from specray.config import ConfigError, PolicyConfig
 from specray.distributed.policy_actor import DomainPolicy
 from specray.policies.artifacts import ArtifactError
-from specray.policies.disco import DiscoClassifier
 from specray.policies.draft_prior import load_prior
-from specray.policies.factory import make_policy
+from specray.policies.factory import build_policy, resolve_spec
+from specray.policies.kinds import PolicyKind, get_kind
 from specray.policies.registry import GLOBAL, artifact_stem
+from specray.policies.resolved import ResolvedPolicy
 from specray.policies.sources import AUTO, DEFAULT, NONE, format_spec, registry_name, spec_source, with_source
 from specray.policies.spec import parse_spec
 from specray.storage import is_remote
-from specray.policies.specdecpp import AcceptanceHead
-
-K_OPTION = {"static": "k", "heuristic": "k_max", "confidence": "k_max", "disco": "k_max", "specdecpp": "k_max"}
-THRESHOLD_OPTION = {"confidence": "threshold", "disco": "tau", "specdecpp": "h"}
-LOADERS = {"disco": DiscoClassifier.load, "specdecpp": AcceptanceHead.load}  # the learned policies
 
 
 def domain_policy(policy: PolicyConfig, domain: str) -> DomainPolicy:
@@ -40,16 +38,18 @@ def domain_policy(policy: PolicyConfig, domain: str) -> DomainPolicy:
     sources = tuple(policy.auto_sources) if draft == AUTO else (draft,)
     resolved = {s: _resolve(policy, domain, _with_source(given, s, f"policy.per_domain.{domain}.draft"), s) for s in sources}
     prior = _prior(policy.registry, domain) if draft == AUTO else None
-    spec, version = resolved[sources[0]]
-    return DomainPolicy(domain, spec, version, override.k_max, override.threshold, draft,
-                        {source: one for source, (one, _) in resolved.items()}, prior)
+    first = resolved[sources[0]]
+    return DomainPolicy(domain, first.spec, first.version, override.k_max, override.threshold, draft,
+                        {source: one.spec for source, one in resolved.items()}, prior,
+                        resolved={one.spec: one for one in resolved.values()})
 
 
 def label_policy(depth: int, sources: list[str], domain: str) -> DomainPolicy:
     """A label run's policy for every domain: a fixed-depth draft from each of `sources` on every prompt,
     whatever `policy.*` and the registry say."""
     specs = [with_source(f"static:{depth}", source) for source in sources]
-    return DomainPolicy(domain, specs[0], "builtin", depth, None, sources[0], {sources[0]: specs[0]}, None, tuple(specs[1:]))
+    return DomainPolicy(domain, specs[0], "builtin", depth, None, sources[0], {sources[0]: specs[0]}, None, tuple(specs[1:]),
+                        resolved={spec: resolve_spec(spec, domain) for spec in specs})
 
 
 def _with_source(given: str, source: str, key: str) -> str:
@@ -59,31 +59,35 @@ def _with_source(given: str, source: str, key: str) -> str:
         raise ConfigError(f"{key}={source}: {exc}") from None
 
 
-def _resolve(policy: PolicyConfig, domain: str, given: str, source: str) -> tuple[str, str]:
-    """(spec, version) of one source's policy: budget folded in, learned weights pinned, built once."""
+def _resolve(policy: PolicyConfig, domain: str, given: str, source: str) -> ResolvedPolicy:
+    """One source's policy: budget folded in, learned weights pinned and checked, resolved once."""
     override = getattr(policy.per_domain, domain)
     key = f"policy.per_domain.{domain}"
     name, options = parse_spec(given)
-    if name == "oracle":
-        raise ConfigError(f"{key}: the oracle policy needs the target's outputs and only runs offline")
-    if name == "target" and source == NONE and override.draft is not None:  # `draft: none`: no budget to fold in
-        return given, ""
-    if override.k_max is not None:
-        options[_option(K_OPTION, name, f"{key}.k_max")] = override.k_max
-    if override.threshold is not None:
-        options[_option(THRESHOLD_OPTION, name, f"{key}.threshold")] = override.threshold
-    version = "" if name == "target" else "builtin"
-    if name in LOADERS:
-        stem, version = _pin(name, options.get("path"), policy.registry, domain, source)
+    kind = get_kind(name)
+    if kind.offline:
+        raise ConfigError(f"{key}: the {name} policy needs the target's outputs and only runs offline")
+    budget = kind.drafts or source != NONE or override.draft is None  # `draft: none`: no budget to fold in
+    if budget and override.k_max is not None:
+        options[_knob(kind.k_knob, name, f"{key}.k_max")] = override.k_max
+    if budget and override.threshold is not None:
+        options[_knob(kind.threshold_knob, name, f"{key}.threshold")] = override.threshold
+    pinned = None
+    if kind.learned is not None:
+        stem, pinned = _pin(kind, options.get("path"), policy.registry, domain, source)
         options["path"] = str(stem)
     spec = given if parse_spec(given) == (name, options) else format_spec(name, options)  # as written, when unchanged
     if parse_spec(spec) != (name, options):
         raise ConfigError(f"{key}: policy options {options} do not survive the spec grammar (a ',' in a path?)")
-    try:  # built here exactly as every worker will build it, so a value no worker accepts fails the job now
-        make_policy(spec, domain=domain)
+    try:
+        resolved = resolve_spec(spec, domain, parsed=(name, options))
+        if pinned is not None and resolved.version != pinned:  # results name the version; it must be the one loaded
+            raise ArtifactError(f"{stem}.json: claims version {resolved.version!r} but lies in registry version {pinned}")
+        if resolved.artifact is None:  # built here as every worker will build it, so a value no worker accepts fails now
+            build_policy(resolved)
     except (ValueError, TypeError, OverflowError) as exc:  # ArtifactError is a ValueError
         raise ConfigError(f"{key}: policy {spec!r} cannot be built: {exc}") from None
-    return spec, version
+    return resolved
 
 
 def _prior(registry: str | None, domain: str) -> dict[str, float] | None:
@@ -108,32 +112,26 @@ def source_stem(registry: str, kind: str, domain: str, source: str) -> tuple[Pat
     return artifact_stem(registry, kind, domain)
 
 
-def _option(table: dict[str, str], name: str, key: str) -> str:
-    if name not in table:
+def _knob(knob: str | None, name: str, key: str) -> str:
+    if knob is None:
         raise ConfigError(f"{key}: policy '{name}' has no such knob")
-    return table[name]
+    return knob
 
 
-def _pin(name: str, path: str | None, registry: str | None, domain: str, source: str) -> tuple[Path | str, str]:
-    """The artifact stem and its version: the registry's newest for this domain and draft source (see
-    `source_stem`), or the one `path=` names.
-
-    The artifact is loaded here, on the driver, so a missing or corrupt file fails the job at once,
-    naming the file, instead of failing every batch on the workers and turning every row into an error."""
-    key = f"policy.per_domain.{domain}"
-    if path is None and registry is None:
+def _pin(kind: PolicyKind, path: str | None, registry: str | None, domain: str, source: str) -> tuple[Path | str, str | None]:
+    """The artifact stem and the registry version it lies in (None for `path=`): the registry's newest for this
+    domain and draft source (see `source_stem`), or the one `path=` names. `resolve_spec` then loads and
+    checks it here, on the driver, so a missing or corrupt file fails the job at once, naming the file,
+    instead of failing every batch on the workers and turning every row into an error."""
+    key, name = f"policy.per_domain.{domain}", kind.name
+    if path is not None:
+        return _stem(path), None
+    if registry is None:
         raise ConfigError(f"{key}: policy '{name}' needs weights; set policy.registry or use {name}:path=STEM")
     try:
-        stem, version = source_stem(registry, name, domain, source) if path is None else (_stem(path), "unversioned")
-        _, meta = LOADERS[name](stem)
-        claimed = meta.get("version", version)
-        if path is None and claimed != version:  # results name the version; it must be the one that was loaded
-            raise ArtifactError(f"{stem}.json: claims version {claimed!r} but lies in registry version {version}")
-        if not isinstance(claimed, str):
-            raise ArtifactError(f"{stem}.json: version must be a string, got {claimed!r}")
+        return source_stem(registry, name, domain, source)
     except ArtifactError as exc:
         raise ConfigError(f"{key}: {exc}") from None
-    return stem, claimed
 
 
 def _stem(path: str) -> Path | str:
