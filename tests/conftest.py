@@ -78,6 +78,21 @@ def draft(target):
     return perturbed(target, noise=0.05)
 
 
+GREEDY_MAX_NEW = 24  # what the greedy losslessness tests generate per prompt
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    """16 prompts whose target-only outputs end both by EOS and by the length limit."""
+    return random_prompts(16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def references(target, prompts):
+    """transformers' own greedy output of the `target` fixture for each of `prompts`."""
+    return [reference_greedy(target, p, GREEDY_MAX_NEW) for p in prompts]
+
+
 def random_prompts(n: int, seed: int = 0, low: int = 3, high: int = 12) -> list[list[int]]:
     generator = torch.Generator().manual_seed(seed)
     lengths = torch.randint(low, high, (n,), generator=generator).tolist()

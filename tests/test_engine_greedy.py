@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from conftest import EOS, random_prompts, reference_greedy
+from conftest import EOS, GREEDY_MAX_NEW
 from specray.engine.budget import PROBE_EVERY
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.policies.cost import CostModel
 from specray.policies.factory import make_policy
 from specray.schema import LABEL_TRACE_SCHEMA, TRACE_SCHEMA
 
-MAX_NEW = 24
+MAX_NEW = GREEDY_MAX_NEW
 GREEDY_SPECS = [
     "target", "static:1", "static:4", "heuristic:cost=off", "confidence:cost=off", "confidence:0.6,refit=true,cost=off",
     "static:4,draft=ngram", "heuristic:cost=off,draft=ngram+model,ngram=2", "confidence:cost=off,draft=ngram+model",
@@ -20,16 +20,6 @@ GREEDY_SPECS = [
 @pytest.fixture(scope="module")
 def engine(target, draft, tokenizer):
     return SpeculativeEngine(target, draft, tokenizer)
-
-
-@pytest.fixture(scope="module")
-def prompts():
-    return random_prompts(16, seed=3)
-
-
-@pytest.fixture(scope="module")
-def references(target, prompts):
-    return [reference_greedy(target, p, MAX_NEW) for p in prompts]
 
 
 def test_references_cover_eos_and_length_limits(references):

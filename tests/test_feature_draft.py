@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import EOS, random_prompts, reference_greedy, tiny_llama, tiny_tokenizer
+from conftest import EOS, GREEDY_MAX_NEW, random_prompts, reference_greedy, tiny_llama, tiny_tokenizer
 
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
@@ -21,7 +21,7 @@ from specray.training.distill_data import TeacherData
 from specray.training.distill_eval import agreement_report
 from specray.training.distill_features import feature_matches, shifted, target_states, train_feature_draft
 
-MAX_NEW = 20
+MAX_NEW = GREEDY_MAX_NEW  # the shared `prompts` / `references` fixtures' length
 
 
 def greedy_data(target, prompts: list[list[int]]) -> TeacherData:
@@ -29,11 +29,6 @@ def greedy_data(target, prompts: list[list[int]]) -> TeacherData:
     out = SpeculativeEngine(target, target, tiny_tokenizer()).generate(prompts, None, GenerationConfig(max_new_tokens=MAX_NEW))
     empty, n = torch.zeros(0, 4), len(prompts)
     return TeacherData(prompts, [s.tokens for s in out.sequences], empty.int(), empty.half(), ["code"] * n, [str(i) for i in range(n)])
-
-
-@pytest.fixture(scope="module")
-def target():
-    return tiny_llama(seed=0)  # float64: the engine's draft probabilities can be checked to 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +51,6 @@ def trained(target):
 @pytest.fixture(scope="module")
 def engine(target, trained):
     return SpeculativeEngine(target, trained[0], tiny_tokenizer())
-
-
-@pytest.fixture(scope="module")
-def prompts():
-    return random_prompts(16, seed=3)
-
-
-@pytest.fixture(scope="module")
-def references(target, prompts):
-    return [reference_greedy(target, p, MAX_NEW) for p in prompts]
 
 
 def test_training_on_target_states_fits_them(trained):
@@ -165,7 +150,7 @@ def test_distill_eagle_command_writes_a_draft_the_pair_loads(tmp_path, capsys):
     out = tmp_path / "eagle"
     status = main(["distill", "--kind", "eagle", "--target", str(tmp_path / "target"), "--out", str(out), "--max-steps",
                    "3", "--prompts", str(prompts), "--max-new-tokens", "6", "--eval-prompts", "4", "--head-size", "32",
-                   "--seed", "3", "--threads", "1", "--teacher-dtype", "bfloat16"])
+                   "--seed", "3", "--threads", "1", "--teacher-dtype", "bfloat16", "--train-dtype", "bfloat16"])
     assert status == 0, "the CLI's exit status"
     saved = meta = read_draft_metadata(out)
     assert saved["training"]["kind"] == "eagle" and saved["training"]["steps"] == 3

@@ -180,7 +180,8 @@ def _train_features(draft, teacher, data: TeacherData, args) -> dict:
     started = time.monotonic()
     states = target_states(teacher, data)
     stats = train_feature_draft(draft, data, states, args.budget_minutes, lr=args.lr, batch_size=args.batch_size,
-                                seed=args.seed, max_steps=args.max_steps)
+                                seed=args.seed, max_steps=args.max_steps,
+                                autocast=None if args.train_dtype == "float32" else getattr(torch, args.train_dtype))
     return {**stats, "state_seconds": round(time.monotonic() - started - stats["train_seconds"], 1)}
 
 
@@ -197,7 +198,8 @@ DRAFT_KINDS = {
         train=_train_features,
         matches=lambda draft, teacher, data: feature_matches(draft, data, target_states(teacher, data)),
         save=save_feature_draft,
-        settings=lambda args: {"loss": "state regression + KL, unrolled once"},
+        settings=lambda args: {"loss": "state regression + KL on response positions, unrolled once",
+                               "train_dtype": args.train_dtype},
     ),
 }
 
@@ -288,6 +290,8 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--eval-data", default=None, help="safetensors file to reuse (or save) held-out teacher data")
     p.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default="float32",
                    help="precision the target generates teacher data and reads sequences in")
+    p.add_argument("--train-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="eagle: precision of the training step's products (weights stay float32)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--save-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     p.set_defaults(handler=distill_command)
