@@ -38,6 +38,7 @@ from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.hf_baselines import NGRAM, configure_assistant, hf_generate, hf_settings
 from specray.models import DEFAULT_DRAFT, DEFAULT_TARGET, encode_prompt, load_pair
 from specray.models.feature_draft import reads_target_hidden
+from specray.models.refs import EMBEDDED, EMBEDDED_LAYER_DRAFT
 from specray.models.precision import AUTO, CANDIDATES, dtype_name
 from specray.policies.draft_prior import load_prior
 from specray.policies.factory import make_policy
@@ -178,16 +179,25 @@ def target_engines(pair, dtype: str) -> dict:
     return engines
 
 
-def assisted_engine(pair, target: str | None, hf_draft: str | None, dtype: str, device: str) -> SpeculativeEngine:
-    """The pair transformers' assisted generation runs: its assistant must be a token-level model, so a
-    feature-level draft (which reads the target's hidden states) is replaced by `hf_draft`."""
-    if hf_draft is None:
-        if reads_target_hidden(pair.draft):
-            raise ValueError(f"the draft {pair.draft_ref!r} reads the target's hidden states, which transformers' "
-                             "assisted generation cannot feed it: pass --hf-draft with a token-level draft for the "
-                             "hf-* baselines (e.g. embedded-layer-draft)")
+def assistant_ref(pair, hf_draft: str | None) -> str:
+    """The draft transformers' assisted generation uses. It must be a token-level model, so a feature-level
+    draft (which reads the target's hidden states) gives way to `hf_draft` (for the embedded target, by
+    default its shipped layer draft)."""
+    if hf_draft is not None:
+        return hf_draft
+    if not reads_target_hidden(pair.draft):
+        return pair.draft_ref
+    if pair.target_ref == EMBEDDED:
+        return EMBEDDED_LAYER_DRAFT
+    raise ValueError(f"the draft {pair.draft_ref!r} reads the target's hidden states, which transformers' assisted "
+                     "generation cannot feed it: pass --hf-draft with a token-level draft for the hf-* baselines")
+
+
+def assisted_engine(pair, target: str | None, assistant: str, dtype: str, device: str) -> SpeculativeEngine:
+    """The pair the hf-* baselines run: the benchmark's own, or the target with `assistant`."""
+    if assistant == pair.draft_ref:
         return SpeculativeEngine(pair.target, pair.draft, pair.tokenizer)
-    other = load_pair(target or DEFAULT_TARGET, hf_draft, dtype=dtype, device=device)
+    other = load_pair(target or DEFAULT_TARGET, assistant, dtype=dtype, device=device)
     return SpeculativeEngine(other.target, other.draft, other.tokenizer)
 
 
@@ -309,8 +319,10 @@ def run_bench(
         row["tokens"] = encode_prompt(pair.tokenizer, row["prompt"])
     groups = domain_groups(rows)
     engines = target_engines(pair, dtype)
+    assistant = None
     if any(p.startswith("hf-") and not p.startswith(NGRAM) for p in policies):
-        engines[ASSISTED] = assisted_engine(pair, target, hf_draft, dtype, device)
+        assistant = assistant_ref(pair, hf_draft)
+        engines[ASSISTED] = assisted_engine(pair, target, assistant, dtype, device)
     config = GenerationConfig(max_new_tokens=max_new_tokens, sampling=sampling)
     specs = [e for e in engines if is_target(e)] + [p for p in policies if not is_target(p)]
     warm = GenerationConfig(max_new_tokens=8, sampling=sampling)
@@ -335,7 +347,7 @@ def run_bench(
         "device": device_name(pair.target),
         "target": pair.target_ref,
         "draft": pair.draft_ref,
-        "hf_assistant": (hf_draft or pair.draft_ref) if ASSISTED in engines else None,
+        "hf_assistant": assistant,
         "precision": pair.precision.describe(),
         "baseline": baseline,
         "logit_noise": noise,

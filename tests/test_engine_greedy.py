@@ -232,3 +232,20 @@ def test_a_batch_whose_every_prefill_fails_ends_with_errors(target, draft, token
     out = engine.generate(prompts[:3], make_policy("static:3"), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=2)
     assert [s.stop_reason for s in out.sequences] == ["error"] * 3
     assert all("device lost" in s.error for s in out.sequences) and out.traces.num_rows == 0
+
+
+def test_the_lm_head_reads_a_contiguous_input_when_fewer_slots_are_kept_than_fed(target, draft):
+    """`logits_to_keep` hands the head a strided slice, which bf16 products on CPU take a slow path for."""
+    from specray.engine.forward import model_forward
+    from specray.engine.kv_cache import SlotCache
+
+    seen = []
+    model_forward(target, SlotCache.for_model(target, 2), [[3, 4, 5], [6, 7]], keep=1)  # installs the copy
+    handle = target.get_output_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    try:
+        logits, _ = model_forward(target, SlotCache.for_model(target, 2), [[3, 4, 5], [6, 7]], keep=1)
+    finally:
+        handle.remove()
+    assert seen == [True]
+    full = target(input_ids=torch.tensor([[3, 4, 5]])).logits[0, -1].float()
+    torch.testing.assert_close(logits[0, -1], full)

@@ -1,6 +1,7 @@
 """Feature-level (EAGLE) drafts: training, the engine feeding them the target's states, losslessness,
 the file format, and refusals of targets they were not trained for."""
 
+import copy
 import json
 
 import pytest
@@ -15,6 +16,7 @@ from specray.models.draft import read_draft_metadata
 from specray.models.feature_draft import (
     FeatureDraft, build_feature_draft, load_feature_draft, reads_target_hidden, save_feature_draft,
 )
+from specray.models.refs import EMBEDDED_FEATURE_DRAFT, EMBEDDED_FEATURE_DRAFT_DIR
 from specray.policies.factory import make_policy
 from specray.cli import main
 from specray.training.distill_data import TeacherData
@@ -161,3 +163,28 @@ def test_distill_eagle_command_writes_a_draft_the_pair_loads(tmp_path, capsys):
     generated = SpeculativeEngine(pair.target, pair.draft, pair.tokenizer).generate(
         [[3, 4, 5]], make_policy("static:2"), GenerationConfig(max_new_tokens=5))
     assert generated.sequences[0].tokens == reference_greedy(pair.target, [3, 4, 5], 5)
+
+
+def test_shipped_feature_draft_is_small_and_documented():
+    meta = read_draft_metadata(EMBEDDED_FEATURE_DRAFT_DIR)
+    assert sum(p.stat().st_size for p in EMBEDDED_FEATURE_DRAFT_DIR.iterdir()) <= 40 * 2**20
+    assert meta["format"] == "specray-feature-draft/1" and meta["target"]["ref"] == "embedded"
+    assert meta["training"]["command"].startswith("specray distill --kind eagle")
+    assert {"code", "math", "logic", "chat", "all"} <= set(meta["heldout"]["by_domain"])
+
+
+@pytest.mark.slow
+def test_shipped_feature_draft_agrees_with_the_target_as_recorded():
+    """Teacher-forced on a fixed held-out subset, reading the bfloat16 target's states as it was evaluated:
+    at least the recorded agreement minus a margin."""
+    from specray.data.builtin import builtin_prompts
+    from specray.training.distill_data import interleave_domains, teacher_data
+
+    pair = load_pair(draft_ref=EMBEDDED_FEATURE_DRAFT, dtype="float32")
+    assert isinstance(pair.draft, FeatureDraft)
+    teacher = copy.deepcopy(pair.target).to(torch.bfloat16)
+    rows = interleave_domains(builtin_prompts("heldout"), 0)[:24]
+    data = teacher_data(teacher, pair.tokenizer, rows, max_new_tokens=64, topk=1, batch_size=24)
+    report = agreement_report(feature_matches(pair.draft, data, target_states(teacher, data)), data.domains)
+    recorded = read_draft_metadata(EMBEDDED_FEATURE_DRAFT_DIR)["heldout"]["by_domain"]["all"]["agreement"]
+    assert report["all"]["agreement"] >= recorded - 0.05, report

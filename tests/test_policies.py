@@ -22,7 +22,7 @@ def step(n=3, depth=1, token_prob=None, hidden_size=32, topk=None):
     token_prob = torch.full((n,), 0.5) if token_prob is None else torch.tensor(token_prob)
     topk = torch.zeros(n, TOPK) if topk is None else topk
     return DraftStep(
-        rows=torch.arange(n), depth=depth, position=torch.zeros(n, dtype=torch.long), token=torch.zeros(n, dtype=torch.long),
+        seqs=torch.arange(n), depth=depth, position=torch.zeros(n, dtype=torch.long), token=torch.zeros(n, dtype=torch.long),
         token_prob=token_prob, entropy=torch.zeros(n), topk_probs=topk, hidden=torch.zeros(n, hidden_size),
     )
 

@@ -22,8 +22,8 @@ class EveryPolicy(StopPolicy):
 
     def decide(self, step, accept_prob):
         if step.depth == 1:
-            self.first[step.rows] = step.token_prob.float()
-        stop = self.first[step.rows] < self.floor
+            self.first[step.seqs] = step.token_prob.float()
+        stop = self.first[step.seqs] < self.floor
         return torch.where(stop, 1, 0).long()  # Decision.STOP / CONTINUE
 
 

@@ -66,8 +66,8 @@ class BatchState:
         return bool(self.active or self.waiting)
 
     @property
-    def rows(self) -> torch.Tensor:
-        """[B] each active sequence's index, in cache row order."""
+    def seqs(self) -> torch.Tensor:
+        """[B] each active sequence's index among the prompts, in cache row order."""
         return torch.tensor([s.index for s in self.active], dtype=torch.long)
 
     def newcomers(self) -> list[Sequence]:

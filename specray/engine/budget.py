@@ -37,9 +37,9 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     batch = len(state)
     if policy is None:
         return RoundBudget.nothing(batch)
-    rows = state.rows
+    seqs = state.seqs
     remaining = torch.tensor([max_new_tokens - s.generated - 1 for s in state.active])
-    tokens = torch.minimum(policy.budget(rows), remaining).clamp_min(0)
+    tokens = torch.minimum(policy.budget(seqs), remaining).clamp_min(0)
     lookups = _lookups(state, tokens, policy)
     ngram = torch.zeros(batch, dtype=torch.bool)
     for b, found in lookups.items():
@@ -49,7 +49,7 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     if not policy.cost_aware or not bool((tokens > 0).any()):
         return RoundBudget(tokens, ngram, lookups, None)
     gate = CostGate(costs, batch)
-    acceptance = torch.where(ngram, policy.ngram_acceptance[rows], policy.acceptance[rows]) * (tokens > 0)
+    acceptance = torch.where(ngram, policy.ngram_acceptance[seqs], policy.acceptance[seqs]) * (tokens > 0)
     if gate.worth_drafting(acceptance, free=ngram):
         state.idle_rounds = 0
         return RoundBudget(tokens, ngram, lookups, gate)

@@ -58,7 +58,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
     """Draft this round's tokens for every row of `state`, within `budget`."""
     batch = len(state)
     drafting, ngram, gate = budget.tokens > 0, budget.ngram, budget.gate
-    rows, generated = state.rows, torch.tensor([s.generated for s in state.active])
+    seqs, generated = state.seqs, torch.tensor([s.generated for s in state.active])
     survival, expected = torch.ones(batch), torch.ones(batch)
     stop_reason = ["none"] * batch
     depths: list[tuple[Draws, torch.Tensor]] = []  # each depth's draws and which rows kept them
@@ -79,7 +79,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         # ask each row's policy, then the batch's gate, whether to keep this token and draft another
         idx = drafting.nonzero().squeeze(-1)
         stats = draws.stats
-        step = DraftStep(rows[idx], depth, generated[idx] + depth - 1, draws.tokens[idx], stats.token_prob[idx],
+        step = DraftStep(seqs[idx], depth, generated[idx] + depth - 1, draws.tokens[idx], stats.token_prob[idx],
                          stats.entropy[idx], stats.topk_probs[idx], draws.hidden[idx], ngram[idx])
         accept_prob = torch.where(ngram[idx], policy.ngram_accept_prob(step), policy.accept_prob(step))
         wanted = policy.decide(step, accept_prob)

@@ -41,6 +41,7 @@ def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, h
             ids[i, width - len(chunk) :] = torch.tensor(chunk)
             valid[i, width - len(chunk) :] = True
     device = cache.valid.device
+    contiguous_head_input(model)
     mask, positions = cache.extend(valid.to(device))
     keeps_logits, cache_name = forward_keywords(type(model))
     extra = {"logits_to_keep": keep} if keeps_logits else {}
@@ -52,6 +53,18 @@ def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, h
     )
     last_hidden = out.hidden_states[-1][:, -hidden:].float().cpu() if hidden else None
     return out.logits[:, -keep:].float().cpu(), last_hidden
+
+
+def contiguous_head_input(model) -> None:
+    """Hand `model`'s LM head a contiguous input. `logits_to_keep` slices the last slots out of the hidden
+    states, a strided view when a chunk is wider than what is kept (prefills, catch-up draft steps), and
+    on this CPU a bf16 matrix product takes a slow path for a strided input (53 ms instead of 0.3 ms for
+    8 rows through an 8k head); copying the few kept rows first costs nothing. Installed once per model."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or getattr(head, "_contiguous_input", False):
+        return
+    head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+    head._contiguous_input = True
 
 
 def left_padded(rows: list[torch.Tensor], width: int) -> torch.Tensor:

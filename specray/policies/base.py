@@ -24,7 +24,7 @@ class Decision(IntEnum):
 
 @dataclass(frozen=True)
 class DraftStep:
-    rows: torch.Tensor  # (n,) batch rows still drafting
+    seqs: torch.Tensor  # (n,) the sequences still drafting (their index among the `generate` call's prompts)
     depth: int  # 1-based position of this token within the current draft
     position: torch.Tensor  # (n,) 0-based index of this token among generated tokens
     token: torch.Tensor  # (n,)
@@ -37,7 +37,7 @@ class DraftStep:
 
 @dataclass(frozen=True)
 class Outcome:
-    rows: torch.Tensor  # (n,) rows that took part in this verification
+    seqs: torch.Tensor  # (n,) the sequences that took part in this verification
     drafted: torch.Tensor  # (n,) tokens proposed
     accepted: torch.Tensor  # (n,) leading proposed tokens the target accepted
     from_ngram: torch.Tensor | None = None  # (n,) bool: this round's proposal came from n-gram lookup
@@ -81,21 +81,21 @@ class StopPolicy:
         self.ngram_acceptance = torch.full((batch_size,), self.typical["ngram"])
         self.observed = {source: torch.zeros(batch_size, dtype=torch.bool) for source in self.typical}
 
-    def budget(self, rows: torch.Tensor) -> torch.Tensor:
+    def budget(self, seqs: torch.Tensor) -> torch.Tensor:
         """Most tokens each row may draft this round (0 = do not draft)."""
-        return torch.full((len(rows),), self.k_max, dtype=torch.long)
+        return torch.full((len(seqs),), self.k_max, dtype=torch.long)
 
     def accept_prob(self, step: DraftStep) -> torch.Tensor:
         """Estimated probability that the target accepts this token, given the ones before were."""
-        return self.acceptance[step.rows]
+        return self.acceptance[step.seqs]
 
     def ngram_accept_prob(self, step: DraftStep) -> torch.Tensor:
         """Estimated acceptance of an n-gram token: the row's running n-gram acceptance rate."""
-        return self.ngram_acceptance[step.rows]
+        return self.ngram_acceptance[step.seqs]
 
     def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
         """Decision per row (a `Decision` code); the base never stops early."""
-        return torch.full((len(step.rows),), Decision.CONTINUE, dtype=torch.long)
+        return torch.full((len(step.seqs),), Decision.CONTINUE, dtype=torch.long)
 
     def observe(self, outcome: Outcome) -> None:
         """Verification results; updates the per-row acceptance estimate of the source each row drafted with,
@@ -108,10 +108,10 @@ class StopPolicy:
             has = (drafted > 0) & mine
             if not has.any():
                 continue
-            rows = outcome.rows[has]
-            estimate[rows] = ema(estimate[rows], rate[has], self.ema_decay)
+            seqs = outcome.seqs[has]
+            estimate[seqs] = ema(estimate[seqs], rate[has], self.ema_decay)
             self.typical[source] = ema(self.typical[source], float(rate[has].mean()), self.ema_decay)
-            self.observed[source][rows] = True
+            self.observed[source][seqs] = True
             estimate[~self.observed[source]] = self.typical[source]
 
 

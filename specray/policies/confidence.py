@@ -38,7 +38,7 @@ class ConfidencePolicy(StopPolicy):
 
     def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
         if self.refit:
-            for row, prob in zip(step.rows.tolist(), step.token_prob.tolist()):
+            for row, prob in zip(step.seqs.tolist(), step.token_prob.tolist()):
                 self.round_probs.setdefault(row, []).append(prob)
         return torch.where(step.token_prob < self.threshold, Decision.STOP, Decision.CONTINUE)
 
@@ -47,7 +47,7 @@ class ConfidencePolicy(StopPolicy):
         if not self.refit:
             return
         probs, labels = self.samples
-        for row, drafted, accepted in zip(outcome.rows.tolist(), outcome.drafted.tolist(), outcome.accepted.tolist()):
+        for row, drafted, accepted in zip(outcome.seqs.tolist(), outcome.drafted.tolist(), outcome.accepted.tolist()):
             evaluated = self.round_probs.pop(row, [])[: min(accepted + 1, drafted)]
             probs += evaluated
             labels += [j < accepted for j in range(len(evaluated))]

@@ -21,15 +21,15 @@ class HeuristicPolicy(StopPolicy):
         super().reset(batch_size)
         self.k = torch.full((batch_size,), self.k_start, dtype=torch.long)
 
-    def budget(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.k[rows].clone()
+    def budget(self, seqs: torch.Tensor) -> torch.Tensor:
+        return self.k[seqs].clone()
 
     def observe(self, outcome: Outcome) -> None:
         super().observe(outcome)
         has = outcome.drafted > 0
-        rows = outcome.rows[has]
+        seqs = outcome.seqs[has]
         all_accepted = outcome.accepted[has] == outcome.drafted[has]
-        self.k[rows] = torch.where(all_accepted, self.k[rows] + 2, self.k[rows] - 1).clamp(1, self.k_max)
+        self.k[seqs] = torch.where(all_accepted, self.k[seqs] + 2, self.k[seqs] - 1).clamp(1, self.k_max)
 
 
 def _build(knobs: dict, references) -> HeuristicPolicy:

@@ -25,7 +25,7 @@ class OraclePolicy(StopPolicy):
         super().reset(batch_size)
 
     def _matches(self, step: DraftStep) -> torch.Tensor:
-        refs = [self.references[r] for r in step.rows.tolist()]
+        refs = [self.references[r] for r in step.seqs.tolist()]
         return torch.tensor(
             [p < len(ref) and ref[p] == t for ref, p, t in zip(refs, step.position.tolist(), step.token.tolist())]
         )

@@ -75,9 +75,9 @@ class SpecDecPPPolicy(LearnedPolicy):
 
     def decide(self, step: DraftStep, accept_prob: torch.Tensor) -> torch.Tensor:
         if step.depth == 1:
-            self.survival[step.rows] = 1.0
-        self.survival[step.rows] *= accept_prob
-        return torch.where(1 - self.survival[step.rows] >= self.threshold, Decision.STOP, Decision.CONTINUE)
+            self.survival[step.seqs] = 1.0
+        self.survival[step.seqs] *= accept_prob
+        return torch.where(1 - self.survival[step.seqs] >= self.threshold, Decision.STOP, Decision.CONTINUE)
 
 
 def _fit(hidden, soft_labels, steps: int) -> AcceptanceHead:
