@@ -9,7 +9,7 @@ from transformers import DynamicCache
 
 from specray.models import encode_prompt, load_model, load_pair
 from specray.models.draft import SubsetHead, build_draft, load_draft, read_draft_metadata, save_draft
-from specray.models.refs import DRAFT_METADATA, EMBEDDED_DRAFT_DIR
+from specray.models.refs import DRAFT_METADATA, EMBEDDED_DRAFT_DIR, EMBEDDED_LAYER_DRAFT
 from specray.training.distill import distill_main, head_subset, subset_coverage
 from specray.training.distill_data import interleave_domains, teacher_data
 from specray.training.distill_eval import accepted_per_iteration, agreement_report, greedy_matches
@@ -143,7 +143,7 @@ def test_shipped_draft_agrees_with_the_target_as_recorded():
     """Teacher-forced on a fixed held-out subset: at least the recorded agreement minus a margin."""
     from specray.data.builtin import builtin_prompts
 
-    pair = load_pair(dtype="float32")  # the agreement was recorded in float32
+    pair = load_pair(draft_ref=EMBEDDED_LAYER_DRAFT, dtype="float32")  # the agreement was recorded in float32
     assert pair.draft.model.embed_tokens.weight is pair.target.model.embed_tokens.weight
     rows = interleave_domains(builtin_prompts("heldout"), 0)[:24]
     data = teacher_data(pair.target, pair.tokenizer, rows, max_new_tokens=64, topk=1, batch_size=24)

@@ -98,8 +98,8 @@ class SpeculativeEngine:
 
         A prompt that cannot be decoded (empty, or too long for the cache with max_new_tokens) comes back
         with stop_reason "error" and the reason, and the others go on. Trace rows record `origin`
-        (generate | label | bench) in their `source` column; `record_hidden` adds the draft's hidden state behind each drafted
-        token (a `hidden` column), which SpecDec++ trains on and label runs keep.
+        (generate | label | bench) in their `source` column; `record_hidden` adds the draft's hidden state
+        behind each drafted token (a `hidden` column), which SpecDec++ trains on and label runs keep.
         """
         start = time.perf_counter()
         self.time = EngineTime()
@@ -205,11 +205,11 @@ class SpeculativeEngine:
         chunks = [s.tokens[:-1] for s in seqs]
         width = max(map(len, chunks))
         tcache, dcache = SlotCache.for_model(self.target, len(seqs)), SlotCache.for_model(self.draft, len(seqs))
-        hidden = torch.zeros(len(seqs), width, self.draft.config.hidden_size)
+        hidden = torch.zeros(len(seqs), width, self.draft.config.hidden_size)  # [B, width, H] rows right-aligned
         if width:
             _, out = self.forward(self.target, tcache, chunks, keep=1, hidden=width if reads_states else 0)
             hidden = out if reads_states else hidden
-        # per row: a zero state before its first token, then the target's state at each prompt token
+        # per row: a zero state before the prompt's first token, then the target's state at each prompt token
         states = [torch.nn.functional.pad(hidden[b, width - len(c) :], (0, 0, 1, 0)) for b, c in enumerate(chunks)]
         if uses_draft and width:
             self.forward(self.draft, dcache, chunks, keep=1, features=[h[:-1] for h in states] if reads_states else None)
@@ -230,8 +230,9 @@ class SpeculativeEngine:
         width = int(proposals.num_draft.max()) + 1 if len(state) else 1
         reads_states = state.target_states is not None
         t0 = time.perf_counter()
+        # [B, width, V] logits and, for a draft that reads them, [B, width, H] states; rows right-aligned
         logits, hidden = self.forward(self.target, state.tcache, chunks, keep=width, hidden=width if reads_states else 0)
-        self.costs.observe_verify(len(state), width, (time.perf_counter() - t0) * 1e3)  # ^ [B, width, V], rows right-aligned
+        self.costs.observe_verify(len(state), width, (time.perf_counter() - t0) * 1e3)
         offsets = proposals.verify_offsets
         rows, counts = token_rows(offsets), offsets.diff()
         slots = width - counts[rows] + torch.arange(len(rows)) - offsets[:-1][rows]
