@@ -210,10 +210,11 @@ class SpeculativeEngine:
             _, out = self.forward(self.target, tcache, chunks, keep=1, hidden=width if reads_states else 0)
             hidden = out if reads_states else hidden
         # per row: a zero state before the prompt's first token, then the target's state at each prompt token
-        states = [torch.nn.functional.pad(hidden[b, width - len(c) :], (0, 0, 1, 0)) for b, c in enumerate(chunks)]
+        states = [torch.nn.functional.pad(hidden[b, width - len(c) :], (0, 0, 1, 0)) for b, c in enumerate(chunks)
+                  ] if reads_states else None
         if uses_draft and width:
-            self.forward(self.draft, dcache, chunks, keep=1, features=[h[:-1] for h in states] if reads_states else None)
-        return tcache, dcache, [h[-1:] for h in states] if reads_states else None
+            self.forward(self.draft, dcache, chunks, keep=1, features=states and [h[:-1] for h in states])
+        return tcache, dcache, states and [h[-1:] for h in states]
 
     def draft_step(self, cache: SlotCache, chunks: list[list[int]], features: list[torch.Tensor] | None):
         """One draft-model forward: (logits [B, 1, V], its last hidden state [B, H]); a step that feeds one

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from specray.models.draft import SubsetHead, draft_config, read_draft_metadata, write_draft_metadata
+from specray.models.draft import SubsetHead, draft_config, read_draft_metadata, target_fingerprint, write_draft_metadata
 
 FORMAT = "specray-feature-draft/1"
 WEIGHTS_FILE = "draft.safetensors"
@@ -124,9 +124,8 @@ def weight_fingerprint(target) -> dict[str, list[float]]:
 
 
 def target_identity(target) -> dict:
-    c = target.config
-    return {"model_type": c.model_type, "hidden_size": c.hidden_size, "vocab_size": c.vocab_size,
-            "num_hidden_layers": c.num_hidden_layers, "weights": weight_fingerprint(target)}
+    """The target's shape (what a layer draft records too) and the fingerprint of its weights."""
+    return {**target_fingerprint(target), "weights": weight_fingerprint(target)}
 
 
 def same_weights(recorded: dict, actual: dict) -> bool:
@@ -171,14 +170,14 @@ def check_fits(draft_dir: str | Path, meta: dict, weights: dict[str, torch.Tenso
                          f"has shape {tuple(vocab)}")
     recorded = meta["target"]
     actual = {"ref": recorded.get("ref"), **target_identity(target)}
-    if not same_weights(recorded.get("weights", {}), actual["weights"]) or any(
-            recorded.get(k) != actual[k] for k in ("model_type", "hidden_size", "vocab_size", "num_hidden_layers")):
+    shape = target_fingerprint(target)
+    if not same_weights(recorded.get("weights", {}), actual["weights"]) or any(recorded.get(k) != v for k, v in shape.items()):
         raise ValueError(f"{draft_dir} was trained on the target {_identity_line(recorded)}; it cannot draft for "
                          f"the target {_identity_line(actual)}")
 
 
 def _identity_line(identity: dict) -> str:
-    shape = {k: identity.get(k) for k in ("model_type", "hidden_size", "vocab_size", "num_hidden_layers")}
+    shape = {k: v for k, v in identity.items() if k not in ("ref", "weights")}
     return f"{identity.get('ref')!r} {shape} with weight fingerprint {identity.get('weights')}"
 
 

@@ -28,7 +28,7 @@ from specray.models.draft import build_draft, own_columns, save_draft
 from specray.models.feature_draft import build_feature_draft, save_feature_draft
 from specray.models.refs import DEFAULT_TARGET, canonical_ref
 from specray.training.distill_data import (
-    TeacherData, concat_teacher_data, eos_token_ids, interleave_domains, load_teacher_data, save_teacher_data, sharded_teacher_data,
+    TeacherData, concat_teacher_data, eos_token_ids, padded, interleave_domains, load_teacher_data, save_teacher_data, sharded_teacher_data,
     teacher_data,
 )
 from specray.training.distill_eval import agreement_report, greedy_matches, latency_ratio
@@ -65,13 +65,9 @@ def subset_coverage(ids: torch.Tensor | None, data: TeacherData) -> float:
 
 def make_batch(data: TeacherData, indices: list[int], offsets: list[int]) -> dict:
     """Right-padded prompt+response ids and, flat over response positions, where each is predicted from."""
-    seqs = [data.prompts[i] + data.responses[i] for i in indices]
-    width = max(map(len, seqs))
-    ids = torch.zeros(len(seqs), width, dtype=torch.long)
-    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    ids, mask = padded([data.prompts[i] + data.responses[i] for i in indices])
     rows, cols, topk_rows, tokens = [], [], [], []
-    for b, (i, s) in enumerate(zip(indices, seqs)):
-        ids[b, :len(s)], mask[b, :len(s)] = torch.tensor(s), 1
+    for b, i in enumerate(indices):
         p, r = len(data.prompts[i]), len(data.responses[i])
         rows += [b] * r
         cols += range(p - 1, p - 1 + r)

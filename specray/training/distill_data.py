@@ -48,6 +48,20 @@ class TeacherData:
     def num_tokens(self) -> int:
         return sum(len(r) for r in self.responses)
 
+    def sequences(self) -> list[list[int]]:
+        """Each prompt followed by its response: what a draft reads when trained or evaluated on it."""
+        return [p + r for p, r in zip(self.prompts, self.responses)]
+
+
+def padded(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and their 0/1 mask."""
+    width = max(map(len, seqs))
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+    return ids, mask
+
 
 def interleave_domains(rows: list[dict], seed: int) -> list[dict]:
     """Shuffle within each domain, then round-robin, so a time-cut prefix stays domain-balanced."""

@@ -10,30 +10,33 @@ import torch
 from transformers import DynamicCache
 
 from specray.engine.forward import cache_keyword
-from specray.training.distill_data import TeacherData
+from specray.training.distill_data import TeacherData, padded
 
 
 @torch.no_grad()
-def greedy_matches(draft, data: TeacherData, batch_size: int = 16) -> list[list[bool]]:
-    """Per response, whether the draft's argmax equals the target's greedy token at each position.
+def teacher_forced_matches(data: TeacherData, predict, batch_size: int = 16) -> list[list[bool]]:
+    """Per response, whether the draft's argmax equals the target's greedy token at each position;
+    `predict(indices, ids, mask)` is the draft's argmax [B, T] over right-padded prompt + response ids.
 
     On the target's own greedy output this is exactly what greedy speculative
     decoding sees: a draft token is accepted iff it equals the target's argmax.
     """
     out: list[list[bool]] = []
-    for start in range(0, len(data.prompts), batch_size):
-        pairs = list(zip(data.prompts[start:start + batch_size], data.responses[start:start + batch_size]))
-        seqs = [p + r for p, r in pairs]
-        width = max(map(len, seqs))
-        ids = torch.zeros(len(seqs), width, dtype=torch.long)
-        mask = torch.zeros(len(seqs), width, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
-        predicted = draft(input_ids=ids, attention_mask=mask).logits.argmax(-1)
-        for i, (p, r) in enumerate(pairs):
-            guess = predicted[i, len(p) - 1:len(p) - 1 + len(r)]
-            out.append((guess == torch.tensor(r)).tolist())
+    seqs = data.sequences()
+    for start in range(0, len(seqs), batch_size):
+        indices = list(range(start, min(start + batch_size, len(seqs))))
+        ids, mask = padded([seqs[i] for i in indices])
+        predicted = predict(indices, ids, mask)
+        for row, i in enumerate(indices):
+            p, r = len(data.prompts[i]), data.responses[i]
+            out.append((predicted[row, p - 1 : p - 1 + len(r)] == torch.tensor(r)).tolist())
     return out
+
+
+def greedy_matches(draft, data: TeacherData, batch_size: int = 16) -> list[list[bool]]:
+    """`teacher_forced_matches` of a draft that reads tokens only."""
+    return teacher_forced_matches(
+        data, lambda indices, ids, mask: draft(input_ids=ids, attention_mask=mask).logits.argmax(-1), batch_size)
 
 
 def accepted_per_iteration(matches: list[bool], k: int) -> list[int]:

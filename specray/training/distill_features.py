@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from specray.models.draft import own_columns
 from specray.models.feature_draft import FeatureDraft
-from specray.training.distill_data import TeacherData
+from specray.training.distill_data import TeacherData, padded
+from specray.training.distill_eval import teacher_forced_matches
 from specray.training.distill_loop import fit
 
 STATE_NOISE = 0.05  # input-state noise, relative to the states' RMS
@@ -26,25 +27,11 @@ REGRESSION_WEIGHT = 1.0
 UNROLLED_WEIGHT = 0.5  # the second pass, which reads the draft's own predicted states
 
 
-def sequences(data: TeacherData) -> list[list[int]]:
-    return [p + r for p, r in zip(data.prompts, data.responses)]
-
-
-def padded(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and their 0/1 mask."""
-    width = max(map(len, seqs))
-    ids = torch.zeros(len(seqs), width, dtype=torch.long)
-    mask = torch.zeros(len(seqs), width, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
-    return ids, mask
-
-
 @torch.no_grad()
 def target_states(target, data: TeacherData, batch_size: int = 16) -> list[torch.Tensor]:
     """The target's final hidden state at every position of every prompt + response, (len, H) each, kept
     in bfloat16 (they are inputs and regression targets, not logits)."""
-    seqs = sequences(data)
+    seqs = data.sequences()
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths share a batch
     out: list[torch.Tensor | None] = [None] * len(seqs)
     for start in range(0, len(order), batch_size):
@@ -86,7 +73,7 @@ def train_feature_draft(draft: FeatureDraft, data: TeacherData, states: list[tor
                         autocast: torch.dtype | None = None) -> dict:
     """AdamW on the draft's own (float32) weights within a wall-clock budget; with `autocast` (bfloat16)
     the products run in that precision, which is much faster where the CPU has bf16 matrix units."""
-    seqs, generator = sequences(data), torch.Generator().manual_seed(seed)
+    seqs, generator = data.sequences(), torch.Generator().manual_seed(seed)
 
     def loss_of(indices: list[int]) -> torch.Tensor:
         ids, mask = padded([seqs[i] for i in indices])
@@ -110,19 +97,12 @@ def stacked(states: list[torch.Tensor], width: int) -> torch.Tensor:
     return out
 
 
-@torch.no_grad()
 def feature_matches(draft: FeatureDraft, data: TeacherData, states: list[torch.Tensor],
                     batch_size: int = 16) -> list[list[bool]]:
-    """Per response, whether the draft's argmax (reading the target's true states: teacher-forced, as at a
-    row's first draft token) equals the target's greedy token at each position."""
-    out: list[list[bool]] = []
-    seqs = sequences(data)
-    for start in range(0, len(seqs), batch_size):
-        chunk = list(range(start, min(start + batch_size, len(seqs))))
-        ids, mask = padded([seqs[i] for i in chunk])
-        behind = shifted(stacked([states[i] for i in chunk], ids.shape[1]))
-        predicted = draft(input_ids=ids, attention_mask=mask, target_hidden=behind).logits.argmax(-1)
-        for row, i in enumerate(chunk):
-            p, r = len(data.prompts[i]), data.responses[i]
-            out.append((predicted[row, p - 1 : p - 1 + len(r)] == torch.tensor(r)).tolist())
-    return out
+    """`teacher_forced_matches` of a feature-level draft reading the target's true states (as at a row's
+    first draft token)."""
+    def predict(indices: list[int], ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        behind = shifted(stacked([states[i] for i in indices], ids.shape[1]))
+        return draft(input_ids=ids, attention_mask=mask, target_hidden=behind).logits.argmax(-1)
+
+    return teacher_forced_matches(data, predict, batch_size)
