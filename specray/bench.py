@@ -4,7 +4,8 @@ Speed claims are ratios measured side by side here, never absolute numbers carri
 and always against target-only decoding in its fastest precision on this machine: with `--dtype auto`
 on a CPU target-only runs in both float32 and bf16 (`target@<dtype>` rows) and the faster is the
 baseline. Batches are formed per domain (as the job shards them), so per-domain rows time only their
-own batches; `--batching` keeps `--batch-size` sequences in flight and refills them (continuous, the
+own batches, unless `--mix-domains` streams every domain's prompts through one engine, each row stopped
+by its own domain's policy (`PerRowPolicy`; one "all" row per policy, since domains share the time); `--batching` keeps `--batch-size` sequences in flight and refills them (continuous, the
 default) or runs each batch to its end (drain), or both side by side. Every row reports the engine's
 overhead: milliseconds per round spent outside model forwards. Greedy runs check every policy against target-only output in the verifier's precision:
 identical in float32; in low precision each differing prompt is classified at its first differing
@@ -44,6 +45,7 @@ from specray.policies.draft_prior import load_prior
 from specray.policies.factory import make_policy
 from specray.policies.sources import SOURCES, spec_source, with_source
 from specray.policies.kinds import get_kind
+from specray.policies.per_row import PerRowPolicy
 from specray.policies.spec import parse_spec, policy_names
 from specray.schema import DOMAINS
 from specray.totals import Totals
@@ -83,8 +85,10 @@ def load_bench_prompts(path: str | None, limit: int | None) -> list[dict]:
     return rows
 
 
-def domain_groups(rows: list[dict]) -> list[list[dict]]:
-    """The prompts of each domain, in order (the job shards by domain too)."""
+def domain_groups(rows: list[dict], mix_domains: bool = False) -> list[list[dict]]:
+    """The prompts of each domain, in order (the job shards by domain too); with `mix_domains`, one group."""
+    if mix_domains:
+        return [rows]
     by_domain = defaultdict(list)
     for row in rows:
         by_domain[row["domain"]].append(row)
@@ -131,19 +135,35 @@ def choose_source(spec: str, domain: str, registry: str | None, tally: Tally) ->
     return with_source(auto_base(spec), source)
 
 
+def group_key(group: list[dict]) -> str:
+    """The domain a group's tally is kept under: its prompts' own, or "mixed"."""
+    domains = {r["domain"] for r in group}
+    return domains.pop() if len(domains) == 1 else "mixed"
+
+
+def batch_policy(spec: str, batch: list[dict], registry: str | None, refs: list[list[int]] | None):
+    """The stop policy of one engine call: its domain's, or for a batch of several domains each row's own
+    domain's (`PerRowPolicy`); None for target-only decoding."""
+    if is_target(spec):
+        return None
+    domains = [r["domain"] for r in batch]
+    policies = {d: make_policy(spec, domain=d, registry=registry, references=refs) for d in dict.fromkeys(domains)}
+    return next(iter(policies.values())) if len(policies) == 1 else PerRowPolicy(policies, domains)
+
+
 def run_batch(engines, spec, batch, config, registry, references, tally: Tally, max_batch: int | None = None) -> None:
     """One engine call under one policy, added to that policy's tally for the batch's domain."""
-    domain = batch[0]["domain"]
+    domain = group_key(batch)
     chosen = choose_source(spec, domain, registry, tally) if auto_base(spec) is not None else None
     spec = chosen or spec
     if spec.startswith("hf-"):
         return run_hf_baseline(engines.get(ASSISTED, engines[TARGET]), spec, batch, config, tally)
     engine = engines.get(spec, engines[TARGET])
     refs = None if references is None or is_target(spec) else [references[r["id"]] for r in batch]
-    policy = None if is_target(spec) else make_policy(spec, domain=domain, registry=registry, references=refs)
+    policy = batch_policy(spec, batch, registry, refs)
     start = time.perf_counter()
-    out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch], domain, origin="bench",
-                          max_batch=max_batch)
+    out = engine.generate([r["tokens"] for r in batch], policy, config, [r["id"] for r in batch],
+                          [r["domain"] for r in batch], origin="bench", max_batch=max_batch)
     seconds = time.perf_counter() - start
     tally.seconds += seconds
     tally.rounds += out.time.rounds
@@ -211,7 +231,7 @@ def run_interleaved(engines, specs, groups, config, registry, batch_size: int, b
             for batching in batchings:
                 if spec.startswith("hf-") and batching != batchings[0]:
                     continue  # transformers decodes one prompt at a time whatever the batching
-                tally = tallies.setdefault(bench_name(spec, batching, batchings), defaultdict(Tally))[group[0]["domain"]]
+                tally = tallies.setdefault(bench_name(spec, batching, batchings), defaultdict(Tally))[group_key(group)]
                 for call in engine_calls(group, batch_size, batching):
                     run_batch(engines, spec, call, config, registry, references, tally, max_batch=batch_size)
                 if spec == TARGET and batching == batchings[0]:
@@ -304,9 +324,12 @@ def run_bench(
     device: str = "cpu",
     batching: str = CONTINUOUS,
     hf_draft: str | None = None,
+    mix_domains: bool = False,
 ) -> dict:
     for spec in policies:  # a typo, or a corrupt draft-source prior, fails before any model loads
         hf_settings(spec) if spec.startswith("hf-") else parse_spec(auto_base(spec) or spec)
+        if mix_domains and auto_base(spec) is not None:
+            raise ValueError(f"{spec}: draft=auto picks a draft source per domain's batch, which --mix-domains does not form")
         if auto_base(spec) is not None and registry:
             for domain in DOMAINS:
                 load_prior(registry, domain)
@@ -317,7 +340,7 @@ def run_bench(
     rows = load_bench_prompts(prompts_path, limit)
     for row in rows:
         row["tokens"] = encode_prompt(pair.tokenizer, row["prompt"])
-    groups = domain_groups(rows)
+    groups = domain_groups(rows, mix_domains)
     engines = target_engines(pair, dtype)
     assistant = None
     if any(p.startswith("hf-") and not p.startswith(NGRAM) for p in policies):
@@ -354,7 +377,7 @@ def run_bench(
         "settings": {
             "max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": sampling.temperature,
             "top_k": sampling.top_k, "top_p": sampling.top_p, "n_prompts": len(rows), "prompts": prompts_path or "builtin:heldout",
-            "dtype": dtype, "batching": batching,
+            "dtype": dtype, "batching": batching, "mix_domains": mix_domains,
         },
         "rows": table,
     }
@@ -432,6 +455,9 @@ def add_bench_parser(subparsers) -> None:
     p.add_argument("--batching", choices=sorted(BATCHINGS), default=CONTINUOUS,
                    help="continuous: keep --batch-size sequences in flight, refilling as they finish; drain: run each "
                         "batch of --batch-size prompts to its end; both: the two side by side (drain rows: '<spec> [drain]')")
+    p.add_argument("--mix-domains", action="store_true",
+                   help="stream every domain's prompts through one engine (each row stopped by its own domain's policy) "
+                        "instead of batching per domain; reports one 'all' row per policy")
     p.add_argument("--out", help="write the JSON report here")
     p.set_defaults(handler=bench_command)
 
@@ -451,7 +477,7 @@ def bench_command(args) -> int:
     report = run_bench(
         args.target, args.draft, args.prompts, split_policies(args.policies), args.max_new_tokens, args.batch_size,
         Sampling(args.temperature, args.top_k, args.top_p), args.limit, args.policy_registry, args.dtype, args.device,
-        args.batching, args.hf_draft,
+        args.batching, args.hf_draft, args.mix_domains,
     )
     print(format_table(report))
     if args.out:

@@ -72,6 +72,27 @@ def test_bench_runs_continuous_and_draining_batches_side_by_side(pair_dirs, prom
     assert rows["hf-static:2"]["overhead_ms_per_round"] is None, "transformers' loop is not ours to split"
 
 
+def test_bench_mixes_domains_in_one_engine_each_row_under_its_own_domains_policy(pair_dirs, prompts_file, tmp_path):
+    """`--mix-domains`: every domain's prompts stream through one engine, refilled across domains; lossless."""
+    out = tmp_path / "bench.json"
+    code = main([
+        "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"),
+        "--prompts", str(prompts_file), "--policies", "heuristic:cost=off,oracle", "--batching", "both", "--mix-domains",
+        "--max-new-tokens", "16", "--batch-size", "4", "--dtype", "float64", "--out", str(out),
+    ])
+    report = json.loads(out.read_text())
+    assert code == 0 and report["settings"]["mix_domains"] is True
+    assert {r["domain"] for r in report["rows"]} == {"all"}, "domains share the engine's time: one row per policy"
+    rows = {r["policy"]: r for r in report["rows"]}
+    assert set(rows) == {"target", "target [drain]", "heuristic:cost=off", "heuristic:cost=off [drain]", "oracle", "oracle [drain]"}
+    for row in rows.values():
+        assert row["identical_to_target"] is True and row["n_prompts"] == 12
+    assert rows["oracle"]["acceptance_rate"] == 1.0, "each row's oracle reads its own reference"
+    with pytest.raises(ValueError, match="--mix-domains"):
+        main(["bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"), "--prompts",
+              str(prompts_file), "--policies", "heuristic,draft=auto", "--mix-domains"])
+
+
 def test_bench_auto_dtype_times_target_only_in_both_precisions(pair_dirs, prompts_file, tmp_path):
     """Speed-ups are against target-only in its fastest precision; identity against the verifier's own."""
     out = tmp_path / "bench.json"

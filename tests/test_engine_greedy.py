@@ -182,21 +182,27 @@ def test_prompt_that_cannot_fit_the_cache_is_an_error_naming_both_numbers(engine
     assert out.sequences[1].tokens == references[0][:11]
 
 
-@pytest.mark.parametrize("spec", ["target", "static:3", "confidence:cost=off,draft=ngram+model", "heuristic"])
-def test_continuous_batching_refills_slots_in_prompt_order_and_stays_lossless(target, draft, tokenizer, prompts, references, spec):
-    """At most `max_batch` rows decode at once; a finished row's slot goes to the next waiting prompt."""
-    engine = SpeculativeEngine(target, draft, tokenizer)
+def logged_target_forwards(engine, prompts) -> tuple[list[int], list[list[int]]]:
+    """Make `engine` log the rows of each target forward, and which prompts each prefill reads."""
     widths, prefills = [], []
     original = engine.forward
 
     def logging_forward(model, cache, chunks, keep, **kw):
-        if model is target:
+        if model is engine.target:
             widths.append(len(chunks))
             if keep == 1 and any(len(c) > 1 for c in chunks):  # a prefill: every prompt token but the last
                 prefills.append([next(i for i, p in enumerate(prompts) if p[:-1] == c) for c in chunks])
         return original(model, cache, chunks, keep, **kw)
 
     engine.forward = logging_forward
+    return widths, prefills
+
+
+@pytest.mark.parametrize("spec", ["target", "static:3", "confidence:cost=off,draft=ngram+model", "heuristic"])
+def test_continuous_batching_refills_slots_in_prompt_order_and_stays_lossless(target, draft, tokenizer, prompts, references, spec):
+    """At most `max_batch` rows decode at once; a finished row's slot goes to the next waiting prompt."""
+    engine = SpeculativeEngine(target, draft, tokenizer)
+    widths, prefills = logged_target_forwards(engine, prompts)
     out = engine.generate(prompts, make_policy(spec) if spec != "target" else None, GenerationConfig(max_new_tokens=MAX_NEW), max_batch=4)
     assert [s.tokens for s in out.sequences] == references
     assert max(widths) == 4
@@ -204,6 +210,20 @@ def test_continuous_batching_refills_slots_in_prompt_order_and_stays_lossless(ta
     assert sum(prefills, []) == list(range(len(prompts))), "waiting prompts are admitted in order, each once"
     rounds_at_full = sum(w == 4 for w in widths)
     assert rounds_at_full > len(widths) / 2, "the batch stays full while prompts wait"
+
+
+def test_refills_wait_for_a_group_of_free_slots_to_prefill_together(target, draft, tokenizer, prompts, references):
+    """A prefill of one prompt costs nearly what a prefill of several does, so at max_batch 8 slots are refilled
+    two at a time (a quarter of the batch), unless fewer prompts wait."""
+    engine = SpeculativeEngine(target, draft, tokenizer)
+    _, prefills = logged_target_forwards(engine, prompts)
+    out = engine.generate(prompts, make_policy("static:3"), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=8)
+    assert [s.tokens for s in out.sequences] == references
+    assert sum(prefills, []) == list(range(len(prompts))) and len(prefills) > 2
+    waiting = len(prompts) - 8
+    for refill in prefills[1:]:
+        assert len(refill) >= min(2, waiting), "a refill waits until two slots are free"
+        waiting -= len(refill)
 
 
 def test_a_prompt_whose_prefill_fails_is_its_own_error(target, draft, tokenizer, prompts, references):
@@ -249,3 +269,25 @@ def test_the_lm_head_reads_a_contiguous_input_when_fewer_slots_are_kept_than_fed
     assert seen == [True]
     full = target(input_ids=torch.tensor([[3, 4, 5]])).logits[0, -1].float()
     torch.testing.assert_close(logits[0, -1], full)
+
+
+def test_decoding_steps_write_the_cache_in_place_and_hold_what_a_concatenating_cache_holds(target):
+    """Each layer keeps room after its slots: steps write into the same buffer (no copy of the whole cache),
+    reallocating only when it is full, and the keys and values equal transformers' concatenating cache's."""
+    from transformers import DynamicCache
+
+    from specray.engine.forward import model_forward
+    from specray.engine.kv_cache import MIN_ROOM, SlotCache
+
+    cache, plain = SlotCache.for_model(target, 2), SlotCache.for_model(target, 2)
+    plain.kv = DynamicCache()
+    chunks = [[3, 4, 5], [6, 7]]
+    buffers = []
+    for step in range(MIN_ROOM + 8):
+        for c in (cache, plain):
+            model_forward(target, c, chunks, keep=1)
+        buffers.append(cache.kv.layers[0].keys.data_ptr())
+        chunks = [[8 + step % 5], [9 + step % 7]]
+    assert len(set(buffers)) == 2, "one buffer until its room runs out, then one twice as large"
+    for mine, theirs in zip(cache.kv.layers, plain.kv.layers):
+        assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)

@@ -4,15 +4,54 @@ Sequences in one batch accept different numbers of draft tokens, so one shared c
 describe them. Each forward appends the same number of slots to every row; a row that has fewer
 tokens to feed fills the rest with masked holes, and rolling a row back masks its rejected slots.
 Nothing accepted is ever recomputed: rollback only flips mask bits. `compact` reclaims the holes.
+
+Each layer keeps spare room after its slots (`RoomyLayer`), so a forward writes its keys and values in
+place instead of concatenating the whole cache each step, as transformers' `DynamicLayer` does: measured
+on the embedded target in bf16, a decoding step at batch 16 over 160 slots takes 47 ms instead of 52
+(batch 1: 37 instead of 39).
 """
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+GROWTH = 2  # a full buffer is reallocated to GROWTH times what it must hold (amortised O(1) per slot)
+MIN_ROOM = 64  # slots of room at least
+
+
+class RoomyLayer(DynamicLayer):
+    """A `DynamicLayer` whose `keys` and `values` are views of buffers with room to append in place. Code that
+    replaces them (row selection, compaction, admitting rows) leaves tensors without room, which the next
+    append moves into a new buffer."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self.buffers: dict[str, torch.Tensor] = {}
+        self.keys = self._append("keys", self.keys, key_states)
+        self.values = self._append("values", self.values, value_states)
+        return self.keys, self.values
+
+    def _append(self, name: str, held: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """`held` [B, H, S, D] and `new` [B, H, T, D] as one view [B, H, S+T, D] of a buffer with room."""
+        used = held.shape[-2] if held.dim() == 4 else 0
+        buffer = self.buffers.get(name)
+        in_place = (buffer is not None and used and held.data_ptr() == buffer.data_ptr()
+                    and held.shape[:2] == buffer.shape[:2] and used + new.shape[-2] <= buffer.shape[-2])
+        if not in_place:
+            room = max(GROWTH * (used + new.shape[-2]), used + new.shape[-2] + MIN_ROOM)
+            buffer = new.new_empty(new.shape[0], new.shape[1], room, new.shape[3])
+            if used:
+                buffer[:, :, :used] = held
+            self.buffers[name] = buffer
+        buffer[:, :, used : used + new.shape[-2]] = new
+        return buffer[:, :, : used + new.shape[-2]]
 
 
 class SlotCache:
     def __init__(self, batch_size: int, dtype: torch.dtype, device: torch.device):
         self.kv = DynamicCache()
+        self.kv.layer_class_to_replicate = RoomyLayer
         self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
         self.dtype = dtype
 

@@ -88,7 +88,7 @@ class SpeculativeEngine:
         policy: StopPolicy | None,
         config: GenerationConfig = GenerationConfig(),
         prompt_ids: list[str] | None = None,
-        domain: str = "unknown",
+        domain: str | list[str] = "unknown",
         run_id: str = "",
         origin: str = "generate",
         record_hidden: bool = False,
@@ -96,7 +96,8 @@ class SpeculativeEngine:
     ) -> Generation:
         """Decode `prompts`, up to `max_batch` at a time (default: all at once); `policy=None` is target-only.
 
-        A prompt that cannot be decoded (empty, or too long for the cache with max_new_tokens) comes back
+        `domain`: every prompt's, or one per prompt (rows of several domains share the batch, each stopped by
+        its own domain's policy when `policy` is a `PerRowPolicy`). A prompt that cannot be decoded (empty, or too long for the cache with max_new_tokens) comes back
         with stop_reason "error" and the reason, and the others go on. Trace rows record `origin`
         (generate | label | bench) in their `source` column; `record_hidden` adds the draft's hidden state
         behind each drafted token (a `hidden` column), which SpecDec++ trains on and label runs keep.
@@ -112,8 +113,11 @@ class SpeculativeEngine:
         uses_draft = policy is not None and policy.draft_source != "ngram"
         state = BatchState([s for s in seqs if not s.error], max_batch, self.target, self.draft, self.eos, self.tokenizer,
                            draft_reads_states=uses_draft and reads_target_hidden(self.draft))
-        name, version = (policy.name, policy.version) if policy else ("target", "")
-        trace = TraceBuffer(run_id, domain, name, version, origin, record_hidden)
+        domains = [domain] * len(prompts) if isinstance(domain, str) else list(domain)
+        if len(domains) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts and {len(domains)} domains: give one domain, or one per prompt")
+        stopped_by = [policy.stopped_by(i) if policy else ("target", "") for i in range(len(prompts))]
+        trace = TraceBuffer(run_id, domains, stopped_by, origin, record_hidden)
         if policy is not None:
             policy.reset(len(prompts))
             if policy.cost_aware:

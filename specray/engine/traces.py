@@ -11,11 +11,13 @@ from specray.schema import HIDDEN_FIELD, TRACE_ORIGINS, TRACE_SCHEMA, trace_sche
 
 
 class TraceBuffer:
-    def __init__(self, run_id: str, domain: str, policy: str, policy_version: str, origin: str = "generate",
+    def __init__(self, run_id: str, domains: list[str], policies: list[tuple[str, str]], origin: str = "generate",
                  record_hidden: bool = False):
+        """`domains[i]` and `policies[i]`: sequence i's domain, and the name and version of its stop policy."""
         if origin not in TRACE_ORIGINS:
             raise ValueError(f"trace origin {origin!r} is not one of {', '.join(TRACE_ORIGINS)}")
-        self.constant = {"run_id": run_id, "source": origin, "domain": domain, "policy": policy, "policy_version": policy_version}
+        self.constant = {"run_id": run_id, "source": origin}
+        self.domains, self.policies = domains, policies
         self.record_hidden, self.schema = record_hidden, trace_schema(record_hidden)
         self.columns: dict[str, list] = defaultdict(list)
         self.hidden: list[np.ndarray] = []  # (k, H) per round, when recorded
@@ -34,6 +36,9 @@ class TraceBuffer:
         q, p = proposals.token_prob, verdicts.target_prob
         cols = self.columns
         cols["prompt_id"] += [s.prompt_id for s in seqs]
+        cols["domain"] += [self.domains[s.index] for s in seqs]
+        cols["policy"] += [self.policies[s.index][0] for s in seqs]
+        cols["policy_version"] += [self.policies[s.index][1] for s in seqs]
         cols["iteration"] += [s.iterations for s in seqs]
         cols["depth"] += (depth + 1).tolist()
         cols["gen_position"] += (torch.tensor([s.generated for s in seqs]) + depth).tolist()

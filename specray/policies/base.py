@@ -81,6 +81,10 @@ class StopPolicy:
         self.ngram_acceptance = torch.full((batch_size,), self.typical["ngram"])
         self.observed = {source: torch.zeros(batch_size, dtype=torch.bool) for source in self.typical}
 
+    def stopped_by(self, seq: int) -> tuple[str, str]:
+        """Name and version of the policy that stops sequence `seq`: this one (see `PerRowPolicy`)."""
+        return self.name, self.version
+
     def budget(self, seqs: torch.Tensor) -> torch.Tensor:
         """Most tokens each row may draft this round (0 = do not draft)."""
         return torch.full((len(seqs),), self.k_max, dtype=torch.long)
