@@ -1,13 +1,12 @@
 """The sequences in flight and their two KV caches: admitted, committed to and retired only here.
 
 Continuous batching: up to `max_batch` sequences decode together; when some finish, waiting prompts
-take their slots, so a batch never drains to a few long stragglers. Newcomers are prefilled apart from
-the running rows (every token of each prompt but the last, in both caches) and then join the next round
-with their last prompt token pending, like every running row — prefilling inside the running rows'
-verification would pad all of them to the prompt's width. They are admitted in groups, once a quarter
-of the slots are free: a wide prefill is nearly free on this CPU (embedded target, bf16: one 68-token
-prompt 152 ms, four 184 ms), so 38 one-prompt refills cost 5.8 s of a 29 s batch-16 run and 12
-four-prompt refills 2.2 s (190 -> 214 tokens/s). `commit` is the only code that changes a sequence: it appends
+take their slots, so a batch never drains to a few long stragglers. A newcomer is prefilled on its own
+(every token of its prompt but the last, in both caches) and then joins the next round with its last
+prompt token pending, like every running row — prefilling inside the running rows' verification would
+pad all of them to the prompt's width. (Waiting for several free slots to prefill newcomers together
+was measured and gains nothing here: batch 16, 64 prompts of mixed length, embedded target in bf16,
+223.7 tokens/s refilling one slot at a time, 228.4 two at a time, 223.6 four at a time.) `commit` is the only code that changes a sequence: it appends
 the round's accepted tokens, applies the stop conditions and truncates both caches from one length
 tensor (each cache keeps a row's tokens up to its last accepted draft token; the new token is pending).
 
@@ -30,7 +29,6 @@ from specray.engine.proposals import Proposals, Verdicts
 # once (one pass over the cache): reclaim them once they are a quarter of what the widest row needs.
 HOLE_SHARE = 0.25
 MIN_HOLES = 8
-REFILL_SHARE = 4  # refill once max_batch // REFILL_SHARE slots are free (or fewer prompts wait)
 
 
 @dataclass
@@ -56,7 +54,6 @@ class BatchState:
                  draft_reads_states: bool = False):
         self.waiting = deque(waiting)
         self.max_batch, self.eos, self.tokenizer = max_batch, eos, tokenizer
-        self.refill_group = max(1, max_batch // REFILL_SHARE)
         self.active: list[Sequence] = []
         self.tcache, self.dcache = SlotCache.for_model(target, 0), SlotCache.for_model(draft, 0)
         self.idle_rounds = 0  # rounds since the budget last let the batch draft
@@ -76,12 +73,9 @@ class BatchState:
         return torch.tensor([s.index for s in self.active], dtype=torch.long)
 
     def newcomers(self) -> list[Sequence]:
-        """Waiting sequences that fit the free slots, in prompt order (taken off the queue), once enough
-        slots are free to prefill a group of them together (or the batch is empty)."""
-        take = min(self.max_batch - len(self.active), len(self.waiting))
-        if self.active and take < min(self.refill_group, len(self.waiting)):
-            return []
-        return [self.waiting.popleft() for _ in range(take)]
+        """Waiting sequences that fit the free slots, in prompt order (taken off the queue)."""
+        free = self.max_batch - len(self.active)
+        return [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
 
     def admit(self, seqs: list[Sequence], tcache: SlotCache, dcache: SlotCache, states: list[torch.Tensor] | None) -> None:
         """Prefilled sequences join the batch after the running rows (with the target states their draft

@@ -59,11 +59,14 @@ def contiguous_head_input(model) -> None:
     """Hand `model`'s LM head a contiguous input. `logits_to_keep` slices the last slots out of the hidden
     states, a strided view when a chunk is wider than what is kept (prefills, catch-up draft steps), and
     on this CPU a bf16 matrix product takes a slow path for a strided input (53 ms instead of 0.3 ms for
-    8 rows through an 8k head); copying the few kept rows first costs nothing. Installed once per model."""
+    8 rows through an 8k head); copying the few kept rows first costs nothing. The copy must have
+    row-major strides: a one-row slice already counts as contiguous, so `.contiguous()` hands it back with
+    the strides of its source, and the product then copies the whole weight (73 ms instead of 2.4 ms for
+    one row through the embedded target's 49k head). Installed once per model."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None or getattr(head, "_contiguous_input", False):
         return
-    head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+    head.register_forward_pre_hook(lambda module, args: (args[0].clone(memory_format=torch.contiguous_format), *args[1:]))
     head._contiguous_input = True
 
 
