@@ -37,6 +37,24 @@ def test_free_ngram_rows_need_no_draft_step():
     assert not gate.worth_drafting(acceptance, free=torch.tensor([True, True, True, False])), "one model row pays the step"
 
 
+def test_what_drafting_rounds_cost_beyond_their_forwards_is_learned_and_charged():
+    """Rounds are timed whole: the residual over the predicted forwards, drafting minus plain, is charged to
+    every drafting round, and a batch that drafted on forwards alone stops drafting once it is known."""
+    gate = table(8, draft_ms=5.0, verify=VERIFY)
+    costs, acceptance = gate.costs, torch.full((8,), 0.3)
+    assert gate.worth_drafting(acceptance), "on forwards alone, 2.4 more tokens pay for a 10 ms step and wider check"
+    for _ in range(3):
+        costs.observe_round(8, drafted=1, steps=1, ms=5.0 + 55.0 + 14.0)
+        assert costs.drafting_overhead_ms(8) == 0.0, "no plain round seen yet: nothing to compare with"
+    costs.observe_round(8, drafted=0, steps=0, ms=50.0 + 2.0)
+    assert costs.drafting_overhead_ms(8) == pytest.approx(12.0)
+    assert float(costs.round_ms(8, torch.tensor([2]))[0]) == pytest.approx(2 * 5.0 + 60.0 + 12.0)
+    assert float(costs.round_ms(8, torch.tensor([0]))[0]) == pytest.approx(50.0), "plain rounds pay no overhead"
+    assert not gate.worth_drafting(acceptance)
+    costs.observe_round(3, drafted=1, steps=1, ms=500.0)
+    assert 3 not in costs.batches, "an unmeasured batch size learns nothing"
+
+
 def test_a_depth_is_kept_and_continued_only_while_the_batch_gains():
     gate = table(2, draft_ms=5.0, verify=VERIFY)
     wanted = torch.tensor([CONTINUE, CONTINUE])
@@ -82,7 +100,8 @@ def test_live_timings_move_the_entries_they_ran_at():
 
 
 def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tokenizer):
-    """When nothing pays the round is target decoding; every PROBE_EVERY idle rounds the batch tries one token."""
+    """When nothing pays the round is target decoding; after PROBE_EVERY idle rounds the batch tries one token,
+    and waits twice as long after each probe that leaves drafting unpaid."""
     from specray.engine.batch_state import BatchState, Sequence
     from specray.engine.budget import PROBE_EVERY, plan_round
     from specray.policies.factory import make_policy
@@ -95,9 +114,15 @@ def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tok
     state.active, state.waiting = list(state.waiting), []
     policy = make_policy("heuristic")
     policy.reset(3)
-    budgets = [plan_round(state, policy, costs, max_new_tokens=32) for _ in range(2 * PROBE_EVERY)]
+    budgets = [plan_round(state, policy, costs, max_new_tokens=32) for _ in range(7 * PROBE_EVERY)]
     drafting = [int(b.tokens.sum()) for b in budgets]
-    assert drafting == ([0] * (PROBE_EVERY - 1) + [3]) * 2, "idle rounds, then one token per row"
+    probes = [i + 1 for i, n in enumerate(drafting) if n]
+    assert set(drafting) == {0, 3}, "idle rounds, and probes of one token per row"
+    assert probes == [PROBE_EVERY, 3 * PROBE_EVERY, 7 * PROBE_EVERY], "each probe that does not pay doubles the wait"
+    costs.record_draft(3, 0.0)
+    for width in VERIFY:
+        costs.record_verify(3, width, VERIFY[1])  # now verification is as cheap at any width: drafting pays
+    assert plan_round(state, policy, costs, 32).gate is not None and state.probe_every == PROBE_EVERY, "a round that pays resets the wait"
     assert all(b.gate is None for b in budgets), "a probe is not gated"
     ungated = make_policy("heuristic:cost=off")
     ungated.reset(3)

@@ -57,6 +57,7 @@ class BatchState:
         self.active: list[Sequence] = []
         self.tcache, self.dcache = SlotCache.for_model(target, 0), SlotCache.for_model(draft, 0)
         self.idle_rounds = 0  # rounds since the budget last let the batch draft
+        self.probe_every: int | None = None  # idle rounds before the budget's next probe (None: its default)
         # per row, the target's states behind the tokens the draft has not read: (len(tokens) - dcache length, H)
         self.target_states: list[torch.Tensor] | None = [] if draft_reads_states else None
 

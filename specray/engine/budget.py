@@ -3,8 +3,11 @@
 Row policies stop their own rows; the budget decides for the batch as a whole, because the batch pays a
 round as one (`specray.policies.cost.CostGate`): it drafts at all only when the rows' summed acceptance
 estimates beat the measured price of a draft step and a wider verification, and the gate then rules on
-every depth. When nothing pays the round is plain target decoding, except that every `PROBE_EVERY`
-idle rounds the batch drafts one token per row, ungated, so acceptance estimates keep learning.
+every depth. When nothing pays the round is plain target decoding, except that after `PROBE_EVERY`
+idle rounds the batch drafts one token per row, ungated, so acceptance estimates keep learning. A probe
+is dear in a wide batch (a feature-level draft first catches up on every token since it last drafted,
+and every row's verification widens), so each probe after which drafting still does not pay doubles
+the wait for the next, up to `MAX_PROBE_EVERY` rounds; a round that pays resets it.
 """
 
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from specray.policies.base import StopPolicy
 from specray.policies.cost import CostGate, CostModel
 
 PROBE_EVERY = 8
+MAX_PROBE_EVERY = 64
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,14 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     gate = CostGate(costs, batch)
     acceptance = torch.where(ngram, policy.ngram_acceptance[seqs], policy.acceptance[seqs]) * (tokens > 0)
     if gate.worth_drafting(acceptance, free=ngram):
-        state.idle_rounds = 0
+        state.idle_rounds, state.probe_every = 0, PROBE_EVERY
         return RoundBudget(tokens, ngram, lookups, gate)
     state.idle_rounds += 1
-    if state.idle_rounds < PROBE_EVERY:
+    wait = state.probe_every or PROBE_EVERY
+    if state.idle_rounds < wait:
         return RoundBudget.nothing(batch)
-    state.idle_rounds = 0  # a probe round: one token per row, kept whatever the gate says
+    # a probe round: one token per row, kept whatever the gate says; the next waits twice as long
+    state.idle_rounds, state.probe_every = 0, min(2 * wait, MAX_PROBE_EVERY)
     tokens = tokens.clamp(max=1)
     return RoundBudget(tokens, ngram, {b: found[:1] for b, found in lookups.items()}, None)
 

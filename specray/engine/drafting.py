@@ -6,6 +6,7 @@ others share one draft-model forward per depth, which only runs at a depth where
 A row that stops waits as a masked hole while the others keep drafting.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -98,7 +99,8 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         chunks = [[int(draws.tokens[b])] if on else [] for b, on in enumerate(reading)]
         if features is not None:  # deeper tokens are read with the draft's own predicted state
             features = [draws.hidden[b : b + 1] if on else draws.hidden[b:b] for b, on in enumerate(reading)]
-    return flatten(depths, batch, ngram, stop_reason, record_hidden, engine.vocab_size if not sampling.greedy else None)
+    proposals = flatten(depths, batch, ngram, stop_reason, record_hidden, engine.vocab_size if not sampling.greedy else None)
+    return dataclasses.replace(proposals, draft_forwards=steps)
 
 
 def stop_reason_of(wanted: int, decision: int, eos: bool, drafted: int, budget: int) -> str | None:

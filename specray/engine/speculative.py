@@ -128,6 +128,7 @@ class SpeculativeEngine:
             self.admit(state, uses_draft)                                            # 1. refill free slots
             if not state.active:  # every newcomer failed its prefill
                 continue
+            round_start, batch = time.perf_counter(), len(state)
             budget = plan_round(state, policy, self.costs, config.max_new_tokens)    # 2. what the batch pays for
             t0 = time.perf_counter()
             proposals = propose(self, state, policy, budget, config.sampling, generator, record_hidden)  # 3. draft
@@ -140,6 +141,8 @@ class SpeculativeEngine:
             state.commit(proposals, verdicts, (time.perf_counter() - start) * 1e3,   # 6. the only state change
                          config.max_new_tokens, config.stop_strings)
             state.retire()                                                            # 7. finished rows leave
+            self.costs.observe_round(batch, int(proposals.num_draft.max()), proposals.draft_forwards,  # 8. what it cost
+                                     (time.perf_counter() - round_start) * 1e3)
             self.time.rounds += 1
         self.time.wall_ms = (time.perf_counter() - loop_start) * 1e3  # calibration stays out of the overhead
         return Generation([self.result(s) for s in seqs], trace.table(), self.time)
