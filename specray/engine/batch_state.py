@@ -1,14 +1,16 @@
 """The sequences in flight and their two KV caches: admitted, committed to and retired only here.
 
 Continuous batching: up to `max_batch` sequences decode together; when some finish, waiting prompts
-take their slots, so a batch never drains to a few long stragglers. A newcomer is prefilled on its own
-(every token of its prompt but the last, in both caches) and then joins the next round with its last
-prompt token pending, like every running row — prefilling inside the running rows' verification would
-pad all of them to the prompt's width. (Waiting for several free slots to prefill newcomers together
-was measured and gains nothing here: batch 16, 64 prompts of mixed length, embedded target in bf16,
-223.7 tokens/s refilling one slot at a time, 228.4 two at a time, 223.6 four at a time.) `commit` is the only code that changes a sequence: it appends
-the round's accepted tokens, applies the stop conditions and truncates both caches from one length
-tensor (each cache keeps a row's tokens up to its last accepted draft token; the new token is pending).
+take their slots, so a batch never drains to a few long stragglers. Newcomers are prefilled apart from
+the running rows (every token of each prompt but the last, in the target's cache; the draft reads them
+when it first drafts for the row) and then join the next round with their last prompt token pending,
+like every running row — prefilling inside the running rows' verification would pad all of them to the
+prompt's width. (Waiting for several free slots to prefill newcomers together was measured and gains
+nothing here: batch 16, 64 prompts of mixed length, embedded target in bf16, 223.7 tokens/s refilling
+one slot at a time, 228.4 two at a time, 223.6 four at a time.) `commit` is the only code that changes
+a sequence: it appends the round's accepted tokens, applies the stop conditions and truncates both
+caches from one length tensor (each cache keeps a row's tokens up to its last accepted draft token; the
+new token is pending).
 
 A feature-level draft reads with each token the target's hidden state at the token before it. Those
 states come out of verification; the batch keeps, per row, the ones of the tokens the draft has not read
@@ -151,7 +153,8 @@ class BatchState:
                 return
 
     def retire(self) -> None:
-        """Finished sequences leave the batch so they cost nothing; holes are reclaimed when they pile up."""
+        """Finished sequences leave the batch so they cost nothing; holes are reclaimed when they pile up
+        (not each time a row leaves: at batch 32 that compacted the target's cache every few rounds)."""
         keep = [i for i, s in enumerate(self.active) if s.stop_reason is None]
         if len(keep) < len(self.active):
             rows = torch.tensor(keep, dtype=torch.long)
@@ -160,6 +163,7 @@ class BatchState:
             self.active = [self.active[i] for i in keep]
             if self.target_states is not None:
                 self.target_states = [self.target_states[i] for i in keep]
+        if not self.active:
             return
         for cache in (self.tcache, self.dcache):
             if cache.holes() > max(MIN_HOLES, HOLE_SHARE * int(cache.lengths.max())):

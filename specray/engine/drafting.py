@@ -6,7 +6,6 @@ others share one draft-model forward per depth, which only runs at a depth where
 A row that stops waits as a masked hole while the others keep drafting.
 """
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -99,8 +98,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         chunks = [[int(draws.tokens[b])] if on else [] for b, on in enumerate(reading)]
         if features is not None:  # deeper tokens are read with the draft's own predicted state
             features = [draws.hidden[b : b + 1] if on else draws.hidden[b:b] for b, on in enumerate(reading)]
-    proposals = flatten(depths, batch, ngram, stop_reason, record_hidden, engine.vocab_size if not sampling.greedy else None)
-    return dataclasses.replace(proposals, draft_forwards=steps)
+    return flatten(depths, batch, ngram, stop_reason, record_hidden, engine.vocab_size if not sampling.greedy else None, steps)
 
 
 def stop_reason_of(wanted: int, decision: int, eos: bool, drafted: int, budget: int) -> str | None:
@@ -117,14 +115,14 @@ def stop_reason_of(wanted: int, decision: int, eos: bool, drafted: int, budget: 
 
 
 def flatten(depths: list[tuple[Draws, torch.Tensor]], batch: int, ngram: torch.Tensor, stop_reason: list[str],
-            record_hidden: bool, sampled_vocab: int | None) -> Proposals:
+            record_hidden: bool, sampled_vocab: int | None, draft_forwards: int = 0) -> Proposals:
     """Depth-major draws into the flat, row-major layout verification reads (kept tokens only);
     `sampled_vocab` is the vocabulary size when sampling (draft distributions travel), None when greedy."""
     if not depths:
         empty = torch.zeros(0)
         return Proposals(torch.zeros(0, dtype=torch.long), torch.zeros(batch + 1, dtype=torch.long),
                          None if sampled_vocab is None else torch.zeros(0, sampled_vocab), empty, empty,
-                         torch.zeros(0, TOPK), None, ngram & False, stop_reason)
+                         torch.zeros(0, TOPK), None, ngram & False, stop_reason, draft_forwards)
     kept = torch.stack([k for _, k in depths], dim=1)  # [B, D]; a row's kept tokens are a prefix
 
     def flat(get) -> torch.Tensor:
@@ -142,4 +140,5 @@ def flatten(depths: list[tuple[Draws, torch.Tensor]], batch: int, ngram: torch.T
         hidden=flat(lambda d: d.hidden) if record_hidden else None,
         from_ngram=ngram & (offsets.diff() > 0),
         stop_reason=stop_reason,
+        draft_forwards=draft_forwards,
     )

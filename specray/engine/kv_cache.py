@@ -91,12 +91,11 @@ class SlotCache:
         self.valid &= self.valid.cumsum(-1) <= lengths[:, None]
 
     def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only these rows (finished sequences leave the batch), then drop the holes."""
+        """Keep only these rows (finished sequences leave the batch); the holes stay until `compact`."""
         self.valid = self.valid[rows]
         for layer in self.kv.layers:
             if layer.is_initialized:
                 layer.keys, layer.values = layer.keys[rows], layer.values[rows]
-        self.compact()
 
     def append_rows(self, other: "SlotCache") -> None:
         """Take `other`'s rows after this cache's (sequences admitted mid-batch, prefilled on their own);
