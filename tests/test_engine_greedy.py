@@ -280,3 +280,8 @@ def test_decoding_steps_write_the_cache_in_place_and_hold_what_a_concatenating_c
     assert len(set(buffers)) == 2, "one buffer until its room runs out, then one twice as large"
     for mine, theirs in zip(cache.kv.layers, plain.kv.layers):
         assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)
+    cache.truncate(cache.lengths - 1)  # a hole in every row
+    cache.select_rows(torch.tensor([1]))
+    cache.compact()
+    model_forward(target, cache, [[4]], keep=1)
+    assert cache.kv.layers[0].keys.data_ptr() == buffers[-1], "rows that leave and compaction keep the buffer's room"

@@ -60,8 +60,10 @@ class BatchState:
         self.tcache, self.dcache = SlotCache.for_model(target, 0), SlotCache.for_model(draft, 0)
         self.idle_rounds = 0  # rounds since the budget last let the batch draft
         self.probe_every: int | None = None  # idle rounds before the budget's next probe (None: its default)
-        # per row, the target's states behind the tokens the draft has not read: (len(tokens) - dcache length, H)
-        self.target_states: list[torch.Tensor] | None = [] if draft_reads_states else None
+        # per row, the target's states behind the tokens the draft has not read ((len(tokens) - dcache length, H)
+        # in all), in the pieces they came in: joined only when the draft reads them, so rows that do not draft
+        # for a while append a piece per round instead of copying all of them every round
+        self.target_states: list[list[torch.Tensor]] | None = [] if draft_reads_states else None
 
     def __len__(self) -> int:
         return len(self.active)
@@ -87,7 +89,7 @@ class BatchState:
         self.tcache.append_rows(tcache)
         self.dcache.append_rows(dcache)
         if self.target_states is not None:
-            self.target_states += states
+            self.target_states += [[s] for s in states]
 
     def target_chunks(self, proposals: Proposals) -> list[list[int]]:
         """What verification feeds each row: its pending token(s) and its proposal."""
@@ -103,7 +105,7 @@ class BatchState:
         """The target states behind `draft_chunks(rows)`, token for token; None when the draft reads none."""
         if self.target_states is None:
             return None
-        return [states if on else states[:0] for states, on in zip(self.target_states, rows.tolist())]
+        return [torch.cat(pieces) if on else pieces[0][:0] for pieces, on in zip(self.target_states, rows.tolist())]
 
     def commit(self, proposals: Proposals, verdicts: Verdicts, wall_ms: float, max_new_tokens: int, stops: tuple[str, ...]) -> None:
         """Append each row's accepted tokens and its next token, apply stop conditions, roll both caches back."""
@@ -126,9 +128,10 @@ class BatchState:
         self.dcache.truncate(torch.minimum(kept, before))  # drafted tokens were read with predicted states
         unread = (kept + 1 - self.dcache.lengths).tolist()
         starts = proposals.verify_offsets.tolist()
-        for b, states in enumerate(self.target_states):
-            verified = verdicts.target_states[starts[b] : starts[b] + 1 + accepted[b]]
-            self.target_states[b] = torch.cat([states, verified])[-unread[b]:]
+        for b, pieces in enumerate(self.target_states):
+            pieces.append(verdicts.target_states[starts[b] : starts[b] + 1 + accepted[b]])
+            if sum(map(len, pieces)) > unread[b]:  # the draft read some: keep only what it has not
+                self.target_states[b] = [torch.cat(pieces)[-unread[b]:]]
 
     def _extend(self, seq: Sequence, new: list[int], max_new_tokens: int, stops: tuple[str, ...]) -> None:
         for token in new:

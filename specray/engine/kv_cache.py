@@ -20,9 +20,10 @@ MIN_ROOM = 64  # slots of room at least
 
 
 class RoomyLayer(DynamicLayer):
-    """A `DynamicLayer` whose `keys` and `values` are views of buffers with room to append in place. Code that
-    replaces them (row selection, compaction, admitting rows) leaves tensors without room, which the next
-    append moves into a new buffer."""
+    """A `DynamicLayer` whose `keys` and `values` are views of buffers with room to append in place. What
+    replaces them (selected rows, compacted slots, admitted rows) is `store`d over the start of the same
+    buffers when it fits, so the room stays: a new buffer is allocated, and the cache copied into it, only
+    when it outgrows the old one (at batch 32, reallocating after every row that left cost ~10 ms a round)."""
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
@@ -35,17 +36,35 @@ class RoomyLayer(DynamicLayer):
     def _append(self, name: str, held: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
         """`held` [B, H, S, D] and `new` [B, H, T, D] as one view [B, H, S+T, D] of a buffer with room."""
         used = held.shape[-2] if held.dim() == 4 else 0
+        rows, end = new.shape[0], used + new.shape[-2]
         buffer = self.buffers.get(name)
-        in_place = (buffer is not None and used and held.data_ptr() == buffer.data_ptr()
-                    and held.shape[:2] == buffer.shape[:2] and used + new.shape[-2] <= buffer.shape[-2])
-        if not in_place:
-            room = max(GROWTH * (used + new.shape[-2]), used + new.shape[-2] + MIN_ROOM)
-            buffer = new.new_empty(new.shape[0], new.shape[1], room, new.shape[3])
+        if not (_is_view_of(held, buffer) and end <= buffer.shape[2]):
+            room = max(GROWTH * end, end + MIN_ROOM)
+            buffer = new.new_empty(rows, new.shape[1], room, new.shape[3])
             if used:
                 buffer[:, :, :used] = held
             self.buffers[name] = buffer
-        buffer[:, :, used : used + new.shape[-2]] = new
-        return buffer[:, :, : used + new.shape[-2]]
+        buffer[:rows, :, used:end] = new
+        return buffer[:rows, :, :end]
+
+    def store(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Hold `keys` and `values` [n, H, S, D], new tensors that replace the cache's: written over the start
+        of this layer's buffers when they fit there, else held as they are (the next append makes room)."""
+        buffers = getattr(self, "buffers", {})
+        for name, tensor in (("keys", keys), ("values", values)):
+            buffer = buffers.get(name)
+            if buffer is not None and tensor.shape[0] <= buffer.shape[0] and tensor.shape[2] <= buffer.shape[2] \
+                    and (tensor.shape[1], tensor.shape[3], tensor.dtype) == (buffer.shape[1], buffer.shape[3], buffer.dtype):
+                view = buffer[: tensor.shape[0], :, : tensor.shape[2]]
+                view.copy_(tensor)
+                tensor = view
+            setattr(self, name, tensor)
+
+
+def _is_view_of(held: torch.Tensor, buffer: torch.Tensor | None) -> bool:
+    """Whether `held` is a leading [:n, :, :S] view of `buffer` (so appending to it may write in place)."""
+    return (buffer is not None and held.dim() == 4 and held.data_ptr() == buffer.data_ptr()
+            and held.stride() == buffer.stride() and held.shape[1] == buffer.shape[1])
 
 
 class SlotCache:
@@ -95,7 +114,7 @@ class SlotCache:
         self.valid = self.valid[rows]
         for layer in self.kv.layers:
             if layer.is_initialized:
-                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+                layer.store(layer.keys[rows], layer.values[rows])
 
     def append_rows(self, other: "SlotCache") -> None:
         """Take `other`'s rows after this cache's (sequences admitted mid-batch, prefilled on their own);
@@ -108,13 +127,15 @@ class SlotCache:
         mine, theirs = self.kv.layers, other.kv.layers
         kv = self.kv if mine else other.kv
         for i, layer in enumerate(kv.layers):
+            joined = []
             for name in ("keys", "values"):
                 like = getattr(layer, name)
                 parts = [
                     getattr(cache.kv.layers[i], name) if cache.kv.layers else like.new_zeros(len(cache.valid), like.shape[1], 0, like.shape[3])
                     for cache in (self, other)
                 ]
-                setattr(layer, name, torch.cat([_pad_slots(part, width, dim=2) for part in parts]))
+                joined.append(torch.cat([_pad_slots(part, width, dim=2) for part in parts]))
+            layer.store(*joined)
         self.kv = kv
         self.valid = torch.cat([_pad_slots(self.valid, width), _pad_slots(other.valid, width)])
 
@@ -140,11 +161,10 @@ class SlotCache:
             if not layer.is_initialized:
                 continue
             if order is None:
-                layer.keys, layer.values = layer.keys[:, :, :0], layer.values[:, :, :0]
+                layer.store(layer.keys[:, :, :0], layer.values[:, :, :0])
                 continue
             index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
-            layer.keys = layer.keys.gather(2, index)
-            layer.values = layer.values.gather(2, index.expand(-1, -1, -1, layer.values.shape[3]))
+            layer.store(layer.keys.gather(2, index), layer.values.gather(2, index.expand(-1, -1, -1, layer.values.shape[3])))
 
 
 def _pad_slots(tensor: torch.Tensor, width: int, dim: int = 1) -> torch.Tensor:
