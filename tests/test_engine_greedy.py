@@ -285,3 +285,16 @@ def test_decoding_steps_write_the_cache_in_place_and_hold_what_a_concatenating_c
     cache.compact()
     model_forward(target, cache, [[4]], keep=1)
     assert cache.kv.layers[0].keys.data_ptr() == buffers[-1], "rows that leave and compaction keep the buffer's room"
+
+
+def test_last_hidden_states_are_read_at_the_final_norm_and_equal_transformers_own(target):
+    """`model_forward` reads the last hidden states with a hook on the decoder's final norm instead of asking
+    for every layer's (`output_hidden_states`); they are the same tensors transformers reports."""
+    from specray.engine.forward import final_norm, model_forward
+    from specray.engine.kv_cache import SlotCache
+
+    assert final_norm(target) is target.model.norm
+    _, states = model_forward(target, SlotCache.for_model(target, 1), [[3, 4, 5, 6]], keep=1, hidden=3)
+    reference = target(input_ids=torch.tensor([[3, 4, 5, 6]]), output_hidden_states=True).hidden_states[-1][:, -3:]
+    torch.testing.assert_close(states, reference.float())
+    assert not target.model.norm._forward_hooks, "the hook lives for one forward"

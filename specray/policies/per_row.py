@@ -21,9 +21,11 @@ BATCH_SETTINGS = ("draft_source", "cost_aware", "ngram_max")
 class PerRowPolicy(StopPolicy):
     def __init__(self, policies: dict[str, StopPolicy], owners: list[str]):
         """`policies` by key (a domain); `owners[i]`: the key of sequence i's policy."""
+        if not policies:
+            raise ValueError("a PerRowPolicy needs at least one policy")
         missing = sorted(set(owners) - set(policies))
         if missing:
-            raise ValueError(f"sequences belong to {', '.join(map(repr, missing))}, which has no policy "
+            raise ValueError(f"sequences belong to {', '.join(map(repr, missing))}, with no policy "
                              f"(policies: {', '.join(map(repr, sorted(policies)))})")
         for setting in BATCH_SETTINGS:
             values = {key: getattr(p, setting) for key, p in policies.items()}
