@@ -5,8 +5,9 @@ and always against target-only decoding in its fastest precision on this machine
 on a CPU target-only runs in both float32 and bf16 (`target@<dtype>` rows) and the faster is the
 baseline. Batches are formed per domain (as the job shards them), so per-domain rows time only their
 own batches, unless `--mix-domains` streams every domain's prompts through one engine, each row stopped
-by its own domain's policy (`PerRowPolicy`; one "all" row per policy, since domains share the time); `--batching` keeps `--batch-size` sequences in flight and refills them (continuous, the
-default) or runs each batch to its end (drain), or both side by side. Every row reports the engine's
+by its own domain's policy (`PerRowPolicy`; one "all" row per policy, since domains share the time).
+`--batching` keeps `--batch-size` sequences in flight and refills them (continuous, the default) or
+runs each batch to its end (drain), or both side by side. Every row reports the engine's
 overhead: milliseconds per round spent outside model forwards. Greedy runs check every policy against target-only output in the verifier's precision:
 identical in float32; in low precision each differing prompt is classified at its first differing
 token as a numerical tie or a divergence (`specray.engine.numerics`), and divergences fail the run.
