@@ -25,10 +25,13 @@ class RoomyLayer(DynamicLayer):
     buffers when it fits, so the room stays: a new buffer is allocated, and the cache copied into it, only
     when it outgrows the old one (at batch 32, reallocating after every row that left cost ~10 ms a round)."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.buffers: dict[str, torch.Tensor] = {}  # "keys" / "values" -> [B, H, room, D]
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-            self.buffers: dict[str, torch.Tensor] = {}
         self.keys = self._append("keys", self.keys, key_states)
         self.values = self._append("values", self.values, value_states)
         return self.keys, self.values
@@ -50,9 +53,8 @@ class RoomyLayer(DynamicLayer):
     def store(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Hold `keys` and `values` [n, H, S, D], new tensors that replace the cache's: written over the start
         of this layer's buffers when they fit there, else held as they are (the next append makes room)."""
-        buffers = getattr(self, "buffers", {})
         for name, tensor in (("keys", keys), ("values", values)):
-            buffer = buffers.get(name)
+            buffer = self.buffers.get(name)
             if buffer is not None and tensor.shape[0] <= buffer.shape[0] and tensor.shape[2] <= buffer.shape[2] \
                     and (tensor.shape[1], tensor.shape[3], tensor.dtype) == (buffer.shape[1], buffer.shape[3], buffer.dtype):
                 view = buffer[: tensor.shape[0], :, : tensor.shape[2]]

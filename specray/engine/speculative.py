@@ -214,7 +214,7 @@ class SpeculativeEngine:
         chunks = [s.tokens[:-1] for s in seqs]
         width = max(map(len, chunks))
         tcache, dcache = SlotCache.for_model(self.target, len(seqs)), SlotCache.for_model(self.draft, len(seqs))
-        hidden = torch.zeros(len(seqs), width, self.draft.config.hidden_size)  # [B, width, H] rows right-aligned
+        hidden = torch.zeros(len(seqs), 0, self.draft.config.hidden_size)  # [B, width, H] rows right-aligned
         if width:
             _, out = self.forward(self.target, tcache, chunks, keep=1, hidden=width if reads_states else 0)
             hidden = out if reads_states else hidden

@@ -28,7 +28,7 @@ from specray.models.draft import build_draft, own_columns, save_draft
 from specray.models.feature_draft import build_feature_draft, save_feature_draft
 from specray.models.refs import DEFAULT_TARGET, canonical_ref
 from specray.training.distill_data import (
-    TeacherData, concat_teacher_data, eos_token_ids, padded, interleave_domains, load_teacher_data, save_teacher_data, sharded_teacher_data,
+    TeacherData, concat_teacher_data, eos_token_ids, interleave_domains, load_teacher_data, padded, save_teacher_data, sharded_teacher_data,
     teacher_data,
 )
 from specray.training.distill_eval import agreement_report, greedy_matches, latency_ratio
