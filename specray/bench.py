@@ -19,6 +19,7 @@ ngram+model, none) from the batches' measured tokens/s so far (and the registry'
 each single source to see what choosing per domain is worth.
 """
 
+import argparse
 import copy
 import json
 import platform
@@ -258,6 +259,33 @@ def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
     return {**tallies, "all": total} if len(tallies) > 1 else {"all": total}
 
 
+def mean_of_passes(passes: list[dict[str, Tally]]) -> dict[str, Tally]:
+    """One policy's tallies over repeated passes: times averaged; outputs and token counts, which every
+    pass reproduces, from the first; draft-source choices summed."""
+    merged = {}
+    for domain, first in passes[0].items():
+        tallies = [p[domain] for p in passes]
+        mean = Tally(totals=first.totals, outputs=first.outputs, versions=set().union(*(t.versions for t in tallies)))
+        for name in ("seconds", "loop_ms", "forward_ms"):
+            setattr(mean, name, sum(getattr(t, name) for t in tallies) / len(tallies))
+        mean.rounds = round(sum(t.rounds for t in tallies) / len(tallies))
+        for t in tallies:
+            for source, n in t.sources.items():
+                mean.sources[source] = mean.sources.get(source, 0) + n
+        merged[domain] = mean
+    return merged
+
+
+def speedup_ranges(passes: list[dict[str, Tally]], baselines: list[dict[str, Tally]]) -> dict[str, list[float]] | None:
+    """Per domain, the lowest and highest speed-up any single pass measured (None for a single pass): how
+    far one run's ratio can be trusted on this machine."""
+    if len(passes) < 2:
+        return None
+    ratios = {domain: [tokens_per_s(p[domain]) / tokens_per_s(b[domain]) for p, b in zip(passes, baselines)]
+              for domain in passes[0]}
+    return {domain: [round(min(r), 4), round(max(r), 4)] for domain, r in ratios.items()}
+
+
 def tokens_per_s(tally: Tally) -> float:
     return tally.totals.new_tokens / tally.seconds if tally.seconds else 0.0
 
@@ -275,7 +303,7 @@ def fastest_target(summaries: dict[str, dict[str, Tally]]) -> str:
 
 
 def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally], reference: dict[str, Tally],
-               lossless: dict[str, tuple[int, int]] | None) -> list[dict]:
+               lossless: dict[str, tuple[int, int]] | None, ranges: dict[str, list[float]] | None = None) -> list[dict]:
     """One row per domain; speed against `baseline`, output against `reference` (target-only in the verifier's dtype)."""
     rows = []
     for domain, t in tallies.items():
@@ -291,6 +319,7 @@ def bench_rows(spec: str, tallies: dict[str, Tally], baseline: dict[str, Tally],
                 "n_tokens": t.totals.new_tokens,
                 "tokens_per_s": round(tps, 3),
                 "speedup_vs_target": round(tps / base_tps, 4) if base_tps else None,
+                "speedup_range": ranges[domain] if ranges else None,  # lowest and highest of the passes
                 "mean_accepted_per_iter": _rounded(t.totals.accepted_per_iteration, 4),
                 "acceptance_rate": _rounded(t.totals.acceptance, 4),
                 "identical_to_target": (t.outputs == reference[domain].outputs) if lossless is not None else None,
@@ -308,7 +337,25 @@ def device_name(model) -> str:
     device = next(model.parameters()).device
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"cpu: {cpu_model()}, {torch.get_num_threads()} threads"
+
+
+def cpu_model() -> str:
+    """This machine's CPU, as `describe_cpu` names it."""
+    try:
+        return describe_cpu(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def describe_cpu(cpuinfo: str) -> str:
+    """The CPU's model name and its bf16 matrix support, from /proc/cpuinfo: AMX decides whether wide
+    bf16 verification is nearly free (Sapphire Rapids) or costs in proportion to its width (AVX-512 only)."""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    found = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M)
+    flags = set(found.group(1).split()) if found else set()
+    units = "AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16, no AMX" if "avx512_bf16" in flags else "no bf16 units"
+    return f"{model.group(1).strip() if model else platform.machine()} ({units})"
 
 
 def run_bench(
@@ -326,6 +373,7 @@ def run_bench(
     batching: str = CONTINUOUS,
     hf_draft: str | None = None,
     mix_domains: bool = False,
+    repeats: int = 1,
 ) -> dict:
     for spec in policies:  # a typo, or a corrupt draft-source prior, fails before any model loads
         hf_settings(spec) if spec.startswith("hf-") else parse_spec(auto_base(spec) or spec)
@@ -354,8 +402,10 @@ def run_bench(
     for spec in specs:  # warm-up: first-call overheads stay out of the timings
         if not is_offline(spec):  # it needs the target's outputs, which the timed target run records
             run_batch(engines, spec, groups[0][:1], warm, registry, None, Tally())
-    tallies = run_interleaved(engines, specs, groups, config, registry, batch_size, BATCHINGS[batching])
-    summaries = {name: summarise(domains) for name, domains in tallies.items()}
+    passes = [run_interleaved(engines, specs, groups, config, registry, batch_size, BATCHINGS[batching])
+              for _ in tqdm(range(repeats), desc="bench passes", disable=repeats == 1)]
+    per_pass = [{name: summarise(domains) for name, domains in tallies.items()} for tallies in passes]
+    summaries = {name: mean_of_passes([p[name] for p in per_pass]) for name in per_pass[0]}
     baseline = fastest_target(summaries)
     noise = None
     if sampling.greedy:
@@ -366,7 +416,8 @@ def run_bench(
         lossless = None
         if noise is not None and not name.startswith(f"{TARGET}@"):
             lossless = lossless_counts(pair.target, rows, summaries[name], summaries[TARGET], noise)
-        table += bench_rows(name, summaries[name], summaries[baseline], summaries[TARGET], lossless)
+        table += bench_rows(name, summaries[name], summaries[baseline], summaries[TARGET], lossless,
+                            speedup_ranges([p[name] for p in per_pass], [p[baseline] for p in per_pass]))
     return {
         "device": device_name(pair.target),
         "target": pair.target_ref,
@@ -378,7 +429,7 @@ def run_bench(
         "settings": {
             "max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": sampling.temperature,
             "top_k": sampling.top_k, "top_p": sampling.top_p, "n_prompts": len(rows), "prompts": prompts_path or "builtin:heldout",
-            "dtype": dtype, "batching": batching, "mix_domains": mix_domains,
+            "dtype": dtype, "batching": batching, "mix_domains": mix_domains, "repeats": repeats,
         },
         "rows": table,
     }
@@ -411,7 +462,7 @@ def lossless_ok(report: dict) -> bool:
 def format_table(report: dict) -> str:
     precision = report["precision"]
     head = (f"{'policy':<36}{'domain':<8}{'prompts':>8}{'tokens':>8}{'tok/s':>9}{'speedup':>9}{'acc/iter':>9}{'acc rate':>9}"
-            "  same  ties  div  ovh ms  ovh %")
+            "  same  ties  div  ovh ms  ovh %" + ("  pass range" if report["settings"].get("repeats", 1) > 1 else ""))
     lines = [
         f"device: {report['device']}  target: {report['target']} ({precision['target']})  "
         f"draft: {report['draft']} ({precision['draft']})",
@@ -432,6 +483,7 @@ def format_table(report: dict) -> str:
             f"{num(r['speedup_vs_target']):>9}{num(r['mean_accepted_per_iter']):>9}{num(r['acceptance_rate']):>9}"
             f"  {same:<4}{'-' if r['ties'] is None else r['ties']:>6}{'-' if r['divergences'] is None else r['divergences']:>5}"
             f"{num(r['overhead_ms_per_round']):>8}{pct(r['overhead_share']):>7}"
+            + (f"  {num(r['speedup_range'][0])}-{num(r['speedup_range'][1])}" if r.get("speedup_range") else "")
         )
     return "\n".join(lines)
 
@@ -459,8 +511,18 @@ def add_bench_parser(subparsers) -> None:
     p.add_argument("--mix-domains", action="store_true",
                    help="stream every domain's prompts through one engine (each row stopped by its own domain's policy) "
                         "instead of batching per domain; reports one 'all' row per policy")
+    p.add_argument("--repeats", type=positive_int, default=1,
+                   help="run every policy this many times over, interleaved; speed-ups from the mean times, and each "
+                        "row's lowest and highest single-pass speed-up beside them (how noisy this machine is)")
     p.add_argument("--out", help="write the JSON report here")
     p.set_defaults(handler=bench_command)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def split_policies(text: str) -> list[str]:
@@ -478,7 +540,7 @@ def bench_command(args) -> int:
     report = run_bench(
         args.target, args.draft, args.prompts, split_policies(args.policies), args.max_new_tokens, args.batch_size,
         Sampling(args.temperature, args.top_k, args.top_p), args.limit, args.policy_registry, args.dtype, args.device,
-        args.batching, args.hf_draft, args.mix_domains,
+        args.batching, args.hf_draft, args.mix_domains, args.repeats,
     )
     print(format_table(report))
     if args.out:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import perturbed, tiny_llama, tiny_tokenizer
-from specray.bench import split_policies
+from specray.bench import describe_cpu, split_policies
 from specray.cli import main
 from specray.policies.artifacts import ArtifactError
 from specray.policies.disco import FEATURES, DiscoClassifier
@@ -73,21 +73,26 @@ def test_bench_runs_continuous_and_draining_batches_side_by_side(pair_dirs, prom
 
 
 def test_bench_mixes_domains_in_one_engine_each_row_under_its_own_domains_policy(pair_dirs, prompts_file, tmp_path):
-    """`--mix-domains`: every domain's prompts stream through one engine, refilled across domains; lossless."""
+    """`--mix-domains`: every domain's prompts stream through one engine, refilled across domains; lossless.
+    `--repeats 2`: every policy twice over, mean times, and each row's lowest and highest single-pass speed-up."""
     out = tmp_path / "bench.json"
     code = main([
         "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"),
         "--prompts", str(prompts_file), "--policies", "heuristic:cost=off,oracle", "--batching", "both", "--mix-domains",
-        "--max-new-tokens", "16", "--batch-size", "4", "--dtype", "float64", "--out", str(out),
+        "--max-new-tokens", "16", "--batch-size", "4", "--dtype", "float64", "--repeats", "2", "--out", str(out),
     ])
     report = json.loads(out.read_text())
-    assert code == 0 and report["settings"]["mix_domains"] is True
+    assert code == 0 and report["settings"]["mix_domains"] is True and report["settings"]["repeats"] == 2
     assert {r["domain"] for r in report["rows"]} == {"all"}, "domains share the engine's time: one row per policy"
     rows = {r["policy"]: r for r in report["rows"]}
     assert set(rows) == {"target", "target [drain]", "heuristic:cost=off", "heuristic:cost=off [drain]", "oracle", "oracle [drain]"}
     for row in rows.values():
-        assert row["identical_to_target"] is True and row["n_prompts"] == 12
+        assert row["identical_to_target"] is True and row["n_prompts"] == 12, "passes repeat the prompts, not add to them"
+        low, high = row["speedup_range"]
+        assert low <= row["speedup_vs_target"] * 1.0001 and row["speedup_vs_target"] <= high * 1.0001
     assert rows["oracle"]["acceptance_rate"] == 1.0, "each row's oracle reads its own reference"
+    with pytest.raises(SystemExit):
+        main(["bench", "--prompts", str(prompts_file), "--repeats", "0"])
     with pytest.raises(ValueError, match="--mix-domains"):
         main(["bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"), "--prompts",
               str(prompts_file), "--policies", "heuristic,draft=auto", "--mix-domains"])
@@ -154,6 +159,15 @@ def test_unknown_policy_is_a_clear_error(pair_dirs, prompts_file):
     with pytest.raises(ValueError, match="unknown policy 'beam'"):
         main(["bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"),
               "--prompts", str(prompts_file), "--policies", "beam:3"])
+
+
+def test_the_cpu_is_named_with_its_bf16_matrix_units():
+    """Whether wide bf16 verification is nearly free depends on AMX, so bench output names it."""
+    amx = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx512_bf16 amx_bf16 amx_tile\n"
+    genoa = "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_bf16\n"
+    assert describe_cpu(amx) == "Intel(R) Xeon(R) Platinum 8480+ (AMX-BF16)"
+    assert describe_cpu(genoa) == "AMD EPYC (AVX512-BF16, no AMX)"
+    assert describe_cpu("").endswith("(no bf16 units)")
 
 
 def test_policy_lists_keep_options_with_their_policy():

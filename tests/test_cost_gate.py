@@ -83,8 +83,8 @@ def test_costs_between_measured_batch_sizes_are_interpolated():
     assert float(costs.round_ms(3, torch.tensor([1]))[0]) == pytest.approx((4.0 + 55.0) * (1 + 2 / 3))
 
 
-def test_live_timings_move_the_entries_they_ran_at():
-    """Measured on a quiet machine, then the machine gets twice as busy: the widths rounds run at follow."""
+def test_live_timings_scale_the_whole_curve_of_their_batch_size():
+    """Measured on a quiet machine, then the machine gets twice as busy: widths no round ran at follow too."""
     costs = CostModel(smoothing=0.5)
     costs.record_draft(2, 5.0)
     for width, ms in VERIFY.items():
@@ -94,49 +94,94 @@ def test_live_timings_move_the_entries_they_ran_at():
             costs.observe_verify(2, width, 2 * VERIFY[width])
         costs.observe_draft(2, 2 * 5.0)
         costs.observe_verify(3, 1, 1000.0)  # between measured batch sizes: interpolated, refines nothing
-    assert costs.verify_ms(2, np.array([1, 2, 5])).tolist() == pytest.approx([100.0, 110.0, 70.0], rel=1e-3)
+    assert costs.verify_ms(2, np.array([1, 2, 5])).tolist() == pytest.approx([100.0, 110.0, 140.0], rel=1e-3)
     assert costs.draft_ms(2) == pytest.approx(10.0, rel=1e-3)
     assert CostGate(costs, 2).round_ms(1, 2) == pytest.approx(10.0 + 110.0, rel=1e-3)
 
 
+def test_a_wider_verification_never_looks_cheaper_than_a_narrower_one():
+    """Plain rounds verify one token per row; as contexts grow they take longer. Moving only that entry made
+    width 2 look cheaper than width 1 and drafting look free; timing noise in the calibration can do the same."""
+    costs = CostModel(smoothing=0.5)
+    costs.record_draft(4, 3.0)
+    for width, ms in {1: 40.0, 2: 45.0, 3: 44.0, 5: 56.0}.items():  # width 3: noise
+        costs.record_verify(4, width, ms)
+    assert costs.verify_ms(4, np.array([2, 3, 4])).tolist() == pytest.approx([45.0, 45.0, 50.5])
+    for _ in range(20):
+        costs.observe_verify(4, 1, 54.0)  # longer contexts than the calibration's
+    verify = costs.verify_ms(4, np.array([1, 2, 3]))
+    assert verify[0] == pytest.approx(54.0, rel=1e-3) and verify[1] > verify[0] and verify[2] >= verify[1]
+
+
 def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tokenizer):
-    """When nothing pays the round is target decoding; after PROBE_EVERY idle rounds the batch tries one token,
-    and waits twice as long after each probe that leaves drafting unpaid."""
+    """When nothing pays the round is target decoding; probes of one token per row spend at most
+    EXPLORATION_SHARE of the rounds' time, and come no closer than PROBE_EVERY rounds when they are cheap."""
     from specray.engine.batch_state import BatchState, Sequence
-    from specray.engine.budget import PROBE_EVERY, plan_round
+    from specray.engine.budget import EXPLORATION_SHARE, PROBE_EVERY, plan_round
     from specray.policies.factory import make_policy
 
-    costs = CostModel(smoothing=0.0)
-    costs.record_draft(3, 50.0)
-    for width, ms in VERIFY.items():
-        costs.record_verify(3, width, ms * width)  # verification cost grows with width: drafting never pays
-    state = BatchState([Sequence(i, str(i), [5, 6, 7], 3) for i in range(3)], 3, target, draft, {2}, tokenizer)
-    state.active, state.waiting = list(state.waiting), []
-    policy = make_policy("heuristic")
-    policy.reset(3)
-    budgets = [plan_round(state, policy, costs, max_new_tokens=32) for _ in range(7 * PROBE_EVERY)]
-    drafting = [int(b.tokens.sum()) for b in budgets]
+    def budgets(draft_ms: float, verify: dict[int, float], rounds: int, acceptance: float | None = None):
+        costs = CostModel(smoothing=0.0)
+        costs.record_draft(3, draft_ms)
+        for width, ms in verify.items():
+            costs.record_verify(3, width, ms)
+        state = BatchState([Sequence(i, str(i), [5, 6, 7], 3) for i in range(3)], 3, target, draft, {2}, tokenizer)
+        state.active, state.waiting = list(state.waiting), []
+        policy = make_policy("heuristic")
+        policy.reset(3)
+        if acceptance is not None:
+            policy.acceptance[:] = acceptance
+        return [plan_round(state, policy, costs, max_new_tokens=1000) for _ in range(rounds)], state, policy, costs
+
+    # a plain round 50 ms; a probe 10 + 90 ms, 50 ms more: drafting does not pay at the prior's acceptance 0.6
+    dear, state, policy, costs = budgets(10.0, {1: 50.0, 2: 90.0, 3: 130.0}, rounds=300)
+    drafting = [int(b.tokens.sum()) for b in dear]
     probes = [i + 1 for i, n in enumerate(drafting) if n]
     assert set(drafting) == {0, 3}, "idle rounds, and probes of one token per row"
-    assert probes == [PROBE_EVERY, 3 * PROBE_EVERY, 7 * PROBE_EVERY], "each probe that does not pay doubles the wait"
+    assert all(b.gate is None for b in dear), "a probe is not gated"
+    every = round(50.0 / (EXPLORATION_SHARE * 50.0))
+    assert probes == [every, 2 * every, 3 * every], "a probe waits until the exploration credit pays for it"
+    assert len(probes) * 50.0 <= EXPLORATION_SHARE * 300 * 50.0 + 1e-9, "probes spend at most the exploration share"
     costs.record_draft(3, 0.0)
-    for width in VERIFY:
-        costs.record_verify(3, width, VERIFY[1])  # now verification is as cheap at any width: drafting pays
-    assert plan_round(state, policy, costs, 32).gate is not None and state.probe_every == PROBE_EVERY, "a round that pays resets the wait"
-    assert all(b.gate is None for b in budgets), "a probe is not gated"
+    for width in (1, 2, 3):
+        costs.record_verify(3, width, 50.0)  # now verification is as cheap at any width: drafting pays
+    assert plan_round(state, policy, costs, 1000).gate is not None and state.idle_rounds == 0
+
+    free, _, _, _ = budgets(0.0, {1: 50.0, 2: 50.0, 3: 50.0}, rounds=3 * PROBE_EVERY, acceptance=0.0)
+    probes = [i + 1 for i, b in enumerate(free) if int(b.tokens.sum())]
+    assert probes == [PROBE_EVERY, 2 * PROBE_EVERY, 3 * PROBE_EVERY], "free probes still wait PROBE_EVERY idle rounds"
     ungated = make_policy("heuristic:cost=off")
     ungated.reset(3)
     assert plan_round(state, ungated, costs, 32).tokens.tolist() == [4, 4, 4]
 
 
-def test_live_timings_correct_a_disturbed_entry_of_the_table():
-    """A width whose start-up timing was disturbed (10x) is corrected by the rounds that really run at it."""
-    costs = CostModel(smoothing=0.3)
-    costs.record_draft(1, 3.0)
-    for width, ms in {**VERIFY, 3: 600.0}.items():
-        costs.record_verify(1, width, ms)
-    for _ in range(40):
-        for width in (1, 3):
-            costs.observe_verify(1, width, VERIFY[width])
-    assert costs.verify_ms(1, np.array([3]))[0] == pytest.approx(VERIFY[3], rel=0.05)
-    assert costs.verify_ms(1, np.array([1]))[0] == pytest.approx(VERIFY[1], rel=0.05)
+def test_the_round_expects_each_rows_running_products_of_acceptance():
+    """Row 0 proposes two tokens (0.5, 0.5), row 1 none, row 2 one (0.8): 0.5 + 0.25 + 0.8 tokens expected."""
+    from specray.engine.drafting import flatten
+    from specray.engine.proposals import Proposals
+
+    n = 3
+    empty = torch.zeros(n)
+    proposals = Proposals(torch.tensor([4, 5, 6]), torch.tensor([0, 2, 2, 3]), None, empty, empty, torch.zeros(n, 4),
+                          torch.tensor([0.5, 0.5, 0.8]), None, torch.zeros(3, dtype=torch.bool), ["none"] * 3)
+    assert proposals.expected_accepted() == pytest.approx(1.55)
+    nothing = flatten([], 3, torch.zeros(3, dtype=torch.bool), ["none"] * 3, False, None, 0)
+    assert nothing.expected_accepted() == 0.0
+
+
+def test_the_gate_believes_estimates_as_far_as_rounds_bore_them_out():
+    """Estimates that promised about twice what the target accepted are halved: drafting at 0.4 no longer pays."""
+    from specray.policies.cost import GainCalibration
+
+    calibration = GainCalibration(decay=1.0, prior=2.0)
+    calibration.observe(0.0, 0.0)  # a round that drafted nothing says nothing
+    assert calibration.factor == 1.0
+    for _ in range(9):
+        calibration.observe(expected=2.0, accepted=0.8)
+    assert calibration.factor == pytest.approx((2.0 + 7.2) / (2.0 + 18.0))
+    trusting = table(8, draft_ms=5.0, verify=VERIFY)
+    doubting = CostGate(trusting.costs, 8, trust=calibration.factor)
+    acceptance = torch.full((8,), 0.4)
+    assert trusting.worth_drafting(acceptance) and not doubting.worth_drafting(acceptance)
+    assert doubting.believed(torch.tensor([0.5, 1.0])).tolist() == pytest.approx([0.23, 0.46])
+    assert CostGate(trusting.costs, 8, trust=3.0).believed(torch.tensor([0.5])).item() == 1.0, "a probability stays one"

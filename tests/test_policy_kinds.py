@@ -61,13 +61,13 @@ def test_a_registered_kind_runs_in_bench(tmp_path):
                                  for i in range(4)))
     out = tmp_path / "bench.json"
     code = main(["bench", "--target", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--prompts", str(prompts),
-                 "--policies", "every:4,floor=0.2,static:2", "--max-new-tokens", "12", "--batch-size", "2",
+                 "--policies", "every:4,floor=0.2,cost=off,static:2", "--max-new-tokens", "12", "--batch-size", "2",
                  "--dtype", "float64", "--out", str(out)])
     assert code == 0
     rows = {r["policy"]: r for r in json.loads(out.read_text())["rows"] if r["domain"] == "all"}
-    assert set(rows) == {"target", "every:4,floor=0.2", "static:2"}
-    assert rows["every:4,floor=0.2"]["identical_to_target"] is True
-    assert rows["every:4,floor=0.2"]["acceptance_rate"] > 0
+    assert set(rows) == {"target", "every:4,floor=0.2,cost=off", "static:2"}
+    assert rows["every:4,floor=0.2,cost=off"]["identical_to_target"] is True
+    assert rows["every:4,floor=0.2,cost=off"]["acceptance_rate"] > 0
 
 
 @pytest.fixture(scope="module")

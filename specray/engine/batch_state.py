@@ -25,6 +25,7 @@ import torch
 
 from specray.engine.kv_cache import SlotCache
 from specray.engine.proposals import Proposals, Verdicts
+from specray.policies.cost import GainCalibration
 
 
 # Every forward attends over all slots, holes included, so holes cost each round what compacting them costs
@@ -59,7 +60,8 @@ class BatchState:
         self.active: list[Sequence] = []
         self.tcache, self.dcache = SlotCache.for_model(target, 0), SlotCache.for_model(draft, 0)
         self.idle_rounds = 0  # rounds since the budget last let the batch draft
-        self.probe_every: int | None = None  # idle rounds before the budget's next probe (None: its default)
+        self.exploration_ms = 0.0  # the budget's credit for probes, in predicted round milliseconds
+        self.calibration = GainCalibration()  # how far the gate trusts the policy's acceptance estimates
         # per row, the target's states behind the tokens the draft has not read ((len(tokens) - dcache length, H)
         # in all), in the pieces they came in: joined only when the draft reads them, so rows that do not draft
         # for a while append a piece per round instead of copying all of them every round

@@ -3,11 +3,15 @@
 Row policies stop their own rows; the budget decides for the batch as a whole, because the batch pays a
 round as one (`specray.policies.cost.CostGate`): it drafts at all only when the rows' summed acceptance
 estimates beat the measured price of a draft step and a wider verification, and the gate then rules on
-every depth. When nothing pays the round is plain target decoding, except that after `PROBE_EVERY`
-idle rounds the batch drafts one token per row, ungated, so acceptance estimates keep learning. A probe
-is dear in a wide batch (a feature-level draft first catches up on every token since it last drafted,
-and every row's verification widens), so each probe after which drafting still does not pay doubles
-the wait for the next, up to `MAX_PROBE_EVERY` rounds; a round that pays resets it.
+every depth. When nothing pays the round is plain target decoding, except for probes: one token per
+row, ungated, so acceptance estimates keep learning. Exploring is a cost the batch pays for nothing
+when drafting does not pay, and a probe is dear in a wide batch (a feature-level draft first catches
+up on every token since it last drafted, and every row's verification widens: measured at batch 8 on
+an AVX-512 CPU without AMX, a probe round took 2.2x a plain round). So probes spend at most
+`EXPLORATION_SHARE` of the time: every idle round earns that share of its predicted time, and a probe
+runs, at least `PROBE_EVERY` idle rounds after the last, once the credit covers its predicted cost
+beyond a plain round (which includes what drafting rounds were measured to cost beyond their forwards).
+Cheap probes come every `PROBE_EVERY` rounds; dear ones rarely.
 """
 
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ from specray.policies.base import StopPolicy
 from specray.policies.cost import CostGate, CostModel
 
 PROBE_EVERY = 8
-MAX_PROBE_EVERY = 64
+EXPLORATION_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -52,17 +56,19 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
         tokens[~ngram] = 0
     if not policy.cost_aware or not bool((tokens > 0).any()):
         return RoundBudget(tokens, ngram, lookups, None)
-    gate = CostGate(costs, batch)
+    gate = CostGate(costs, batch, state.calibration.factor)
     acceptance = torch.where(ngram, policy.ngram_acceptance[seqs], policy.acceptance[seqs]) * (tokens > 0)
     if gate.worth_drafting(acceptance, free=ngram):
-        state.idle_rounds, state.probe_every = 0, PROBE_EVERY
+        state.idle_rounds = 0
         return RoundBudget(tokens, ngram, lookups, gate)
+    plain_ms = gate.round_ms(0, 1)
+    probe_ms = gate.round_ms(1, 2) - plain_ms  # what a probe costs beyond a plain round
     state.idle_rounds += 1
-    wait = state.probe_every or PROBE_EVERY
-    if state.idle_rounds < wait:
+    state.exploration_ms += EXPLORATION_SHARE * plain_ms
+    if state.idle_rounds < PROBE_EVERY or state.exploration_ms < probe_ms:
         return RoundBudget.nothing(batch)
-    # a probe round: one token per row, kept whatever the gate says; the next waits twice as long
-    state.idle_rounds, state.probe_every = 0, min(2 * wait, MAX_PROBE_EVERY)
+    # a probe round: one token per row, kept whatever the gate says, paid from the exploration credit
+    state.idle_rounds, state.exploration_ms = 0, state.exploration_ms - probe_ms
     tokens = tokens.clamp(max=1)
     return RoundBudget(tokens, ngram, {b: found[:1] for b, found in lookups.items()}, None)
 

@@ -26,6 +26,7 @@ class Draws:
     dist: torch.Tensor | None  # [B, V] what each token was drawn from; None when greedy
     stats: TokenStats  # [B] each
     hidden: torch.Tensor  # [B, H] the draft's hidden state behind each token (zeros for n-gram tokens)
+    accept_prob: torch.Tensor  # [B] the policy's estimate that the token is accepted (set once asked)
 
     @staticmethod
     def empty(batch: int, vocab: int, hidden: int, sampled: bool) -> "Draws":
@@ -33,7 +34,7 @@ class Draws:
         topk[:, 0] = 1.0  # a point mass, which is what n-gram rows keep
         return Draws(
             torch.zeros(batch, dtype=torch.long), torch.zeros(batch, vocab) if sampled else None,
-            TokenStats(torch.ones(batch), torch.zeros(batch), topk), torch.zeros(batch, hidden),
+            TokenStats(torch.ones(batch), torch.zeros(batch), topk), torch.zeros(batch, hidden), torch.zeros(batch),
         )
 
     def point_mass(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
@@ -82,10 +83,12 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         step = DraftStep(seqs[idx], depth, generated[idx] + depth - 1, draws.tokens[idx], stats.token_prob[idx],
                          stats.entropy[idx], stats.topk_probs[idx], draws.hidden[idx], ngram[idx])
         accept_prob = torch.where(ngram[idx], policy.ngram_accept_prob(step), policy.accept_prob(step))
+        draws.accept_prob[idx] = accept_prob
         wanted = policy.decide(step, accept_prob)
+        believed = accept_prob if gate is None else gate.believed(accept_prob)
         decision = wanted if gate is None else gate.decide(
-            wanted, depth, steps, accept_prob, survival[idx], float(expected.sum()), free=ngram[idx])
-        survival[idx] *= accept_prob
+            wanted, depth, steps, believed, survival[idx], float(expected.sum()), free=ngram[idx])
+        survival[idx] *= believed
         expected[idx] += survival[idx]
         kept = torch.zeros(batch, dtype=torch.bool)
         kept[idx] = decision != Decision.DROP
@@ -122,7 +125,7 @@ def flatten(depths: list[tuple[Draws, torch.Tensor]], batch: int, ngram: torch.T
         empty = torch.zeros(0)
         return Proposals(torch.zeros(0, dtype=torch.long), torch.zeros(batch + 1, dtype=torch.long),
                          None if sampled_vocab is None else torch.zeros(0, sampled_vocab), empty, empty,
-                         torch.zeros(0, TOPK), None, ngram & False, stop_reason, draft_forwards)
+                         torch.zeros(0, TOPK), empty, None, ngram & False, stop_reason, draft_forwards)
     kept = torch.stack([k for _, k in depths], dim=1)  # [B, D]; a row's kept tokens are a prefix
 
     def flat(get) -> torch.Tensor:
@@ -137,6 +140,7 @@ def flatten(depths: list[tuple[Draws, torch.Tensor]], batch: int, ngram: torch.T
         token_prob=flat(lambda d: d.stats.token_prob),
         entropy=flat(lambda d: d.stats.entropy),
         topk_probs=flat(lambda d: d.stats.topk_probs),
+        accept_prob=flat(lambda d: d.accept_prob),
         hidden=flat(lambda d: d.hidden) if record_hidden else None,
         from_ngram=ngram & (offsets.diff() > 0),
         stop_reason=stop_reason,

@@ -25,6 +25,7 @@ class Proposals:
     token_prob: torch.Tensor  # [N] the draft's (soft) probability of its own token, as traces record it
     entropy: torch.Tensor  # [N]
     topk_probs: torch.Tensor  # [N, TOPK]
+    accept_prob: torch.Tensor  # [N] the policy's estimate that each token is accepted, given the ones before were
     hidden: torch.Tensor | None  # [N, H] the draft's hidden state behind each token, when recorded
     from_ngram: torch.Tensor  # [B] bool: the row's tokens came from n-gram lookup, not the draft model
     stop_reason: list[str]  # [B] why each row stopped drafting (none | policy | cost | eos | k_max)
@@ -43,6 +44,16 @@ class Proposals:
     def row_of_token(self) -> torch.Tensor:
         """[N] the row each draft token belongs to."""
         return token_rows(self.offsets)
+
+    def expected_accepted(self) -> float:
+        """The accepted tokens the policy's estimates expect: per row, the sum over its tokens of the product
+        of the estimates up to each (a running product of logs, restarted at each row's first token)."""
+        if not len(self.token_ids):
+            return 0.0
+        logs = self.accept_prob.double().clamp_min(1e-12).log().cumsum(0)
+        starts = self.offsets[:-1][self.row_of_token()]
+        before = torch.where(starts > 0, logs[(starts - 1).clamp_min(0)], torch.zeros_like(logs))
+        return float((logs - before).exp().sum())
 
     def depth_of_token(self) -> torch.Tensor:
         """[N] 0-based position of each token within its row's proposal."""

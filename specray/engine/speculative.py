@@ -139,6 +139,7 @@ class SpeculativeEngine:
             trace.add_round(state, proposals, verdicts, (t1 - t0) * 1e3, (t2 - t1) * 1e3)  # 5. observers
             if policy is not None:
                 policy.observe(Outcome(state.seqs, proposals.num_draft, verdicts.num_accepted, proposals.from_ngram))
+                state.calibration.observe(proposals.expected_accepted(), float(verdicts.num_accepted.sum()))
             state.commit(proposals, verdicts, (time.perf_counter() - start) * 1e3,   # 6. the only state change
                          config.max_new_tokens, config.stop_strings)
             state.retire()                                                            # 7. finished rows leave

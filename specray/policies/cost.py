@@ -20,6 +20,11 @@ forwards and a plain round 4 ms (plain rounds take ~50 ms), and cost-aware polic
 target-only. So every round's wall time is compared with what the table predicts for its forwards,
 the residual is learned apart for drafting and plain rounds, and `round_ms` charges a drafting round
 the difference (`drafting_overhead_ms`).
+
+Nor are a policy's acceptance estimates to be taken on trust: measured on an AVX-512 CPU at batch 4,
+`confidence` rounds the gate let draft expected 0.62 accepted tokens and got 0.36, and drafted at
+0.85x target-only. So each batch keeps a `GainCalibration` (accepted tokens over the tokens the
+estimates expected, over its drafting rounds) and the gate believes the estimates scaled by it.
 """
 
 from dataclasses import dataclass, field
@@ -34,18 +39,22 @@ from specray.policies.base import Decision
 @dataclass
 class BatchCosts:
     draft_ms: float | None = None
-    verify_ms: dict[int, float] = field(default_factory=dict)  # tokens verified per row -> ms
+    verify_ms: dict[int, float] = field(default_factory=dict)  # tokens verified per row -> ms, as calibrated
+    load: float = 1.0  # live verifications over the calibrated curve (machine load, longer contexts)
     residual_ms: dict[bool, float] = field(default_factory=dict)  # drafted? -> a round's wall time beyond its forwards
 
 
 class CostModel:
     """Forward times measured at start-up per batch size, kept honest by live forwards.
 
-    `record_*` fills the table (calibration); `observe_*` moves the entry a live forward ran at (batch
-    size, width) toward what it took, an exponential moving average, so the table follows the machine
-    when it gets busy and back, and a width whose start-up timing was disturbed, or contexts longer than
-    the calibration's, are corrected where rounds really run. Batch sizes between measured ones are
-    interpolated linearly (their forwards refine nothing); `smoothing=0` ignores live timings.
+    `record_*` fills the table (calibration); `observe_*` moves it toward what live forwards took, an
+    exponential moving average, so the table follows the machine when it gets busy and back, and the
+    longer contexts of real rounds. A live verification scales its batch size's whole curve (`load`),
+    not the one width it ran at: plain rounds verify one token per row, and when only that entry
+    followed the contexts' growth, wider verifications looked cheaper than narrow ones (measured at
+    batch 4: width 1 moved from 40 to 54 ms while width 2 stayed at 45-50), and the gate drafted at a
+    loss. Batch sizes between measured ones are interpolated linearly (their forwards refine nothing);
+    `smoothing=0` ignores live timings.
     """
 
     def __init__(self, smoothing: float = 0.2):
@@ -73,8 +82,9 @@ class CostModel:
 
     def observe_verify(self, batch_size: int, width: int, ms: float) -> None:
         if self.measured(batch_size):
-            curve = self.batches[batch_size].verify_ms
-            curve[width] = ema(curve.get(width), ms, 1 - self.smoothing)
+            costs = self.batches[batch_size]
+            calibrated = float(_verify_curve(costs.verify_ms, np.array([width]))[0])
+            costs.load = ema(costs.load, ms / calibrated, 1 - self.smoothing)
 
     def observe_round(self, batch_size: int, drafted: int, steps: int, ms: float) -> None:
         """A whole round took `ms`: its widest row proposed `drafted` tokens in `steps` draft forwards."""
@@ -97,7 +107,7 @@ class CostModel:
 
     def verify_ms(self, batch_size: int, widths: np.ndarray) -> np.ndarray:
         """Verifying `widths` tokens per row at this batch size."""
-        return self._between_batches(batch_size, lambda costs: _verify_curve(costs.verify_ms, widths))
+        return self._between_batches(batch_size, lambda costs: costs.load * _verify_curve(costs.verify_ms, widths))
 
     def _between_batches(self, batch_size: int, value):
         """`value` of the measured table at `batch_size`, linear between the nearest measured sizes."""
@@ -123,14 +133,36 @@ class CostModel:
 
 
 def _verify_curve(measured: dict[int, float], widths: np.ndarray) -> np.ndarray:
-    """Measured verification times interpolated over width; beyond the widest, the line through the two widest."""
+    """Measured verification times interpolated over width; beyond the widest, the line through the two widest.
+    A wider verification never costs less than a narrower one: timing noise that says so is ignored."""
     known = sorted(measured)
-    verify = np.interp(widths, known, [measured[w] for w in known])
-    w0, w1 = known[-2], known[-1]
-    slope = (measured[w1] - measured[w0]) / (w1 - w0)
-    beyond = widths > w1
-    verify[beyond] = measured[w1] + slope * (widths[beyond] - w1)
+    times = np.maximum.accumulate([measured[w] for w in known])
+    verify = np.interp(widths, known, times)
+    slope = (times[-1] - times[-2]) / (known[-1] - known[-2])
+    beyond = widths > known[-1]
+    verify[beyond] = times[-1] + slope * (widths[beyond] - known[-1])
     return verify
+
+
+class GainCalibration:
+    """Accepted tokens over the tokens the policy's estimates expected, over the drafting rounds seen so
+    far: sums decaying by `decay` a round, starting from `prior` tokens expected and accepted alike (the
+    estimates are trusted until rounds say otherwise)."""
+
+    def __init__(self, decay: float = 0.9, prior: float = 2.0):
+        self.decay, self.expected, self.accepted = decay, prior, prior
+
+    def observe(self, expected: float, accepted: float) -> None:
+        """A round: its estimates expected `expected` accepted tokens, the target accepted `accepted` (a round
+        that drafted nothing says nothing)."""
+        if expected <= 0:
+            return
+        self.expected = self.decay * self.expected + expected
+        self.accepted = self.decay * self.accepted + accepted
+
+    @property
+    def factor(self) -> float:
+        return self.accepted / self.expected
 
 
 class CostGate:
@@ -143,10 +175,15 @@ class CostGate:
     wider verification; keep a depth only while the rows' expected gains from it, summed, beat what it
     costs; stop every row when another step (each token as likely as its last) would lower the rate.
     Rows' own policies still stop their own rows earlier. At batch size 1 this is the per-row rule.
+    Acceptance estimates are believed scaled by `trust` (a `GainCalibration` factor).
     """
 
-    def __init__(self, costs: CostModel, batch_size: int):
-        self.costs, self.batch_size = costs, batch_size
+    def __init__(self, costs: CostModel, batch_size: int, trust: float = 1.0):
+        self.costs, self.batch_size, self.trust = costs, batch_size, trust
+
+    def believed(self, acceptance: torch.Tensor) -> torch.Tensor:
+        """What the gate takes these acceptance estimates to be worth."""
+        return (acceptance * self.trust).clamp(max=1.0)
 
     def round_ms(self, steps: int, width: int) -> float:
         """A round of `steps` paid draft forwards and a verification `width` tokens wide."""
@@ -162,7 +199,7 @@ class CostGate:
         drafting = acceptance > 0
         paid = bool((drafting & ~free).any()) if free is not None else bool(drafting.any())
         rows = len(acceptance)
-        return (rows + float(acceptance.sum())) / self.round_ms(int(paid), 2) > rows / self.round_ms(0, 1)
+        return (rows + float(self.believed(acceptance).sum())) / self.round_ms(int(paid), 2) > rows / self.round_ms(0, 1)
 
     def decide(
         self,
@@ -176,8 +213,9 @@ class CostGate:
     ) -> torch.Tensor:
         """Gate this depth's tokens for the rows still drafting, all together.
 
-        `steps` draft forwards were paid this round so far (this depth's included); `survival` is each
-        drafting row's P(all its tokens so far accepted) before this one; `expected` the whole batch's
+        `accept_prob` is what the gate believes of the rows' estimates (`believed`); `steps` draft forwards
+        were paid this round so far (this depth's included); `survival` is each drafting row's P(all its
+        tokens so far accepted) before this one; `expected` the whole batch's
         expected tokens before this depth; `free` marks n-gram rows (the next step costs nothing if all are).
         """
         gain = float((survival * accept_prob).sum())
