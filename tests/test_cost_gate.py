@@ -55,6 +55,33 @@ def test_what_drafting_rounds_cost_beyond_their_forwards_is_learned_and_charged(
     assert 3 not in costs.batches, "an unmeasured batch size learns nothing"
 
 
+def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, draft, tokenizer):
+    """After idle rounds the draft reads every skipped token once: that read is not what a drafting round
+    costs (so it does not deter steady drafting), but a probe pays it (so probes wait for more credit)."""
+    from specray.engine.speculative import GenerationConfig, SpeculativeEngine
+    from specray.policies.factory import make_policy
+
+    costs = CostModel(smoothing=0.0)
+    for batch in (1, 2):
+        costs.record_draft(batch, 1.0)
+        for width in (1, 2, 3):
+            costs.record_verify(batch, width, 10.0)
+    seen = {}
+    observe_round, observe_catch_up = costs.observe_round, costs.observe_catch_up
+    costs.observe_round = lambda batch, drafted, steps, ms: seen.setdefault("rounds", []).append((drafted, ms))
+    costs.observe_catch_up = lambda batch, ms: seen.setdefault("catch_up", []).append(ms)
+    engine = SpeculativeEngine(target, draft, tokenizer, cost_model=costs)
+    out = engine.generate([[5, 6, 7, 8, 9, 10, 11, 12]] * 2, make_policy("static:2"), GenerationConfig(max_new_tokens=6))
+    assert len(seen["catch_up"]) == 1, "the draft reads the prompts once, in its first round"
+    assert len(seen["rounds"]) == out.time.rounds
+
+    costs.observe_round, costs.observe_catch_up = observe_round, observe_catch_up
+    costs.observe_catch_up(2, 40.0)
+    costs.observe_catch_up(5, 40.0)  # an unmeasured batch size learns nothing
+    assert costs.catch_up_ms(2) == 40.0 and costs.catch_up_ms(1) == 0.0 and 5 not in costs.batches
+    assert costs.drafting_overhead_ms(2) == 0.0
+
+
 def test_a_depth_is_kept_and_continued_only_while_the_batch_gains():
     gate = table(2, draft_ms=5.0, verify=VERIFY)
     wanted = torch.tensor([CONTINUE, CONTINUE])
@@ -120,11 +147,12 @@ def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tok
     from specray.engine.budget import EXPLORATION_SHARE, PROBE_EVERY, plan_round
     from specray.policies.factory import make_policy
 
-    def budgets(draft_ms: float, verify: dict[int, float], rounds: int, acceptance: float | None = None):
+    def budgets(draft_ms: float, verify: dict[int, float], rounds: int, acceptance: float | None = None, catch_up: float = 0.0):
         costs = CostModel(smoothing=0.0)
         costs.record_draft(3, draft_ms)
         for width, ms in verify.items():
             costs.record_verify(3, width, ms)
+        costs.observe_catch_up(3, catch_up)
         state = BatchState([Sequence(i, str(i), [5, 6, 7], 3) for i in range(3)], 3, target, draft, {2}, tokenizer)
         state.active, state.waiting = list(state.waiting), []
         policy = make_policy("heuristic")
@@ -142,6 +170,8 @@ def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tok
     every = round(50.0 / (EXPLORATION_SHARE * 50.0))
     assert probes == [every, 2 * every, 3 * every], "a probe waits until the exploration credit pays for it"
     assert len(probes) * 50.0 <= EXPLORATION_SHARE * 300 * 50.0 + 1e-9, "probes spend at most the exploration share"
+    reading, _, _, _ = budgets(10.0, {1: 50.0, 2: 90.0, 3: 130.0}, rounds=2 * every, catch_up=50.0)
+    assert [i + 1 for i, b in enumerate(reading) if int(b.tokens.sum())] == [2 * every], "a probe pays the draft's catch-up"
     costs.record_draft(3, 0.0)
     for width in (1, 2, 3):
         costs.record_verify(3, width, 50.0)  # now verification is as cheap at any width: drafting pays

@@ -65,7 +65,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
     depths: list[tuple[Draws, torch.Tensor]] = []  # each depth's draws and which rows kept them
     chunks = state.draft_chunks(drafting & ~ngram)  # rows that skipped rounds catch up
     features = state.draft_states(drafting & ~ngram)  # what a feature-level draft reads beside them
-    steps = 0  # draft forwards paid this round
+    steps, catch_up_ms = 0, 0.0  # draft forwards paid this round; the time of those that read skipped tokens
     while drafting.any():
         depth = len(depths) + 1
         draws = Draws.empty(batch, engine.vocab_size, engine.draft.config.hidden_size, not sampling.greedy)
@@ -74,8 +74,8 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
             lookup_rows = by_lookup.nonzero().squeeze(-1)
             draws.point_mass(lookup_rows, torch.tensor([budget.lookups[b][depth - 1] for b in lookup_rows.tolist()]))
         if by_model.any():
-            logits, hidden = engine.draft_step(state.dcache, chunks, features)
-            steps += 1
+            logits, hidden, catching_up = engine.draft_step(state.dcache, chunks, features)
+            steps, catch_up_ms = steps + 1, catch_up_ms + catching_up
             draws.sample(by_model, logits[by_model, -1], hidden[by_model], sampling, generator)
         # ask each row's policy, then the batch's gate, whether to keep this token and draft another
         idx = drafting.nonzero().squeeze(-1)
@@ -101,7 +101,8 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         chunks = [[int(draws.tokens[b])] if on else [] for b, on in enumerate(reading)]
         if features is not None:  # deeper tokens are read with the draft's own predicted state
             features = [draws.hidden[b : b + 1] if on else draws.hidden[b:b] for b, on in enumerate(reading)]
-    return flatten(depths, batch, ngram, stop_reason, record_hidden, engine.vocab_size if not sampling.greedy else None, steps)
+    return flatten(depths, batch, ngram, stop_reason, record_hidden, engine.vocab_size if not sampling.greedy else None,
+                   steps, catch_up_ms)
 
 
 def stop_reason_of(wanted: int, decision: int, eos: bool, drafted: int, budget: int) -> str | None:
@@ -118,14 +119,14 @@ def stop_reason_of(wanted: int, decision: int, eos: bool, drafted: int, budget: 
 
 
 def flatten(depths: list[tuple[Draws, torch.Tensor]], batch: int, ngram: torch.Tensor, stop_reason: list[str],
-            record_hidden: bool, sampled_vocab: int | None, draft_forwards: int) -> Proposals:
+            record_hidden: bool, sampled_vocab: int | None, draft_forwards: int, catch_up_ms: float = 0.0) -> Proposals:
     """Depth-major draws into the flat, row-major layout verification reads (kept tokens only);
     `sampled_vocab` is the vocabulary size when sampling (draft distributions travel), None when greedy."""
     if not depths:
         empty = torch.zeros(0)
         return Proposals(torch.zeros(0, dtype=torch.long), torch.zeros(batch + 1, dtype=torch.long),
                          None if sampled_vocab is None else torch.zeros(0, sampled_vocab), empty, empty,
-                         torch.zeros(0, TOPK), empty, None, ngram & False, stop_reason, draft_forwards)
+                         torch.zeros(0, TOPK), empty, None, ngram & False, stop_reason, draft_forwards, catch_up_ms)
     kept = torch.stack([k for _, k in depths], dim=1)  # [B, D]; a row's kept tokens are a prefix
 
     def flat(get) -> torch.Tensor:
@@ -145,4 +146,5 @@ def flatten(depths: list[tuple[Draws, torch.Tensor]], batch: int, ngram: torch.T
         from_ngram=ngram & (offsets.diff() > 0),
         stop_reason=stop_reason,
         draft_forwards=draft_forwards,
+        catch_up_ms=catch_up_ms,
     )

@@ -144,7 +144,7 @@ class SpeculativeEngine:
                          config.max_new_tokens, config.stop_strings)
             state.retire()                                                            # 7. finished rows leave
             self.costs.observe_round(batch, int(proposals.num_draft.max()), proposals.draft_forwards,  # 8. what it cost
-                                     (time.perf_counter() - round_start) * 1e3)
+                                     (time.perf_counter() - round_start) * 1e3 - proposals.catch_up_ms)
             self.time.rounds += 1
         self.time.wall_ms = (time.perf_counter() - loop_start) * 1e3  # calibration stays out of the overhead
         return Generation([self.result(s) for s in seqs], trace.table(), self.time)
@@ -225,13 +225,17 @@ class SpeculativeEngine:
         return tcache, dcache, [torch.nn.functional.pad(hidden[b, width - len(c) :], (0, 0, 1, 0)) for b, c in enumerate(chunks)]
 
     def draft_step(self, cache: SlotCache, chunks: list[list[int]], features: list[torch.Tensor] | None):
-        """One draft-model forward: (logits [B, 1, V], its last hidden state [B, H]); a step that feeds one
-        token per row is timed for the cost model."""
+        """One draft-model forward: (logits [B, 1, V], its last hidden state [B, H], catch-up ms). A step that
+        feeds one token per row is timed as a draft step; a wider one, which reads the tokens rows skipped
+        while the batch did not draft, is a catch-up: its time is returned and kept apart by the cost model."""
         t0 = time.perf_counter()
         logits, hidden = self.forward(self.draft, cache, chunks, keep=1, hidden=1, features=features)
+        ms = (time.perf_counter() - t0) * 1e3
         if max(len(c) for c in chunks) == 1:
-            self.costs.observe_draft(len(chunks), (time.perf_counter() - t0) * 1e3)
-        return logits, hidden[:, -1]
+            self.costs.observe_draft(len(chunks), ms)
+            return logits, hidden[:, -1], 0.0
+        self.costs.observe_catch_up(len(chunks), ms)
+        return logits, hidden[:, -1], ms
 
     def verify(self, state: BatchState, proposals: Proposals, sampling: Sampling, generator) -> Verdicts:
         """One target forward over every row's pending token and proposal; accept, resample or take a bonus."""
