@@ -41,7 +41,7 @@ class BatchCosts:
     draft_ms: float | None = None
     verify_ms: dict[int, float] = field(default_factory=dict)  # tokens verified per row -> ms, as calibrated
     load: float = 1.0  # live verifications over the calibrated curve (machine load, longer contexts)
-    catch_up_ms: float = 0.0  # a draft forward reading the tokens rows skipped while the batch did not draft
+    catch_up_ms: float | None = None  # a draft forward reading the tokens rows skipped while the batch did not draft
     residual_ms: dict[bool, float] = field(default_factory=dict)  # drafted? -> a round's wall time beyond its forwards
 
 
@@ -90,11 +90,11 @@ class CostModel:
     def observe_catch_up(self, batch_size: int, ms: float) -> None:
         if self.measured(batch_size):
             costs = self.batches[batch_size]
-            costs.catch_up_ms = ema(costs.catch_up_ms or None, ms, 1 - self.smoothing)
+            costs.catch_up_ms = ema(costs.catch_up_ms, ms, 1 - self.smoothing)
 
     def catch_up_ms(self, batch_size: int) -> float:
         """What the draft's catch-up read has cost at this batch size (0 until one is seen)."""
-        return self._between_batches(batch_size, lambda costs: costs.catch_up_ms)
+        return self._between_batches(batch_size, lambda costs: costs.catch_up_ms or 0.0)
 
     def observe_round(self, batch_size: int, drafted: int, steps: int, ms: float) -> None:
         """A whole round took `ms` (beyond any catch-up read, which `observe_catch_up` keeps apart: it is paid
