@@ -82,9 +82,9 @@ def ray_importing_tests():
 def test_a_registered_kind_runs_in_a_job(pair, tmp_path, ray_importing_tests):
     """Resolved once on the driver; the workers import the kind's file by the module the resolved policy names."""
     rows = good_rows(6)
-    cfg = config(pair, write_jsonl(tmp_path / "p.jsonl", rows), tmp_path / "out", "policy.default=every:3",
+    cfg = config(pair, write_jsonl(tmp_path / "p.jsonl", rows), tmp_path / "out", "policy.default=every:3,cost=off",
                  "generation.batch_size=3")
-    resolved = domain_policy(cfg.policy, "code").resolved["every:3"]
+    resolved = domain_policy(cfg.policy, "code").resolved["every:3,cost=off"]
     assert (resolved.kind, resolved.module, resolved.version) == ("every", "toy_policy", "builtin")
     run_job(cfg)
     results, traces = read_results(cfg.output.dir), read_traces(cfg.output.dir)
