@@ -462,7 +462,7 @@ def lossless_ok(report: dict) -> bool:
 def format_table(report: dict) -> str:
     precision = report["precision"]
     head = (f"{'policy':<36}{'domain':<8}{'prompts':>8}{'tokens':>8}{'tok/s':>9}{'speedup':>9}{'acc/iter':>9}{'acc rate':>9}"
-            "  same  ties  div  ovh ms  ovh %" + ("  pass range" if report["settings"].get("repeats", 1) > 1 else ""))
+            "  same  ties  div  ovh ms  ovh %" + ("  pass range" if report["settings"]["repeats"] > 1 else ""))
     lines = [
         f"device: {report['device']}  target: {report['target']} ({precision['target']})  "
         f"draft: {report['draft']} ({precision['draft']})",
@@ -483,7 +483,7 @@ def format_table(report: dict) -> str:
             f"{num(r['speedup_vs_target']):>9}{num(r['mean_accepted_per_iter']):>9}{num(r['acceptance_rate']):>9}"
             f"  {same:<4}{'-' if r['ties'] is None else r['ties']:>6}{'-' if r['divergences'] is None else r['divergences']:>5}"
             f"{num(r['overhead_ms_per_round']):>8}{pct(r['overhead_share']):>7}"
-            + (f"  {num(r['speedup_range'][0])}-{num(r['speedup_range'][1])}" if r.get("speedup_range") else "")
+            + (f"  {num(r['speedup_range'][0])}-{num(r['speedup_range'][1])}" if r["speedup_range"] else "")
         )
     return "\n".join(lines)
 

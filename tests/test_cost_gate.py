@@ -195,7 +195,7 @@ def test_the_round_expects_each_rows_running_products_of_acceptance():
     proposals = Proposals(torch.tensor([4, 5, 6]), torch.tensor([0, 2, 2, 3]), None, empty, empty, torch.zeros(n, 4),
                           torch.tensor([0.5, 0.5, 0.8]), None, torch.zeros(3, dtype=torch.bool), ["none"] * 3)
     assert proposals.expected_accepted() == pytest.approx(1.55)
-    nothing = flatten([], 3, torch.zeros(3, dtype=torch.bool), ["none"] * 3, False, None, 0)
+    nothing = flatten([], 3, torch.zeros(3, dtype=torch.bool), ["none"] * 3, False, None, 0, 0.0)
     assert nothing.expected_accepted() == 0.0
 
 

@@ -64,10 +64,9 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     if gate.worth_drafting(acceptance, free=ngram):
         state.idle_rounds = 0
         return RoundBudget(tokens, ngram, lookups, gate)
-    plain_ms = gate.round_ms(0, 1)
-    probe_ms = gate.round_ms(1, 2) - plain_ms + costs.catch_up_ms(batch)  # what a probe costs beyond a plain round
+    probe_ms = gate.round_ms(1, 2) - gate.plain_ms + costs.catch_up_ms(batch)  # what a probe costs beyond a plain round
     state.idle_rounds += 1
-    state.exploration_ms += EXPLORATION_SHARE * plain_ms
+    state.exploration_ms += EXPLORATION_SHARE * gate.plain_ms
     if state.idle_rounds < PROBE_EVERY or state.exploration_ms < probe_ms:
         return RoundBudget.nothing(batch)
     # a probe round: one token per row, kept whatever the gate says, paid from the exploration credit

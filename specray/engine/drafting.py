@@ -119,7 +119,7 @@ def stop_reason_of(wanted: int, decision: int, eos: bool, drafted: int, budget: 
 
 
 def flatten(depths: list[tuple[Draws, torch.Tensor]], batch: int, ngram: torch.Tensor, stop_reason: list[str],
-            record_hidden: bool, sampled_vocab: int | None, draft_forwards: int, catch_up_ms: float = 0.0) -> Proposals:
+            record_hidden: bool, sampled_vocab: int | None, draft_forwards: int, catch_up_ms: float) -> Proposals:
     """Depth-major draws into the flat, row-major layout verification reads (kept tokens only);
     `sampled_vocab` is the vocabulary size when sampling (draft distributions travel), None when greedy."""
     if not depths:

@@ -28,6 +28,7 @@ estimates expected, over its drafting rounds) and the gate believes the estimate
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -197,6 +198,11 @@ class CostGate:
         """What the gate takes these acceptance estimates to be worth."""
         return (acceptance * self.trust).clamp(max=1.0)
 
+    @cached_property
+    def plain_ms(self) -> float:
+        """A round that drafts nothing (the budget weighs it before anything of this round is timed)."""
+        return self.round_ms(0, 1)
+
     def round_ms(self, steps: int, width: int) -> float:
         """A round of `steps` paid draft forwards and a verification `width` tokens wide."""
         drafted = torch.tensor([width - 1])
@@ -211,7 +217,7 @@ class CostGate:
         drafting = acceptance > 0
         paid = bool((drafting & ~free).any()) if free is not None else bool(drafting.any())
         rows = len(acceptance)
-        return (rows + float(self.believed(acceptance).sum())) / self.round_ms(int(paid), 2) > rows / self.round_ms(0, 1)
+        return (rows + float(self.believed(acceptance).sum())) / self.round_ms(int(paid), 2) > rows / self.plain_ms
 
     def decide(
         self,
