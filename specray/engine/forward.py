@@ -12,6 +12,7 @@ import inspect
 
 import torch
 
+from specray.engine.attention import use_packed_gqa
 from specray.engine.kv_cache import SlotCache
 
 
@@ -42,6 +43,7 @@ def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, h
             valid[i, width - len(chunk) :] = True
     device = cache.valid.device
     contiguous_head_input(model)
+    use_packed_gqa(model)
     mask, positions = cache.extend(valid.to(device))
     keeps_logits, cache_name = forward_keywords(type(model))
     extra = {"logits_to_keep": keep} if keeps_logits else {}
