@@ -287,6 +287,22 @@ def test_decoding_steps_write_the_cache_in_place_and_hold_what_a_concatenating_c
     assert cache.kv.layers[0].keys.data_ptr() == buffers[-1], "rows that leave and compaction keep the buffer's room"
 
 
+def test_rows_that_leave_move_up_the_rows_after_them_in_place(target):
+    from specray.engine.forward import model_forward
+    from specray.engine.kv_cache import SlotCache
+
+    cache = SlotCache.for_model(target, 4)
+    model_forward(target, cache, [[3, 4, 5], [6, 7], [8, 9, 10], [11]], keep=1)
+    layer = cache.kv.layers[0]
+    keys, values, valid, start = layer.keys.clone(), layer.values.clone(), cache.valid.clone(), layer.keys.data_ptr()
+    cache.select_rows(torch.tensor([0, 2, 3]))  # the second row leaves
+    assert torch.equal(layer.keys, keys[[0, 2, 3]]) and torch.equal(layer.values, values[[0, 2, 3]])
+    assert torch.equal(cache.valid, valid[[0, 2, 3]])
+    assert layer.keys.data_ptr() == start, "kept in the same buffer"
+    cache.select_rows(torch.tensor([0, 1]))  # the last row leaves: nothing moves
+    assert torch.equal(layer.keys, keys[[0, 2]]) and layer.keys.data_ptr() == start
+
+
 def test_last_hidden_states_are_read_at_the_final_norm_and_equal_transformers_own(target):
     """`model_forward` reads the last hidden states with a hook on the decoder's final norm instead of asking
     for every layer's (`output_hidden_states`); they are the same tensors transformers reports."""

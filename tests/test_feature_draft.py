@@ -12,7 +12,7 @@ from conftest import EOS, GREEDY_MAX_NEW, random_prompts, reference_greedy, tiny
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.models import load_pair
-from specray.models.draft import read_draft_metadata
+from specray.models.draft import SubsetHead, output_support, read_draft_metadata
 from specray.models.feature_draft import (
     FeatureDraft, build_feature_draft, load_feature_draft, reads_target_hidden, save_feature_draft,
 )
@@ -73,6 +73,25 @@ def test_greedy_is_lossless(engine, prompts, references, spec, batch_size):
     assert 0 < accepted < drafted
 
 
+def with_subset_head(draft, token_ids: list[int]):
+    """`draft` with an LM head over `token_ids` only (listed out of order on purpose)."""
+    subset = copy.deepcopy(draft)
+    subset.lm_head = SubsetHead(draft.lm_head.weight, torch.tensor(token_ids))
+    return subset
+
+
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_a_subset_head_draft_proposes_only_its_tokens_and_stays_lossless(target, trained, prompts, references, batch_size):
+    token_ids = [t for t in range(63, -1, -1) if t % 3 != 1]  # every token but a third of them, descending
+    engine = SpeculativeEngine(target, with_subset_head(trained[0], token_ids), tiny_tokenizer())
+    assert engine.draft_support.tolist() == sorted(token_ids)
+    out = engine.generate(prompts, make_policy("static:3"), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=batch_size)
+    assert [seq.tokens for seq in out.sequences] == references
+    drafted = [r["draft_token"] for r in out.traces.to_pylist()]
+    assert len(drafted) > 50 and set(drafted) <= set(token_ids)
+    assert sum(s.accepted for s in out.sequences) > 0
+
+
 @pytest.mark.parametrize("spec,max_batch", [("static:3", None), ("static:3", 5), ("static:3,draft=ngram+model", 4)])
 def test_first_draft_tokens_read_the_targets_true_states(engine, target, prompts, spec, max_batch):
     """The draft's probability of every round's first token, as the engine recorded it, equals the draft
@@ -102,6 +121,8 @@ def test_sampling_keeps_the_target_distribution(trained):
     engine = SpeculativeEngine(small, draft, tiny_tokenizer(VOCAB))
     sampling = Sampling(temperature=1.0)
     assert_matches(sampled_counts(engine, "static:3", sampling, max_batch=48), exact_two_token_distribution(small, sampling))
+    subset = SpeculativeEngine(small, with_subset_head(draft, [6, 1, 3, 2]), tiny_tokenizer(VOCAB))  # q = 0 off the subset
+    assert_matches(sampled_counts(subset, "static:3", sampling, max_batch=48), exact_two_token_distribution(small, sampling))
 
 
 def test_saved_feature_draft_round_trips_ships_only_its_own_weights_and_pairs(tmp_path, trained):

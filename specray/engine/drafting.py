@@ -43,15 +43,20 @@ class Draws:
         if self.dist is not None:
             self.dist[rows] = torch.nn.functional.one_hot(tokens, self.dist.shape[1]).float()
 
-    def sample(self, rows: torch.Tensor, logits: torch.Tensor, hidden: torch.Tensor, sampling: Sampling, generator) -> None:
-        """The draft model's next token on `rows`, the distribution it came from, and what policies see."""
+    def sample(self, rows: torch.Tensor, logits: torch.Tensor, hidden: torch.Tensor, sampling: Sampling, generator,
+               support: torch.Tensor | None) -> None:
+        """The draft model's next token on `rows`, the distribution it came from, and what policies see.
+        `support`: the only columns of `logits` that can be finite (ascending token ids), or None: all.
+        Outside it every probability is 0, so the draws and statistics over it are those over the vocabulary."""
+        if support is not None:
+            logits = logits[:, support]  # [rows, S]
         dist = distribution(logits, sampling)
         tokens = draw(dist, generator)
         stats = token_stats(soft_distribution(logits, sampling), tokens)
-        self.tokens[rows], self.hidden[rows] = tokens, hidden
+        self.tokens[rows], self.hidden[rows] = tokens if support is None else support[tokens], hidden
         self.stats.token_prob[rows], self.stats.entropy[rows], self.stats.topk_probs[rows] = stats.token_prob, stats.entropy, stats.topk_probs
         if self.dist is not None:
-            self.dist[rows] = dist
+            self.dist[rows] = dist if support is None else torch.zeros(len(dist), self.dist.shape[1]).index_copy_(1, support, dist)
 
 
 def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundBudget, sampling: Sampling,
@@ -76,7 +81,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         if by_model.any():
             logits, hidden, catching_up = engine.draft_step(state.dcache, chunks, features)
             steps, catch_up_ms = steps + 1, catch_up_ms + catching_up
-            draws.sample(by_model, logits[by_model, -1], hidden[by_model], sampling, generator)
+            draws.sample(by_model, logits[by_model, -1], hidden[by_model], sampling, generator, engine.draft_support)
         # ask each row's policy, then the batch's gate, whether to keep this token and draft another
         idx = drafting.nonzero().squeeze(-1)
         stats = draws.stats

@@ -24,6 +24,7 @@ from specray.engine.kv_cache import SlotCache
 from specray.engine.proposals import Proposals, Verdicts, token_rows
 from specray.engine.sampling import Sampling, distribution, soft_distribution, verify_greedy, verify_sampled
 from specray.engine.traces import TraceBuffer
+from specray.models.draft import output_support
 from specray.models.feature_draft import reads_target_hidden
 from specray.models.pairing import output_vocab_size
 from specray.policies.base import Outcome, StopPolicy
@@ -77,6 +78,7 @@ class SpeculativeEngine:
         self.target, self.draft, self.tokenizer = target, draft, tokenizer
         self.costs = cost_model or CostModel()
         self.vocab_size = output_vocab_size(target)
+        self.draft_support = output_support(draft)  # [S] the tokens the draft can propose (None: all)
         eos = getattr(target.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         self.time = EngineTime()
