@@ -287,7 +287,7 @@ def test_decoding_steps_write_the_cache_in_place_and_hold_what_a_concatenating_c
     assert cache.kv.layers[0].keys.data_ptr() == buffers[-1], "rows that leave and compaction keep the buffer's room"
 
 
-def test_rows_that_leave_move_up_the_rows_after_them_in_place(target):
+def test_rows_kept_are_held_in_the_given_order_in_place(target):
     from specray.engine.forward import model_forward
     from specray.engine.kv_cache import SlotCache
 
@@ -299,8 +299,18 @@ def test_rows_that_leave_move_up_the_rows_after_them_in_place(target):
     assert torch.equal(layer.keys, keys[[0, 2, 3]]) and torch.equal(layer.values, values[[0, 2, 3]])
     assert torch.equal(cache.valid, valid[[0, 2, 3]])
     assert layer.keys.data_ptr() == start, "kept in the same buffer"
-    cache.select_rows(torch.tensor([0, 1]))  # the last row leaves: nothing moves
-    assert torch.equal(layer.keys, keys[[0, 2]]) and layer.keys.data_ptr() == start
+    cache.select_rows(torch.tensor([2, 1]))  # the first row leaves and the last takes its place
+    assert torch.equal(layer.keys, keys[[3, 2]]) and layer.keys.data_ptr() == start
+
+
+def test_rows_that_leave_are_filled_by_the_last_rows():
+    from specray.engine.batch_state import fill_order
+
+    assert fill_order([0, 2, 3]) == [0, 3, 2]
+    assert fill_order([1, 2, 3, 5]) == [5, 1, 2, 3]
+    assert fill_order([0, 1, 2]) == [0, 1, 2]
+    assert fill_order([4]) == [4]
+    assert fill_order([]) == []
 
 
 def test_last_hidden_states_are_read_at_the_final_norm_and_equal_transformers_own(target):

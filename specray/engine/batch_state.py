@@ -158,18 +158,33 @@ class BatchState:
                 return
 
     def retire(self) -> None:
-        """Finished sequences leave the batch so they cost nothing; holes are reclaimed when they pile up
-        (not each time a row leaves: at batch 32 that compacted the target's cache every few rounds)."""
+        """Finished sequences leave the batch so they cost nothing, their places taken by the last rows
+        (`fill_order`); holes are reclaimed when they pile up (not each time a row leaves: at batch 32 that
+        compacted the target's cache every few rounds)."""
         keep = [i for i, s in enumerate(self.active) if s.stop_reason is None]
         if len(keep) < len(self.active):
-            rows = torch.tensor(keep, dtype=torch.long)
+            order = fill_order(keep)
+            rows = torch.tensor(order, dtype=torch.long)
             self.tcache.select_rows(rows)
             self.dcache.select_rows(rows)
-            self.active = [self.active[i] for i in keep]
+            self.active = [self.active[i] for i in order]
             if self.target_states is not None:
-                self.target_states = [self.target_states[i] for i in keep]
+                self.target_states = [self.target_states[i] for i in order]
         if not self.active:
             return
         for cache in (self.tcache, self.dcache):
             if cache.holes() > max(MIN_HOLES, HOLE_SHARE * int(cache.lengths.max())):
                 cache.compact()
+
+
+def fill_order(keep: list[int]) -> list[int]:
+    """The rows `keep` (ascending) in the order they are held after the others leave: a kept row stays where it
+    is, and each place a row leaves among the first len(keep) is filled by a kept row from beyond them, so
+    only those rows' caches are copied."""
+    held = len(keep)
+    order = list(range(held))
+    kept, beyond = set(keep), iter(i for i in keep if i >= held)
+    for place in range(held):
+        if place not in kept:
+            order[place] = next(beyond)
+    return order

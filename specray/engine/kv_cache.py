@@ -51,15 +51,14 @@ class RoomyLayer(DynamicLayer):
         return buffer[:rows, :, :end]
 
     def keep_rows(self, rows: torch.Tensor) -> None:
-        """Keep only `rows` (ascending), moved up in place: the rows before the first that leaves stay where
-        they are, so a row leaving near the end copies little (a copy of the whole cache per leaving row
-        was ~6 ms a round at batch 16 when drafting scattered the rounds rows finish in)."""
-        moved = (rows != torch.arange(len(rows))).nonzero()
-        first = int(moved[0]) if len(moved) else len(rows)
+        """Hold rows `rows` of this layer as its rows 0..n-1, in place: only a row whose index changes is copied
+        (a copy of the whole cache per leaving row was ~6 ms a round at batch 16 when drafting scattered the
+        rounds rows finish in)."""
+        moved = (rows != torch.arange(len(rows))).nonzero().squeeze(-1)
         for name in ("keys", "values"):
             held = getattr(self, name)
-            if first < len(rows):
-                held[first : len(rows)] = held[rows[first:]]
+            if len(moved):
+                held[moved] = held[rows[moved]]  # the right side is gathered before anything is written
             setattr(self, name, held[: len(rows)])
 
     def store(self, keys: torch.Tensor, values: torch.Tensor) -> None:
@@ -124,7 +123,7 @@ class SlotCache:
         self.valid &= self.valid.cumsum(-1) <= lengths[:, None]
 
     def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only these rows (finished sequences leave the batch); the holes stay until `compact`."""
+        """Keep only these rows, in this order (finished sequences leave the batch); the holes stay until `compact`."""
         self.valid = self.valid[rows]
         for layer in self.kv.layers:
             if layer.is_initialized:
