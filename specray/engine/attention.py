@@ -30,7 +30,7 @@ def packed_gqa_attention(module, query, key, value, attention_mask, dropout: flo
     boolean mask (B, 1, q, kv) shared by every head; returns ((B, q, H, d), None)."""
     groups = getattr(module, "num_key_value_groups", 1)
     batch, heads, q_length, dim = query.shape
-    shared_mask = attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] == 1
+    shared_mask = attention_mask is not None and attention_mask.shape[1:3] == (1, q_length)  # (B, 1, q, kv)
     if groups == 1 or q_length == 1 or not shared_mask or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     kv_heads = heads // groups
