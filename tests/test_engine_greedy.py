@@ -183,14 +183,16 @@ def test_prompt_that_cannot_fit_the_cache_is_an_error_naming_both_numbers(engine
 
 
 def logged_target_forwards(engine, prompts) -> tuple[list[int], list[list[int]]]:
-    """Make `engine` log the rows of each target forward, and which prompts each prefill reads."""
+    """Make `engine` log the rows of each decoding round's target forward, and which prompts each prefill reads
+    (each prefill logged as the width 0)."""
     widths, prefills = [], []
     original = engine.forward
 
     def logging_forward(model, cache, chunks, keep, **kw):
         if model is engine.target:
-            widths.append(len(chunks))
-            if keep == 1 and any(len(c) > 1 for c in chunks):  # a prefill: every prompt token but the last
+            prefill = keep == 1 and any(len(c) > 1 for c in chunks)  # every prompt token but the last
+            widths.append(0 if prefill else len(chunks))
+            if prefill:
                 prefills.append([next(i for i, p in enumerate(prompts) if p[:-1] == c) for c in chunks])
         return original(model, cache, chunks, keep, **kw)
 
@@ -208,8 +210,33 @@ def test_continuous_batching_refills_slots_in_prompt_order_and_stays_lossless(ta
     assert max(widths) == 4
     assert prefills[0] == [0, 1, 2, 3] and len(prefills) > 1, "slots are refilled as sequences finish"
     assert sum(prefills, []) == list(range(len(prompts))), "waiting prompts are admitted in order, each once"
-    rounds_at_full = sum(w == 4 for w in widths)
-    assert rounds_at_full > len(widths) / 2, "the batch stays full while prompts wait"
+    waiting = widths[: len(widths) - widths[::-1].index(0)]  # up to the last prefill
+    empty_slot_rounds = sum(4 - w for w in waiting if w)
+    assert empty_slot_rounds <= 4 * (len(prefills) - 1), "slots stay empty at most one full round per refill"
+
+
+def test_newcomers_wait_until_the_empty_slots_add_up_to_one_full_round(target, draft, tokenizer):
+    """A prefill has a fixed cost, so a slot that frees is refilled once the slots left empty since the last
+    admission add up to one round of the full batch, with every newcomer that fits by then; at once when no row runs."""
+    from specray.engine.batch_state import BatchState, Sequence
+
+    seqs = [Sequence(i, str(i), [3, 4, 5], 3) for i in range(8)]
+    state = BatchState(seqs, 4, target, draft, {EOS}, tokenizer)
+
+    def admitted_after_waiting() -> tuple[list[int], int]:
+        waited = 0
+        while not (newcomers := state.newcomers()):
+            waited += 1
+        return [s.index for s in newcomers], waited
+
+    assert admitted_after_waiting() == ([0, 1, 2, 3], 0), "nothing runs: every free slot at once"
+    state.active = seqs[:3]  # one row finished: one slot empty for four rounds
+    assert admitted_after_waiting() == ([4], 3)
+    state.active = seqs[:2]  # two finished: two slots empty for two rounds
+    assert admitted_after_waiting() == ([5, 6], 1)
+    state.active = []
+    assert admitted_after_waiting() == ([7], 0)
+    assert state.newcomers() == [], "nothing waits"
 
 
 def test_a_prompt_whose_prefill_fails_is_its_own_error(target, draft, tokenizer, prompts, references):

@@ -5,12 +5,17 @@ take their slots, so a batch never drains to a few long stragglers. Newcomers ar
 the running rows (every token of each prompt but the last, in the target's cache; the draft reads them
 when it first drafts for the row) and then join the next round with their last prompt token pending,
 like every running row — prefilling inside the running rows' verification would pad all of them to the
-prompt's width. (Waiting for several free slots to prefill newcomers together was measured and gains
-nothing here: batch 16, 64 prompts of mixed length, embedded target in bf16, 223.7 tokens/s refilling
-one slot at a time, 228.4 two at a time, 223.6 four at a time.) `commit` is the only code that changes
-a sequence: it appends the round's accepted tokens, applies the stop conditions and truncates both
-caches from one length tensor (each cache keeps a row's tokens up to its last accepted draft token; the
-new token is pending).
+prompt's width. A prefill has a fixed cost, so newcomers are not admitted one by one as rows finish
+(drafting scatters the rounds rows finish in): free slots wait until the slots left empty since the last
+admission add up to one round of the full batch, or no row runs. That rent-or-buy rule never pays more
+than about twice the cheaper of waiting and prefilling alone. Measured on the embedded target in bf16
+(AMX CPU, 150-token prompts): a prompt prefilled alone took 272-284 ms, one of 16-32 prefilled together
+117-141 ms each; at batch 32 over 64 prompts with `static:1`, 19 prefills one by one took 5.4-5.9 s,
+5 grouped ones 4.4-5.0 s.
+
+`commit` is the only code that changes a sequence: it appends the round's accepted tokens, applies the
+stop conditions and truncates both caches from one length tensor (each cache keeps a row's tokens up to
+its last accepted draft token; the new token is pending).
 
 A feature-level draft reads with each token the target's hidden state at the token before it. Those
 states come out of verification; the batch keeps, per row, the ones of the tokens the draft has not read
@@ -58,6 +63,7 @@ class BatchState:
         self.waiting = deque(waiting)
         self.max_batch, self.eos, self.tokenizer = max_batch, eos, tokenizer
         self.active: list[Sequence] = []
+        self.empty_slot_rounds = 0  # free slots summed over the rounds waiting prompts were held back
         self.tcache, self.dcache = SlotCache.for_model(target, 0), SlotCache.for_model(draft, 0)
         self.idle_rounds = 0  # rounds since the budget last let the batch draft
         self.exploration_ms = 0.0  # the budget's credit for probes, in predicted round milliseconds
@@ -80,9 +86,16 @@ class BatchState:
         return torch.tensor([s.index for s in self.active], dtype=torch.long)
 
     def newcomers(self) -> list[Sequence]:
-        """Waiting sequences that fit the free slots, in prompt order (taken off the queue)."""
-        free = self.max_batch - len(self.active)
-        return [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
+        """Waiting sequences that fit the free slots, in prompt order (taken off the queue), once the slots left
+        empty since the last admission add up to one round of the full batch (at once when no row runs)."""
+        empty = self.max_batch - len(self.active)
+        if not (empty and self.waiting):
+            return []
+        self.empty_slot_rounds += empty
+        if self.active and self.empty_slot_rounds < self.max_batch:
+            return []  # not yet worth a prefill's fixed cost: let more slots free up
+        self.empty_slot_rounds = 0
+        return [self.waiting.popleft() for _ in range(min(empty, len(self.waiting)))]
 
     def admit(self, seqs: list[Sequence], tcache: SlotCache, dcache: SlotCache, states: list[torch.Tensor] | None) -> None:
         """Prefilled sequences join the batch after the running rows (with the target states their draft
