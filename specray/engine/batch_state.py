@@ -7,11 +7,12 @@ when it first drafts for the row) and then join the next round with their last p
 like every running row — prefilling inside the running rows' verification would pad all of them to the
 prompt's width. A prefill has a fixed cost, so newcomers are not admitted one by one as rows finish
 (drafting scatters the rounds rows finish in): free slots wait until the slots left empty since the last
-admission add up to one round of the full batch, or no row runs. That rent-or-buy rule never pays more
-than about twice the cheaper of waiting and prefilling alone. Measured on the embedded target in bf16
-(AMX CPU, 150-token prompts): a prompt prefilled alone took 272-284 ms, one of 16-32 prefilled together
-117-141 ms each; at batch 32 over 64 prompts with `static:1`, 19 prefills one by one took 5.4-5.9 s,
-5 grouped ones 4.4-5.0 s.
+admission add up to one round of the full batch, or no row runs: a rent-or-buy rule, which pays at most
+about twice the cheaper of waiting and prefilling alone while a prefill's fixed cost is about a round.
+Measured on the embedded target in bf16 (AMX CPU, 150-token prompts): a prompt prefilled alone took
+272-284 ms, one of 16-32 prefilled together 117-141 ms each; target-only at batch 16 over 64 prompts of
+mixed output length refilled with 38 prefills taking 5.9-7.3 s one by one, with 19 taking 4.5-4.9 s
+under this rule (docs/benchmarks.md, seventh session).
 
 `commit` is the only code that changes a sequence: it appends the round's accepted tokens, applies the
 stop conditions and truncates both caches from one length tensor (each cache keeps a row's tokens up to
