@@ -5,7 +5,7 @@ and always against target-only decoding in its fastest precision on this machine
 on a CPU target-only runs in both float32 and bf16 (`target@<dtype>` rows) and the faster is the
 baseline. Batches are formed per domain (as the job shards them), so per-domain rows time only their
 own batches, unless `--mix-domains` streams every domain's prompts through one engine, each row stopped
-by its own domain's policy (`PerRowPolicy`; one "all" row per policy, since domains share the time).
+by its own domain's policy (one "all" row per policy, since domains share the time).
 `--batching` keeps `--batch-size` sequences in flight and refills them (continuous, the default) or
 runs each batch to its end (drain), or both side by side. Every row reports the engine's
 overhead: milliseconds per round spent outside model forwards. Greedy runs check every policy against target-only output in the verifier's precision:
@@ -47,7 +47,6 @@ from specray.policies.draft_prior import load_prior
 from specray.policies.factory import make_policy
 from specray.policies.sources import SOURCES, spec_source, with_source
 from specray.policies.kinds import get_kind
-from specray.policies.per_row import PerRowPolicy
 from specray.policies.spec import parse_spec, policy_names
 from specray.schema import DOMAINS
 from specray.totals import Totals
@@ -144,13 +143,12 @@ def group_key(group: list[dict]) -> str:
 
 
 def batch_policy(spec: str, batch: list[dict], registry: str | None, refs: list[list[int]] | None):
-    """The stop policy of one engine call: its domain's, or for a batch of several domains each row's own
-    domain's (`PerRowPolicy`); None for target-only decoding."""
+    """The stop policy of each prompt of one engine call: its own domain's; None for target-only decoding."""
     if is_target(spec):
         return None
     domains = [r["domain"] for r in batch]
     policies = {d: make_policy(spec, domain=d, registry=registry, references=refs) for d in dict.fromkeys(domains)}
-    return next(iter(policies.values())) if len(policies) == 1 else PerRowPolicy(policies, domains)
+    return [policies[d] for d in domains]
 
 
 def run_batch(engines, spec, batch, config, registry, references, tally: Tally, max_batch: int | None = None) -> None:
@@ -173,7 +171,7 @@ def run_batch(engines, spec, batch, config, registry, references, tally: Tally, 
     tally.forward_ms += out.time.forward_ms
     if chosen is not None:
         tally.chooser.record(spec_source(chosen), sum(len(s.tokens) for s in out.sequences), seconds)
-    tally.versions.add(policy.version if policy else "")
+    tally.versions.update(p.version if p else "" for p in policy or [None])
     for row, seq in zip(batch, out.sequences):
         tally.totals += Totals.of_sequence(seq)
         tally.outputs[row["id"]] = seq.tokens

@@ -78,7 +78,8 @@ def uncommitted_files(out: Path) -> set[str]:
 
 
 class WrappedEngine:
-    """The real engine, slowed down, failing on one prompt id or hanging on another, for tests that need it."""
+    """The real engine, slowed down at each admission, failing whenever one prompt id is in a round or hanging
+    on another, for tests that need it."""
 
     def __init__(self, engine, delay_s: float = 0.0, poison: str | None = None, hang: str | None = None):
         self.engine, self.delay_s, self.poison, self.hang = engine, delay_s, poison, hang
@@ -86,12 +87,19 @@ class WrappedEngine:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def generate(self, prompts, policy, config, prompt_ids=None, **kwargs):
-        ids = prompt_ids or []
+    def admit(self, state):
+        before = len(state.active)
+        self.engine.admit(state)
+        if len(state.active) > before:
+            time.sleep(self.delay_s)
+
+    def verify(self, state, *args):
+        ids = {s.prompt_id for s in state.active}
         if self.poison in ids:
             raise RuntimeError(f"poison row {self.poison}")
-        time.sleep(HANG_S if self.hang in ids else self.delay_s)
-        return self.engine.generate(prompts, policy, config, prompt_ids=prompt_ids, **kwargs)
+        if self.hang in ids:
+            time.sleep(HANG_S)
+        return self.engine.verify(state, *args)
 
 
 def wrapped_engine(models, device, **behaviour) -> WrappedEngine:

@@ -30,8 +30,8 @@ def two_policies(code: str, chat: str) -> dict:
 @pytest.mark.parametrize("max_batch", [None, 3])
 def test_a_mixed_batch_is_lossless_and_each_row_answers_to_its_own_policy(engine, prompts, references, max_batch):
     domains = owners(len(prompts))
-    policy = PerRowPolicy(two_policies("static:1", "static:4"), domains)
-    out = engine.generate(prompts, policy, GenerationConfig(max_new_tokens=GREEDY_MAX_NEW), domain=domains, max_batch=max_batch)
+    policies = two_policies("static:1", "static:4")
+    out = engine.generate(prompts, [policies[d] for d in domains], GenerationConfig(max_new_tokens=GREEDY_MAX_NEW), domain=domains, max_batch=max_batch)
     assert [s.tokens for s in out.sequences] == references
     rows = out.traces.to_pylist()
     by_id = {str(i): d for i, d in enumerate(domains)}
@@ -44,17 +44,18 @@ def test_a_mixed_batch_is_lossless_and_each_row_answers_to_its_own_policy(engine
 def test_each_policy_learns_from_its_own_rows_only(engine, prompts):
     domains = owners(len(prompts))
     policies = two_policies("heuristic:cost=off", "heuristic:cost=off")
-    engine.generate(prompts, PerRowPolicy(policies, domains), GenerationConfig(max_new_tokens=GREEDY_MAX_NEW), domain=domains, max_batch=4)
+    engine.generate(prompts, [policies[d] for d in domains], GenerationConfig(max_new_tokens=GREEDY_MAX_NEW), domain=domains, max_batch=4)
     for domain, policy in policies.items():
-        theirs = torch.tensor([d != domain for d in domains])
-        assert (policy.k[theirs] == policy.k_start).all(), f"the {domain} policy never adapted another domain's rows"
+        theirs = torch.tensor([d != domain for d in domains])[: len(policy.k)]
+        assert (policy.k[theirs] == 0).all(), f"the {domain} policy never started nor adapted another domain's rows"
         assert (policy.k[~theirs] != policy.k_start).any()
 
 
 def test_answers_come_back_in_row_order():
     policies = two_policies("static:2", "static:5")
-    policy = PerRowPolicy(policies, ["chat", "code", "chat", "code"])
-    policy.reset(4)
+    policy = PerRowPolicy(policies["chat"])
+    for row, domain in enumerate(["chat", "code", "chat", "code"]):
+        policy.join(torch.tensor([row]), policies[domain])
     seqs = torch.tensor([3, 0, 2])
     assert policy.budget(seqs).tolist() == [2, 5, 5]
     policies["code"].acceptance[:] = 0.9
@@ -69,14 +70,27 @@ def test_answers_come_back_in_row_order():
 
 
 def test_policies_that_disagree_on_a_batch_setting_are_refused():
-    with pytest.raises(ValueError, match=r"agree on draft_source \(chat: 'ngram', code: 'model'\)"):
-        PerRowPolicy(two_policies("static:2", "static:2,draft=ngram"), ["code", "chat"])
+    def join(code: str, chat: str) -> None:
+        policies = two_policies(code, chat)
+        PerRowPolicy(policies["code"]).join(torch.tensor([1]), policies["chat"])
+
+    with pytest.raises(ValueError, match=r"agree on draft_source \(static:2: 'ngram', static:2: 'model'\)"):
+        join("static:2", "static:2,draft=ngram")
     with pytest.raises(ValueError, match="agree on cost_aware"):
-        PerRowPolicy(two_policies("heuristic", "heuristic:cost=off"), ["code", "chat"])
-    with pytest.raises(ValueError, match="'math', with no policy"):
-        PerRowPolicy(two_policies("static:2", "static:2"), ["code", "math"])
+        join("heuristic", "heuristic:cost=off")
+    join("static:2", "static:5")  # kinds and knobs may differ
+
+
+def test_a_row_that_finished_can_be_joined_again_by_another_policy():
+    policies = two_policies("heuristic:k_start=2", "heuristic:k_start=6")
+    policy = PerRowPolicy(policies["code"])
+    policy.join(torch.tensor([0, 1]), policies["code"])
+    policies["code"].k[:] = 9
+    policy.join(torch.tensor([1]), policies["chat"])
+    assert policy.budget(torch.tensor([0, 1])).tolist() == [9, 6], "row 1 starts afresh under its new policy"
+    assert policy.stopped_by(1)[1] == "v-chat"
 
 
 def test_one_domain_per_prompt_or_one_for_all(engine, prompts):
-    with pytest.raises(ValueError, match="3 prompts and 2 domains"):
+    with pytest.raises(ValueError, match="3 prompts, 2 domains and 3 policies"):
         engine.generate(prompts[:3], None, GenerationConfig(max_new_tokens=4), domain=["code", "chat"])

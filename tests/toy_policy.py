@@ -4,7 +4,7 @@ runs it through the spec grammar, a bench run and a job without any other module
 
 import torch
 
-from specray.policies.base import StopPolicy
+from specray.policies.base import StopPolicy, grown
 from specray.policies.kinds import COST, PolicyKind, lookahead, probability, register
 
 
@@ -16,9 +16,10 @@ class EveryPolicy(StopPolicy):
         self.floor = floor
         self.first = torch.zeros(0)
 
-    def reset(self, batch_size: int) -> None:
-        super().reset(batch_size)
-        self.first = torch.ones(batch_size)
+    def start(self, rows: torch.Tensor) -> None:
+        super().start(rows)
+        self.first = grown(self.first, len(self.acceptance))
+        self.first[rows] = 1.0
 
     def decide(self, step, accept_prob):
         if step.depth == 1:

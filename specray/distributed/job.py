@@ -182,7 +182,8 @@ def _spawner(cfg: JobConfig, dataset: str, make_engine: Callable | None,
     remote = ray.remote(ModelWorker)
 
     def spawn(slot: int, generation: int) -> ray.actor.ActorHandle:
-        options = {"num_gpus": gpus, "num_cpus": cpus, "name": f"specray-{cfg.run_id}-worker-{slot}-{generation}"}
+        options = {"num_gpus": gpus, "num_cpus": cpus, "name": f"specray-{cfg.run_id}-worker-{slot}-{generation}",
+                   "max_concurrency": ModelWorker.concurrency(cfg.cluster.max_in_flight)}
         return remote.options(**options).remote(cfg, dataset, make_engine, cpus if on_cpu else None, label)
 
     return spawn

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import replace
+from functools import partial
 from typing import Callable
 
 import pyarrow as pa
@@ -23,6 +24,7 @@ import torch
 from specray.config import JobConfig, ModelsConfig, worker_device
 from specray.data.rows import ErrorRow, PromptRow, errors_table
 from specray.distributed.batch import BatchOutput
+from specray.distributed.stream import BatchStream, Pass, Request
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SequenceResult, SpeculativeEngine
 from specray.models import encode_prompt, load_pair
@@ -69,7 +71,8 @@ def batch_seed(seed: int, ids: list[str]) -> int:
 
 
 class BatchRunner:
-    """The body of a ModelWorker actor; plain, so tests and benchmarks can run it in-process."""
+    """The body of a ModelWorker actor; plain, so tests and benchmarks can run it in-process. Every batch it
+    is given streams through its one engine loop (`BatchStream`), whichever thread gives it."""
 
     def __init__(self, cfg: JobConfig, dataset: str, make_engine: Callable[[ModelsConfig, str], object] | None = None,
                  threads: int | None = None, label: bool = False):
@@ -80,12 +83,33 @@ class BatchRunner:
         self.engine = (make_engine or load_engine)(cfg.models, self.device)
         self.policies: dict[tuple[str, ResolvedPolicy], StopPolicy | None] = {}
         self.generation = generation_config(cfg)
+        self.stream = BatchStream(self.engine, cfg.generation.batch_size, cfg.run_id, "label" if label else "generate", label)
 
     def __call__(self, domain: str, rows: tuple[PromptRow, ...], spec: ResolvedPolicy | str,
                  label_specs: tuple[ResolvedPolicy | str, ...] = ()) -> BatchOutput:
         """Decode `rows` with `spec`; a label run also drafts them with each of `label_specs` (traces only).
         A job sends policies its driver resolved; a spec string (tests, in-process use) is resolved here."""
-        kept, prompts, errors = [], [], []
+        specs = [one if isinstance(one, ResolvedPolicy) else resolve_spec(one, domain) for one in (spec, *label_specs)]
+        passes = [Pass(self._policy(domain, one), self.generation) for one in specs]
+        kept: list[PromptRow] = []
+        errors: list[ErrorRow] = []
+        prepare = partial(self._prepare, rows, passes, kept, errors)
+        return self.stream.submit(Request(domain, passes, prepare, partial(self._output, kept, errors, specs)))
+
+    def _prepare(self, rows: tuple[PromptRow, ...], passes: list[Pass], kept: list[PromptRow],
+                 errors: list[ErrorRow]) -> tuple[list[list[int]], list[str]]:
+        """The batch's prompts as token ids and their ids; a seed for its passes from them, so a retried batch
+        starts from the same one."""
+        prompts = self._encode(rows, kept, errors)
+        ids = [row.id for row in kept]
+        for one in passes:
+            one.config = replace(self.generation, seed=batch_seed(self.generation.seed, ids))
+        return prompts, ids
+
+    def _encode(self, rows: tuple[PromptRow, ...], kept: list[PromptRow], errors: list[ErrorRow]) -> list[list[int]]:
+        """The token ids of the rows that can be decoded (added to `kept`); the others become `errors`: nothing
+        left after encoding, or too long for the context window."""
+        prompts = []
         window = self.engine.context_window()
         for row in rows:
             try:
@@ -99,25 +123,21 @@ class BatchRunner:
             else:
                 kept.append(row)
                 prompts.append(tokens)
-        if not kept:
+        return prompts
+
+    def _output(self, kept: list[PromptRow], errors: list[ErrorRow], specs: list[ResolvedPolicy], request: Request) -> BatchOutput:
+        """Result rows from the first pass (its failed sequences become error rows), trace rows from every pass."""
+        if not request.prompts:
             return BatchOutput(STORED_RESULT_SCHEMA.empty_table(), stored_trace_schema(self.label).empty_table(),
                                errors_table(errors))
-        ids = [row.id for row in kept]
-        config = replace(self.generation, seed=batch_seed(self.generation.seed, ids))
-        traces, results = [], None
-        for one in (spec, *label_specs):
-            one = one if isinstance(one, ResolvedPolicy) else resolve_spec(one, domain)
-            policy = self._policy(domain, one)
-            out = self.engine.generate(prompts, policy, config, prompt_ids=ids, domain=domain, run_id=self.cfg.run_id,
-                                       origin="label" if self.label else "generate", record_hidden=self.label)
-            traces.append(stamp_source(out.traces, spec_source(one.spec)))
-            if results is None:
-                done = [i for i, seq in enumerate(out.sequences) if seq.error is None]
-                errors += [ErrorRow(kept[i].id, self.dataset, seq.error, kept[i].position)
-                           for i, seq in enumerate(out.sequences) if seq.error]
-                results = result_table([kept[i] for i in done], [prompts[i] for i in done], [out.sequences[i] for i in done],
-                                       domain, policy, self.cfg.models, spec_source(one.spec))
-        return BatchOutput(results, pa.concat_tables(traces), errors_table(errors))
+        passes = request.passes
+        traces = pa.concat_tables(stamp_source(p.traces, spec_source(one.spec)) for p, one in zip(passes, specs))
+        seqs = passes[0].results
+        done = [i for i, seq in enumerate(seqs) if seq.error is None]
+        errors = errors + [ErrorRow(kept[i].id, self.dataset, seq.error, kept[i].position) for i, seq in enumerate(seqs) if seq.error]
+        results = result_table([kept[i] for i in done], [request.prompts[i] for i in done], [seqs[i] for i in done],
+                               request.domain, passes[0].policy, self.cfg.models, spec_source(specs[0].spec))
+        return BatchOutput(results, traces, errors_table(errors))
 
     def precision(self) -> dict[str, str]:
         """The dtype each role runs in (`models.dtype=auto` measures it per worker at load)."""

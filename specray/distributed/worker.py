@@ -1,5 +1,6 @@
 """A model worker: the Ray actor that holds one draft+target pair on its device (its GPUs, or a share
-of the CPUs) for the whole job and runs batches of any domain.
+of the CPUs) for the whole job and runs batches of any domain. It takes its batches in flight at once
+(a threaded actor) and streams them all through one engine loop (`specray.distributed.stream`).
 
 This module stays free of torch: every process that receives a handle to a worker imports it (a
 policy actor gets one with each batch), and only the worker itself should pay for the engine.
@@ -25,6 +26,11 @@ class ModelWorker:
         from specray.distributed.runner import BatchRunner  # torch and the models load here, in the worker only
 
         self.runner = BatchRunner(cfg, dataset, make_engine, threads, label)
+
+    @staticmethod
+    def concurrency(max_in_flight: int) -> int:
+        """Calls the actor serves at once: every batch in flight, and the pool's `ready` and `context_window`."""
+        return max_in_flight + 2
 
     def ready(self) -> dict:
         """Answers once the models are loaded (the pool waits on it, so a bad model ref fails the job at once)

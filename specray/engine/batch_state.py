@@ -24,6 +24,7 @@ yet. Drafted tokens were read with the draft's own predicted states, so its cach
 committed before the round, and the next round re-reads the accepted ones with the target's true states.
 """
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -42,10 +43,11 @@ MIN_HOLES = 8
 
 @dataclass
 class Sequence:
-    index: int  # position among the prompts of the `generate` call: the row policies and traces know it by
+    index: int  # the row policies and traces know it by (`Decoding`: a `generate` call's prompt position)
     prompt_id: str
     tokens: list[int]
     prompt_len: int
+    admitted: float = 0.0  # perf_counter() when it left the queue for a slot; its wall time counts from there
     iterations: int = 0
     drafted: int = 0
     accepted: int = 0
@@ -83,7 +85,7 @@ class BatchState:
 
     @property
     def seqs(self) -> torch.Tensor:
-        """[B] each active sequence's index among the prompts, in cache row order."""
+        """[B] each active sequence's row (`Sequence.index`), in cache row order."""
         return torch.tensor([s.index for s in self.active], dtype=torch.long)
 
     def newcomers(self) -> list[Sequence]:
@@ -96,7 +98,10 @@ class BatchState:
         if self.active and self.empty_slot_rounds < self.max_batch:
             return []  # not yet worth a prefill's fixed cost: let more slots free up
         self.empty_slot_rounds = 0
-        return [self.waiting.popleft() for _ in range(min(empty, len(self.waiting)))]
+        taken, now = [self.waiting.popleft() for _ in range(min(empty, len(self.waiting)))], time.perf_counter()
+        for seq in taken:
+            seq.admitted = now
+        return taken
 
     def admit(self, seqs: list[Sequence], tcache: SlotCache, dcache: SlotCache, states: list[torch.Tensor] | None) -> None:
         """Prefilled sequences join the batch after the running rows (with the target states their draft
@@ -123,8 +128,9 @@ class BatchState:
             return None
         return [torch.cat(pieces) if on else pieces[0][:0] for pieces, on in zip(self.target_states, rows.tolist())]
 
-    def commit(self, proposals: Proposals, verdicts: Verdicts, wall_ms: float, max_new_tokens: int, stops: tuple[str, ...]) -> None:
-        """Append each row's accepted tokens and its next token, apply stop conditions, roll both caches back."""
+    def commit(self, proposals: Proposals, verdicts: Verdicts, now: float, max_new_tokens: int, stops: tuple[str, ...]) -> None:
+        """Append each row's accepted tokens and its next token, apply stop conditions, roll both caches back;
+        `now`: perf_counter() at the end of the round."""
         offsets, tokens = proposals.offsets.tolist(), proposals.token_ids.tolist()
         accepted, following = verdicts.num_accepted.tolist(), verdicts.next_token.tolist()
         before = torch.tensor([len(s.tokens) for s in self.active], dtype=torch.long)
@@ -135,7 +141,7 @@ class BatchState:
             seq.drafted += offsets[b + 1] - start
             seq.accepted += accepted[b]
             self._extend(seq, new, max_new_tokens, stops)
-            seq.wall_ms = wall_ms
+            seq.wall_ms = (now - seq.admitted) * 1e3
         kept = torch.tensor([len(s.tokens) - 1 for s in self.active], dtype=torch.long)
         self.tcache.truncate(kept)
         if self.target_states is None:

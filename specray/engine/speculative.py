@@ -1,7 +1,7 @@
 """Batched speculative decoding with a per-sequence lookahead and continuous batching.
 
-A round is propose → verify → commit over the whole batch: every row's stop policy decides, token by
-token, how far its draft goes, within what the batch's budget pays for (`specray.engine.budget`); the
+A round (`specray.engine.decoding`) is propose → verify → commit over the whole batch: every row's stop
+policy decides, token by token, how far its draft goes, within what the batch's budget pays for (`specray.engine.budget`); the
 target verifies all ragged proposals in one forward and the rejection sampler rules on every row at
 once (`specray.engine.sampling`); the batch state commits the accepted tokens and rolls both KV caches
 back (`specray.engine.batch_state`). Traces, cost timings and the policy's statistics observe each round
@@ -16,18 +16,15 @@ import pyarrow as pa
 import torch
 
 from specray.engine.batch_state import BatchState, Sequence
-from specray.engine.budget import plan_round
 from specray.engine.calibration import measure_costs
-from specray.engine.drafting import propose
+from specray.engine.decoding import Decoding
 from specray.engine.forward import model_forward
 from specray.engine.kv_cache import SlotCache
 from specray.engine.proposals import Proposals, Verdicts, token_rows
 from specray.engine.sampling import Sampling, distribution, soft_distribution, verify_greedy, verify_sampled
-from specray.engine.traces import TraceBuffer
 from specray.models.draft import output_support
-from specray.models.feature_draft import reads_target_hidden
 from specray.models.pairing import output_vocab_size
-from specray.policies.base import Outcome, StopPolicy
+from specray.policies.base import StopPolicy
 from specray.policies.cost import CostModel
 
 
@@ -87,7 +84,7 @@ class SpeculativeEngine:
     def generate(
         self,
         prompts: list[list[int]],
-        policy: StopPolicy | None,
+        policy: StopPolicy | list[StopPolicy | None] | None,
         config: GenerationConfig = GenerationConfig(),
         prompt_ids: list[str] | None = None,
         domain: str | list[str] = "unknown",
@@ -98,58 +95,25 @@ class SpeculativeEngine:
     ) -> Generation:
         """Decode `prompts`, up to `max_batch` at a time (default: all at once); `policy=None` is target-only.
 
-        `domain`: every prompt's, or one per prompt (rows of several domains share the batch, each stopped
-        by its own domain's policy when `policy` is a `PerRowPolicy`). A prompt that cannot be decoded
-        (empty, or too long for the cache with max_new_tokens) comes back with stop_reason "error" and the
-        reason, and the others go on. Trace rows record `origin`
+        `policy` and `domain`: every prompt's, or one per prompt (rows of several domains share the batch,
+        each stopped by its own policy; the policies must agree on the batch settings, see `Decoding`). A
+        prompt that cannot be decoded (empty, or too long for the cache with max_new_tokens) comes back with
+        stop_reason "error" and the reason, and the others go on. Trace rows record `origin`
         (generate | label | bench) in their `source` column; `record_hidden` adds the draft's hidden state
         behind each drafted token (a `hidden` column), which SpecDec++ trains on and label runs keep.
         """
-        start = time.perf_counter()
+        n = len(prompts)
+        policies, domains = (value if isinstance(value, list) else [value] * n for value in (policy, domain))
+        if len(domains) != n or len(policies) != n:
+            raise ValueError(f"{n} prompts, {len(domains)} domains and {len(policies)} policies: give one of each, or one per prompt")
         self.time = EngineTime()
-        ids = prompt_ids or [str(i) for i in range(len(prompts))]
-        seqs = [Sequence(i, ids[i], list(p), len(p)) for i, p in enumerate(prompts)]
-        for seq in seqs:
-            seq.error = self.unfit(seq.tokens, config.max_new_tokens)
-            seq.stop_reason = "error" if seq.error else None
-        max_batch = max_batch or max(len(prompts), 1)
-        uses_draft = policy is not None and policy.draft_source != "ngram"
-        state = BatchState([s for s in seqs if not s.error], max_batch, self.target, self.draft, self.eos, self.tokenizer,
-                           draft_reads_states=uses_draft and reads_target_hidden(self.draft))
-        domains = [domain] * len(prompts) if isinstance(domain, str) else list(domain)
-        if len(domains) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts and {len(domains)} domains: give one domain, or one per prompt")
-        stopped_by = [policy.stopped_by(i) if policy else ("target", "") for i in range(len(prompts))]
-        trace = TraceBuffer(run_id, domains, stopped_by, origin, record_hidden)
-        if policy is not None:
-            policy.reset(len(prompts))
-            if policy.cost_aware:
-                self.calibrate(min(max_batch, len(prompts)))
-        generator = None if config.sampling.greedy else torch.Generator().manual_seed(config.seed)
+        run = Decoding(self, config, policies[0] if n else None, max_batch or max(n, 1), run_id, origin, record_hidden)
+        seqs = run.add(prompts, prompt_ids or [str(i) for i in range(n)], domains, policies)
         loop_start = time.perf_counter()
-        while state.busy:
-            self.admit(state)                                                        # 1. refill free slots
-            if not state.active:  # every newcomer failed its prefill
-                continue
-            round_start, batch = time.perf_counter(), len(state)
-            budget = plan_round(state, policy, self.costs, config.max_new_tokens)    # 2. what the batch pays for
-            t0 = time.perf_counter()
-            proposals = propose(self, state, policy, budget, config.sampling, generator, record_hidden)  # 3. draft
-            t1 = time.perf_counter()
-            verdicts = self.verify(state, proposals, config.sampling, generator)      # 4. one target forward, accept
-            t2 = time.perf_counter()
-            trace.add_round(state, proposals, verdicts, (t1 - t0) * 1e3, (t2 - t1) * 1e3)  # 5. observers
-            if policy is not None:
-                policy.observe(Outcome(state.seqs, proposals.num_draft, verdicts.num_accepted, proposals.from_ngram))
-                state.calibration.observe(proposals.expected_accepted(), float(verdicts.num_accepted.sum()))
-            state.commit(proposals, verdicts, (time.perf_counter() - start) * 1e3,   # 6. the only state change
-                         config.max_new_tokens, config.stop_strings)
-            state.retire()                                                            # 7. finished rows leave
-            self.costs.observe_round(batch, int(proposals.num_draft.max()), proposals.draft_forwards,  # 8. what it cost
-                                     (time.perf_counter() - round_start) * 1e3 - proposals.catch_up_ms)
-            self.time.rounds += 1
+        while run.busy:
+            run.step()
         self.time.wall_ms = (time.perf_counter() - loop_start) * 1e3  # calibration stays out of the overhead
-        return Generation([self.result(s) for s in seqs], trace.table(), self.time)
+        return Generation([self.result(s) for s in seqs], run.trace.take(), self.time)
 
     def result(self, seq: Sequence) -> SequenceResult:
         output = seq.tokens[seq.prompt_len :]

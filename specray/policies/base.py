@@ -74,12 +74,24 @@ class StopPolicy:
         self.observed = {source: torch.zeros(0, dtype=torch.bool) for source in self.typical}
 
     def reset(self, batch_size: int) -> None:
-        """A new batch of sequences begins. Rows start from the policy's running acceptance over the rows
-        and batches it has already seen (a domain's policy learns its domain), or from the prior before
-        anything was verified, instead of from a fixed guess every batch."""
-        self.acceptance = torch.full((batch_size,), self.typical["model"])
-        self.ngram_acceptance = torch.full((batch_size,), self.typical["ngram"])
-        self.observed = {source: torch.zeros(batch_size, dtype=torch.bool) for source in self.typical}
+        """A new batch of `batch_size` sequences begins, on rows 0..batch_size-1."""
+        self.acceptance, self.ngram_acceptance = torch.zeros(0), torch.zeros(0)
+        self.observed = {source: torch.zeros(0, dtype=torch.bool) for source in self.typical}
+        self.start(torch.arange(batch_size))
+
+    def start(self, rows: torch.Tensor) -> None:
+        """New sequences take `rows` (fresh ones, or ones finished sequences left: a stream of batches reuses
+        them). They start from the policy's running acceptance over the rows and batches it has already
+        seen (a domain's policy learns its domain), or from the prior before anything was verified,
+        instead of from a fixed guess every batch. Subclasses with state of their own per row extend this."""
+        size = int(rows.max()) + 1 if len(rows) else 0
+        self.acceptance = grown(self.acceptance, size)
+        self.ngram_acceptance = grown(self.ngram_acceptance, size)
+        self.observed = {source: grown(seen, size) for source, seen in self.observed.items()}
+        self.acceptance[rows] = self.typical["model"]
+        self.ngram_acceptance[rows] = self.typical["ngram"]
+        for seen in self.observed.values():
+            seen[rows] = False
 
     def stopped_by(self, seq: int) -> tuple[str, str]:
         """Name and version of the policy that stops sequence `seq`: this one (see `PerRowPolicy`)."""
@@ -135,3 +147,10 @@ class LearnedPolicy(StopPolicy):
         """P(accept) per row of `inputs`."""
         with torch.no_grad():
             return torch.sigmoid(self.model(inputs))
+
+
+def grown(per_row: torch.Tensor, size: int) -> torch.Tensor:
+    """`per_row` with room for `size` rows (the new ones zero), or as it is when it has that room."""
+    if len(per_row) >= size:
+        return per_row
+    return torch.cat([per_row, per_row.new_zeros(size - len(per_row), *per_row.shape[1:])])

@@ -5,7 +5,7 @@ The schedule of transformers' `num_assistant_tokens_schedule="heuristic"`, kept 
 
 import torch
 
-from specray.policies.base import Outcome, StopPolicy
+from specray.policies.base import Outcome, StopPolicy, grown
 from specray.policies.kinds import COST, PolicyKind, lookahead, register
 
 
@@ -17,9 +17,10 @@ class HeuristicPolicy(StopPolicy):
         self.k_start = min(k_start, k_max)
         self.k = torch.zeros(0, dtype=torch.long)
 
-    def reset(self, batch_size: int) -> None:
-        super().reset(batch_size)
-        self.k = torch.full((batch_size,), self.k_start, dtype=torch.long)
+    def start(self, rows: torch.Tensor) -> None:
+        super().start(rows)
+        self.k = grown(self.k, len(self.acceptance))
+        self.k[rows] = self.k_start
 
     def budget(self, seqs: torch.Tensor) -> torch.Tensor:
         return self.k[seqs].clone()

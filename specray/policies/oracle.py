@@ -19,10 +19,11 @@ class OraclePolicy(StopPolicy):
         super().__init__(k_max=k_max)
         self.references = references
 
-    def reset(self, batch_size: int) -> None:
-        if batch_size != len(self.references):
-            raise ValueError(f"oracle has references for {len(self.references)} prompts, batch has {batch_size}")
-        super().reset(batch_size)
+    def start(self, rows: torch.Tensor) -> None:
+        """Row i is the i-th prompt of the `generate` call, whose reference is `references[i]`."""
+        if len(rows) and int(rows.max()) >= len(self.references):
+            raise ValueError(f"oracle has references for {len(self.references)} prompts, the batch has more")
+        super().start(rows)
 
     def _matches(self, step: DraftStep) -> torch.Tensor:
         refs = [self.references[r] for r in step.seqs.tolist()]

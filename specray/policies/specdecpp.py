@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from specray.policies.artifacts import ArtifactError, load_artifact, require_exact_tensors, require_shapes
-from specray.policies.base import Decision, DraftStep, LearnedPolicy
+from specray.policies.base import Decision, DraftStep, LearnedPolicy, grown
 from specray.policies.kinds import Retraining, learned_kind, probability, register
 from specray.training.replay import specdecpp_lengths
 
@@ -63,9 +63,10 @@ class SpecDecPPPolicy(LearnedPolicy):
         super().__init__(*args, **kwargs)
         self.survival = torch.ones(0)
 
-    def reset(self, batch_size: int) -> None:
-        super().reset(batch_size)
-        self.survival = torch.ones(batch_size)
+    def start(self, rows: torch.Tensor) -> None:
+        super().start(rows)
+        self.survival = grown(self.survival, len(self.acceptance))
+        self.survival[rows] = 1.0
 
     def accept_prob(self, step: DraftStep) -> torch.Tensor:
         width = self.head.out.weight.shape[1]
