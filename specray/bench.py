@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from specray.config import BATCHINGS as JOB_BATCHINGS
 from specray.data.builtin import builtin_path
 from specray.distributed.draft_choice import DraftChooser
 from specray.data.readers import ReaderConfig, read_prompts
@@ -53,7 +54,7 @@ from specray.totals import Totals
 
 TARGET = "target"
 ASSISTED = "assisted"  # the engine whose pair the hf-* baselines run (see `assisted_engine`)
-CONTINUOUS, DRAIN = "continuous", "drain"
+CONTINUOUS, DRAIN = JOB_BATCHINGS
 BATCHINGS = {CONTINUOUS: [CONTINUOUS], DRAIN: [DRAIN], "both": [CONTINUOUS, DRAIN]}
 DRAIN_SUFFIX = " [drain]"
 AUTO_DRAFT = re.compile(r"(?P<sep>[:,])draft=auto(?=,|$)")

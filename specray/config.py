@@ -29,6 +29,7 @@ from specray.storage import is_remote, local_path, uri_problem
 ENV_ALLOWED = re.compile(r"SPECRAY_[A-Z0-9_]+")  # the only environment variables ${oc.env:...} may read
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: each model in its faster precision, measured at load
 DEVICES = ("auto", "cpu", "cuda")
+BATCHINGS = ("continuous", "drain")  # a worker streams its batches through one engine, or runs each to its end
 TRUNCATE = ("none", "left")
 UNIT_KNOB = probability("threshold", None)  # a domain's threshold override: the kind's probability knob
 BUILTIN_SETS = ("quick", "demo", "heldout", "distill")  # specray.data.builtin.SPLITS, without importing it here
@@ -70,6 +71,7 @@ class JobGenerationConfig:
     top_k: int = 0  # 0 = no top-k cut
     seed: int = 0
     batch_size: int = 8
+    batching: str = "drain"  # one of BATCHINGS; drain measured faster on a CPU with a drafting policy (docs/job.md)
     stop: list[str] = field(default_factory=list)
 
 
@@ -173,9 +175,10 @@ def config_to_yaml(cfg: JobConfig) -> str:
 
 
 # Settings a resumed run may change: they decide how fast and where, not what is generated. Every
-# other key (models, generation but its batch size, policies, data columns and truncation, label depth)
+# other key (models, generation but its batch size and batching, policies, data columns and truncation, label depth)
 # changes outputs, and a run whose outputs mixed two settings would be silently wrong.
-RESUMABLE = ("run_id", "cluster.", "output.", "storage.", "generation.batch_size", "data.path", "data.limit")
+RESUMABLE = ("run_id", "cluster.", "output.", "storage.", "generation.batch_size", "generation.batching", "data.path",
+             "data.limit")
 
 
 def config_changes(stored_yaml: str, new_yaml: str) -> tuple[list[str], dict[str, list[Any]]]:
@@ -343,6 +346,7 @@ def _generation_problems(gen: JobGenerationConfig) -> list[str]:
         *_check("generation.top_k", gen.top_k >= 0, "an integer >= 0 (0 = off)", gen.top_k),
         *_check("generation.seed", 0 <= gen.seed <= MAX_SEED, f"an integer in [0, {MAX_SEED}]", gen.seed),
         *_check("generation.batch_size", gen.batch_size >= 1, "an integer >= 1", gen.batch_size),
+        *_check("generation.batching", gen.batching in BATCHINGS, _one_of(BATCHINGS), gen.batching),
         *_check("generation.stop", all(gen.stop), "non-empty stop strings", gen.stop),
     ]
 

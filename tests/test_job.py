@@ -47,7 +47,8 @@ def e2e(pair, tmp_path_factory):
         {"id": "long", "prompt": " ".join(["w7"] * 1020), "domain": "code"},
     ]
     data = write_jsonl(tmp / "prompts.jsonl", rows, raw=(b'{"id": "\xff"}',))
-    cfg = config(pair, data, tmp / "out", "cluster.num_workers=2", "generation.batch_size=4", "policy.per_domain.math.name=static:3")
+    cfg = config(pair, data, tmp / "out", "cluster.num_workers=2", "generation.batch_size=4", "policy.per_domain.math.name=static:3",
+                 "generation.batching=continuous")  # batches of several domains share each worker's engine
     return cfg, run_job(cfg), rows[:30]
 
 
@@ -111,7 +112,8 @@ def poisoned(pair, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("poison")
     rows = [{"id": "poison", "prompt": "w9 w9 w9", "domain": "code"}, *good_rows(7), {"id": "g0", "prompt": "w3 w4"}]
     data = write_jsonl(tmp / "prompts.jsonl", rows)
-    cfg = config(pair, data, tmp / "out", "cluster.num_workers=1", "generation.batch_size=4", "cluster.max_retries=1")
+    cfg = config(pair, data, tmp / "out", "cluster.num_workers=1", "generation.batch_size=4", "cluster.max_retries=1",
+                 "generation.batching=continuous")  # the poison row's round fails its neighbours' batches too
     return cfg, run_job(cfg, make_engine=partial(wrapped_engine, poison="poison"))
 
 
@@ -121,7 +123,7 @@ def test_a_poison_row_fails_alone_and_its_batch_still_completes(poisoned):
     assert {f"g{i}" for i in range(1, 7)} <= results and "poison" not in results
     errors = {e["id"]: e["reason"] for e in read_errors(cfg.output.dir).to_pylist()}
     assert errors["poison"] == "generation failed 2 time(s): RuntimeError: poison row poison"
-    assert summary["failed_batches"] == 4  # the batch twice, then the poison row alone twice
+    assert summary["failed_batches"] == 4  # the batch twice, then the poison row alone twice; neighbours rerun, never fail
 
 
 def test_a_duplicate_id_keeps_its_first_occurrence(poisoned):

@@ -46,9 +46,9 @@ def batch(prompts, start: int, stop: int, domain: str, prefix: str = "p") -> tup
     return tuple(PromptRow(f"{prefix}{i}", text(prompts[i]), domain, i) for i in range(start, stop))
 
 
-def runner(engine, batch_size: int) -> BatchRunner:
+def runner(engine, batch_size: int, *overrides: str) -> BatchRunner:
     cfg = load_config(None, [f"generation.max_new_tokens={GREEDY_MAX_NEW}", f"generation.batch_size={batch_size}",
-                             "models.target=t", "models.draft=d"])
+                             "models.target=t", "models.draft=d", *overrides])
     return BatchRunner(cfg, "data.jsonl", make_engine=lambda models, device: engine)
 
 
@@ -71,8 +71,20 @@ def test_batches_in_flight_share_one_loop_and_each_gets_back_only_its_own_rows(t
         assert results["output_tokens"] == [references[r.index] for r in rows], "lossless, whoever shared the rounds"
         assert set(out.traces["prompt_id"].to_pylist()) <= set(ids)
         assert sum(results["drafted"]) == out.traces.num_rows, "every trace row of the batch, and only those"
-    assert any(any(i.startswith("p") and int(i[1:]) < 6 for i in ids) and any(int(i[1:]) >= 6 for i in ids)
-               for ids in engine.rounds), "the two batches shared rounds of one loop"
+    assert shared(engine.rounds, {r.id for r in code}, {r.id for r in chat}), "the two batches shared rounds of one loop"
+
+
+def shared(rounds: list[set[str]], first: set[str], second: set[str]) -> bool:
+    return any(ids & first and ids & second for ids in rounds)
+
+
+def test_draining_runs_each_batch_to_its_end_alone(target, draft, tokenizer, prompts, references):
+    engine = Recording(SpeculativeEngine(target, draft, tokenizer))
+    code, chat = batch(prompts, 0, 3, "code"), batch(prompts, 3, 6, "chat")
+    outs = run_together(runner(engine, 8, "generation.batching=drain"), ("code", code, "static:2"), ("chat", chat, "static:2"))
+    for rows, out in zip((code, chat), outs):
+        assert out.results["output_tokens"].to_pylist() == [references[r.index] for r in rows]
+    assert not shared(engine.rounds, {r.id for r in code}, {r.id for r in chat})
 
 
 def test_a_failed_round_reruns_its_batches_alone_and_only_the_culprit_fails(target, draft, tokenizer, prompts, references):

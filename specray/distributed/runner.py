@@ -83,7 +83,8 @@ class BatchRunner:
         self.engine = (make_engine or load_engine)(cfg.models, self.device)
         self.policies: dict[tuple[str, ResolvedPolicy], StopPolicy | None] = {}
         self.generation = generation_config(cfg)
-        self.stream = BatchStream(self.engine, cfg.generation.batch_size, cfg.run_id, "label" if label else "generate", label)
+        self.stream = BatchStream(self.engine, cfg.generation.batch_size, cfg.run_id, "label" if label else "generate", label,
+                                  drain=cfg.generation.batching == "drain")
 
     def __call__(self, domain: str, rows: tuple[PromptRow, ...], spec: ResolvedPolicy | str,
                  label_specs: tuple[ResolvedPolicy | str, ...] = ()) -> BatchOutput:

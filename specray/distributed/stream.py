@@ -63,8 +63,9 @@ class Request:
 
 
 class BatchStream:
-    def __init__(self, engine, max_batch: int, run_id: str, origin: str, record_hidden: bool):
-        self.engine, self.max_batch = engine, max_batch
+    def __init__(self, engine, max_batch: int, run_id: str, origin: str, record_hidden: bool, drain: bool = False):
+        """`drain`: a batch joins only an empty loop, so each runs to its end alone (`generation.batching=drain`)."""
+        self.engine, self.max_batch, self.drain = engine, max_batch, drain
         self.run_id, self.origin, self.record_hidden = run_id, origin, record_hidden
         self.inbox: queue.Queue[Request] = queue.Queue()
         self.waiting: deque[tuple[Request, Pass]] = deque()  # passes not yet in a loop, in arrival order
@@ -127,7 +128,9 @@ class BatchStream:
                                  self.record_hidden)
         while self.waiting:
             request, one = self.waiting[0]
-            if not self.loop.accepts(one.policy) or (request.alone or self.owner is not None) and self.owner is not request:
+            if self.running and (self.drain or not self.loop.accepts(one.policy)):
+                return
+            if (request.alone or self.owner is not None) and self.owner is not request:
                 return
             self.waiting.popleft()
             self.running.append((request, one))  # before it joins: a failure to join is its batch's
