@@ -17,6 +17,9 @@ from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.policies.factory import make_policy
 
 
+CONTINUOUS = "generation.batching=continuous"
+
+
 class Recording:
     """The engine, each round slowed a little (so batches given together overlap) and its rows recorded;
     a round with the `poison` id in it fails."""
@@ -63,7 +66,7 @@ def test_batches_in_flight_share_one_loop_and_each_gets_back_only_its_own_rows(t
     engine = Recording(SpeculativeEngine(target, draft, tokenizer))
     code, chat = batch(prompts, 0, 6, "code"), batch(prompts, 6, 12, "chat")
     specs = ("static:1", "heuristic:cost=off")  # kinds differ, batch settings agree
-    outs = run_together(runner(engine, batch_size=8), ("code", code, specs[0]), ("chat", chat, specs[1]))
+    outs = run_together(runner(engine, 8, CONTINUOUS), ("code", code, specs[0]), ("chat", chat, specs[1]))
     for rows, out, spec in zip((code, chat), outs, specs):
         ids = [r.id for r in rows]
         results = out.results.to_pydict()
@@ -91,7 +94,7 @@ def test_a_failed_round_reruns_its_batches_alone_and_only_the_culprit_fails(targ
     engine = Recording(SpeculativeEngine(target, draft, tokenizer), poison="poison")
     good = batch(prompts, 0, 4, "code")
     bad = (PromptRow("poison", text(prompts[4]), "code", 4), *batch(prompts, 5, 7, "code"))
-    out, failure = run_together(runner(engine, batch_size=8), ("code", good, "static:2"), ("code", bad, "static:2"))
+    out, failure = run_together(runner(engine, 8, CONTINUOUS), ("code", good, "static:2"), ("code", bad, "static:2"))
     assert out.results["output_tokens"].to_pylist() == [references[r.index] for r in good]
     assert isinstance(failure, RuntimeError) and str(failure) == "poison row poison"
     assert any("poison" in ids and "p0" in ids for ids in engine.rounds), "the good batch was in the failed round"
