@@ -1,12 +1,12 @@
 """Batched speculative decoding with a per-sequence lookahead and continuous batching.
 
 A round (`specray.engine.decoding`) is propose → verify → commit over the whole batch: every row's stop
-policy decides, token by token, how far its draft goes, within what the batch's budget pays for (`specray.engine.budget`); the
-target verifies all ragged proposals in one forward and the rejection sampler rules on every row at
-once (`specray.engine.sampling`); the batch state commits the accepted tokens and rolls both KV caches
-back (`specray.engine.batch_state`). Traces, cost timings and the policy's statistics observe each round
-once. With no policy the same loop is plain target-only decoding, so baselines share every line of
-overhead but the draft.
+policy decides, token by token, how far its draft goes, within what the batch's budget pays for
+(`specray.engine.budget`); the target verifies all ragged proposals in one forward and the rejection
+sampler rules on every row at once (`specray.engine.sampling`); the batch state commits the accepted
+tokens and rolls both KV caches back (`specray.engine.batch_state`). Traces, cost timings and the
+policy's statistics observe each round once. With no policy the same loop is plain target-only
+decoding, so baselines share every line of overhead but the draft.
 """
 
 import time
