@@ -1,5 +1,6 @@
-"""What a model worker does with a batch: encode, check each prompt against the context window, run
-the engine with the domain's stop policy, and turn the sequences into result rows.
+"""What a model worker does with a batch: encode, check each prompt against the context window, decode it
+with the domain's stop policy in the worker's one engine loop (`specray.distributed.stream`), and turn
+the sequences into result rows.
 
 One engine lives as long as its runner, because it keeps the measured costs its cost gate reads.
 Stop policies are asked after every draft token, so they live here too: built from the resolved policy
@@ -66,13 +67,15 @@ def generation_config(cfg: JobConfig) -> GenerationConfig:
 
 
 def batch_seed(seed: int, ids: list[str]) -> int:
-    """A seed that depends on the run's seed and the batch's ids, so a retried batch draws the same samples."""
+    """A seed that depends on the run's seed and the batch's ids, so a retried drained batch draws the same
+    samples (a streamed one shares its loop's generator, see `specray.engine.decoding`)."""
     return seed + zlib.crc32("\0".join(ids).encode())
 
 
 class BatchRunner:
     """The body of a ModelWorker actor; plain, so tests and benchmarks can run it in-process. Every batch it
-    is given streams through its one engine loop (`BatchStream`), whichever thread gives it."""
+    is given, from whichever thread, goes through its one `BatchStream`: streamed through one engine loop
+    with the batches beside it, or run to its end alone (`generation.batching`)."""
 
     def __init__(self, cfg: JobConfig, dataset: str, make_engine: Callable[[ModelsConfig, str], object] | None = None,
                  threads: int | None = None, label: bool = False):
