@@ -14,32 +14,23 @@ from specray.engine.forward import model_forward
 from specray.engine.kv_cache import SlotCache
 
 WIDTHS = (1, 2, 3, 5, 9)  # tokens per row a verification feeds
-CONTEXT = 48  # tokens per row in the cache the timed forwards read
 
 
 @torch.no_grad()
-def scratch_cache(model, batch: int, context: int = CONTEXT) -> SlotCache:
-    """A cache holding `context` random tokens per row."""
+def forward_ms(model, batch: int, width: int, context: int = 48, repeats: int = 3) -> float:
+    """Fastest of `repeats` forwards of `width` new tokens per row over a `context`-token cache,
+    through the engine's own forward, so the timing is of the code path that runs."""
     generator = torch.Generator().manual_seed(0)
+    vocab = int(model.config.vocab_size)
     cache = SlotCache.for_model(model, batch)
-    model_forward(model, cache, torch.randint(int(model.config.vocab_size), (batch, context), generator=generator).tolist(), keep=1)
-    return cache
-
-
-@torch.no_grad()
-def forward_ms(model, batch: int, width: int, repeats: int = 3, cache: SlotCache | None = None) -> float:
-    """Fastest of `repeats` forwards of `width` new tokens per row over a `scratch_cache` (given, or made
-    here), through the engine's own forward, so the timing is of the code path that runs."""
-    cache = cache or scratch_cache(model, batch)
-    context = cache.lengths.clone()
-    generator = torch.Generator().manual_seed(1)
+    model_forward(model, cache, torch.randint(vocab, (batch, context), generator=generator).tolist(), keep=1)
     times = []
     for _ in range(repeats + 1):  # the first forward of a new shape pays one-time kernel set-up
-        chunk = torch.randint(int(model.config.vocab_size), (batch, width), generator=generator).tolist()
+        chunk = torch.randint(vocab, (batch, width), generator=generator).tolist()
         start = time.perf_counter()
         model_forward(model, cache, chunk, keep=width)
         times.append((time.perf_counter() - start) * 1e3)
-        cache.truncate(context)
+        cache.truncate(torch.full((batch,), context))
     return min(times[1:])
 
 
@@ -57,7 +48,6 @@ def measure_costs(engine, max_batch: int) -> None:
     for batch in batch_sizes(max_batch):
         if engine.costs.measured(batch):
             continue
-        cache = scratch_cache(engine.target, batch)  # one prefill per batch size: at 16 rows it costs more than the timed forwards
         for width in WIDTHS:
-            engine.costs.record_verify(batch, width, forward_ms(engine.target, batch, width, cache=cache))
+            engine.costs.record_verify(batch, width, forward_ms(engine.target, batch, width))
         engine.costs.record_draft(batch, forward_ms(engine.draft, batch, 1))
