@@ -33,7 +33,6 @@ class Decoding:
                  origin: str = "generate", record_hidden: bool = False):
         """An empty loop on `engine` for policies that agree with `first` (None: target-only decoding)."""
         self.engine, self.config, self.max_batch, self.record_hidden = engine, config, max_batch, record_hidden
-        self.settings = batch_settings(first)
         self.policy = PerRowPolicy(first) if first is not None else None
         uses_draft = first is not None and first.draft_source != "ngram"
         self.state = BatchState([], max_batch, engine.target, engine.draft, engine.eos, engine.tokenizer,
@@ -49,7 +48,7 @@ class Decoding:
 
     def accepts(self, policy: StopPolicy | None) -> bool:
         """Whether sequences stopped by `policy` can join this loop."""
-        return batch_settings(policy) == self.settings
+        return batch_settings(policy) == batch_settings(self.policy)
 
     def add(self, prompts: list[list[int]], ids: list[str], domains: list[str], policies: list[StopPolicy | None]) -> list[Sequence]:
         """Prompts join the queue, each with its domain and stop policy. One that cannot be decoded (empty, or
