@@ -130,8 +130,7 @@ def auto_base(spec: str) -> str | None:
 def choose_source(spec: str, domain: str, registry: str | None, tally: Tally) -> str:
     """The spec of the draft source this `draft=auto` batch runs with, chosen by the domain's chooser."""
     if tally.chooser is None:
-        found = load_prior(registry, domain) if registry else None
-        tally.chooser = DraftChooser(SOURCES, found[0] if found else None, seed=domain)
+        tally.chooser = DraftChooser(SOURCES, load_prior(registry, domain) if registry else None, seed=domain)
     source = tally.chooser.choose()
     tally.sources[source] = tally.sources.get(source, 0) + 1
     return with_source(auto_base(spec), source)

@@ -45,6 +45,15 @@ def test_default_yaml_matches_the_dataclass_defaults():
     assert from_yaml == built_in
 
 
+def test_default_yaml_lists_every_key():
+    def keys(tree, prefix=""):
+        return {k for name, value in tree.items()
+                for k in (keys(value, f"{prefix}{name}.") if isinstance(value, dict) else {f"{prefix}{name}"})}
+
+    listed = keys(OmegaConf.to_container(OmegaConf.load(CONFIGS / "default.yaml")))
+    assert keys(OmegaConf.to_container(OmegaConf.structured(JobConfig))) - listed == set()
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     cfg = load(path=str(path))

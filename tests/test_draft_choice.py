@@ -7,7 +7,7 @@ import pytest
 from specray.config import ConfigError, load_config
 from specray.distributed.draft_choice import DraftChooser, batch_speed
 from specray.distributed.resolve import domain_policy, label_policy
-from specray.policies.draft_prior import KIND, load_prior, prior_meta
+from specray.policies.draft_prior import KIND, MAX_PRIOR_BATCHES, DraftPrior, load_prior, prior_meta
 from specray.policies.registry import publish
 from specray.policies.sources import SOURCES, registry_name, spec_source, with_source
 
@@ -64,11 +64,22 @@ def test_close_sources_keep_being_compared():
 
 
 def test_registry_prior_ranks_sources_before_any_batch_and_live_speed_overrides_it():
-    prior = {"model": 1.0, "ngram": 3.0, "ngram+model": 2.0, "none": 0.5}  # tokens/ms, any common scale
-    chooser = DraftChooser(SOURCE_LIST, prior, seed="logic")
+    speeds = {"model": 1.0, "ngram": 3.0, "ngram+model": 2.0, "none": 0.5}  # tokens/ms, any common scale
+    chooser = DraftChooser(SOURCE_LIST, DraftPrior(speeds, dict.fromkeys(speeds, 1.0)), seed="logic")
     assert choices(chooser)["ngram"] > 250  # no forced round of trying everything
     recorded(chooser, {"ngram": [20, 21, 19, 20, 20], "model": [60, 61, 59, 60, 60]})
     assert chooser.best() == "model"
+
+
+def test_a_prior_weighs_as_many_batches_as_it_has_prompts_behind_it():
+    speeds = {"model": 1.0, "none": 1.25}  # the label run found target-only 25% faster
+    live = {"model": [45, 40], "none": [30]}  # two lucky model batches, one slow target-only batch
+
+    def best(batches: float) -> str:
+        return recorded(DraftChooser(("model", "none"), DraftPrior(speeds, dict.fromkeys(speeds, batches))), live).best()
+
+    assert best(1.0) == "model"  # one pseudo-batch: three live batches overturn it
+    assert best(MAX_PRIOR_BATCHES) == "none"  # a label run over many prompts: they do not
 
 
 def test_batch_speed_is_tokens_over_the_longest_row():
@@ -115,12 +126,17 @@ def test_a_draft_that_cannot_run_fails_at_start_naming_domain_and_draft(override
 
 def test_a_corrupt_prior_is_an_error_naming_the_file(tmp_path):
     publish(tmp_path, KIND, {"global": ({}, prior_meta({"model": {"tokens_per_ms": 1.5}, "ngram": {"tokens_per_ms": 2.5}}))})
-    assert load_prior(tmp_path, "code") == ({"model": 1.5, "ngram": 2.5}, "v0001")
+    expected = DraftPrior({"model": 1.5, "ngram": 2.5}, {"model": 1.0, "ngram": 1.0}, "v0001")  # no prompts recorded: 1 batch
+    assert load_prior(tmp_path, "code") == expected
     cfg = load_config(None, [f"policy.registry={tmp_path}", "policy.per_domain.code.draft=auto"])
-    assert domain_policy(cfg.policy, "code").prior == {"model": 1.5, "ngram": 2.5}
+    assert domain_policy(cfg.policy, "code").prior == expected
     stem = tmp_path / KIND / "v0001" / "global.json"
     meta = json.loads(stem.read_text())
-    meta["sources"]["ngram"]["tokens_per_ms"] = -1
+    meta["sources"]["ngram"]["prompts"] = 2.5
+    stem.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"policy\.per_domain\.code\.draft=auto: .*global\.json: sources\.ngram\.prompts"):
+        domain_policy(cfg.policy, "code")
+    meta["sources"]["ngram"] |= {"prompts": 40, "tokens_per_ms": -1}
     stem.write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match=r"policy\.per_domain\.code\.draft=auto: .*global\.json: sources\.ngram\.tokens_per_ms"):
         domain_policy(cfg.policy, "code")

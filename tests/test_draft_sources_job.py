@@ -11,7 +11,7 @@ from jobkit import MAX_NEW, config, good_rows, write_jsonl
 from specray.distributed.job import run_job
 from specray.distributed.sink import read_results, read_traces
 from specray.distributed.resolve import domain_policy
-from specray.policies.draft_prior import load_prior
+from specray.policies.draft_prior import MAX_PRIOR_BATCHES, load_prior
 from specray.policies.registry import latest_version
 from specray.policies.sources import SOURCES
 from specray.training.retrain import retrain
@@ -58,10 +58,12 @@ def test_retrain_fits_policies_per_source_and_publishes_the_speed_prior(registry
     version = latest_version(root, "disco")
     names = {p.stem for p in (root / "disco" / version).glob("*.json")}
     assert {"global", "global__ngram"} <= names  # per (domain, source); tiny data: the global fallbacks
-    prior, _ = load_prior(root, "code")
-    assert set(prior) == {*LABEL_SOURCES, "none"} and all(v > 0 for v in prior.values())
+    prior = load_prior(root, "code")
+    assert set(prior.speeds) == {*LABEL_SOURCES, "none"} and all(v > 0 for v in prior.speeds.values())
+    assert set(prior.batches) == set(prior.speeds) and all(1 <= b <= MAX_PRIOR_BATCHES for b in prior.batches.values())
     meta = json.loads((root / "draft_sources" / latest_version(root, "draft_sources") / "global.json").read_text())
     assert meta["sources"]["ngram"]["evaluated_tokens"] > 0 and 0 <= meta["sources"]["model"]["acceptance"] <= 1
+    assert 0 < meta["sources"]["ngram"]["prompts"] <= meta["sources"]["model"]["prompts"] == meta["sources"]["none"]["prompts"] <= 12
 
 
 def test_a_learned_policy_is_pinned_to_its_sources_artifact(registry, labelled):

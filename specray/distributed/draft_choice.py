@@ -13,8 +13,9 @@ tokens/s that no one knows before the run. Logs, because speed differences are r
 
 The prior is the registry's per-source throughput for the domain (`specray retrain` replays label runs that
 drafted with every source). It carries ratios only (label runs time whole label batches, not this job's
-batches), so it enters as one pseudo-batch per source at `anchor + log(prior ratio)`, where the anchor is
-fitted to the live batches. Without a prior, every source is tried once, in the configured order, first
+batches), so it enters as pseudo-batches per source at `anchor + log(prior ratio)`, where the anchor is
+fitted to the live batches; as many pseudo-batches as the prior weighs (`DraftPrior.batches`: one per
+label prompt behind it, at most a few). Without a prior, every source is tried once, in the configured order, first
 (a source with a batch in flight counts as tried, so batches dispatched together try different sources).
 """
 
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PRIOR_BATCHES = 1.0  # weight of the registry's prior, in batches
+from specray.policies.draft_prior import DraftPrior
+
 DEFAULT_SIGMA = 0.25  # log-throughput noise assumed until two batches of one source measure it
 MIN_SIGMA = 0.03
 
@@ -56,17 +58,18 @@ def batch_speed(new_tokens: list[int], wall_ms: list[float]) -> tuple[int, float
 
 
 class DraftChooser:
-    """Thompson sampling over `sources` for one domain; `prior`: tokens/s (any common scale) per source."""
+    """Thompson sampling over `sources` for one domain, primed by the registry's `prior` when there is one."""
 
-    def __init__(self, sources: tuple[str, ...], prior: dict[str, float] | None = None, seed: int | str = 0):
+    def __init__(self, sources: tuple[str, ...], prior: DraftPrior | None = None, seed: int | str = 0):
         if not sources:
             raise ValueError("auto draft selection needs at least one source")
         self.sources = tuple(sources)
         self.stats = {s: SourceStats() for s in self.sources}
         self.pending = {s: 0 for s in self.sources}  # batches chosen and not yet recorded or cancelled
-        known = {s: v for s, v in (prior or {}).items() if s in self.stats and v > 0}
+        known = {s: v for s, v in (prior.speeds if prior else {}).items() if s in self.stats and v > 0}
         top = max(known.values(), default=1.0)
         self.prior = {s: math.log(v / top) for s, v in known.items()}  # log ratio to the fastest
+        self.prior_batches = {s: prior.batches[s] for s in known}
         self.rng = np.random.default_rng(zlib.crc32(str(seed).encode()))
 
     def choose(self) -> str:
@@ -100,12 +103,13 @@ class DraftChooser:
         s.log_sum, s.log_sq = s.log_sum + value, s.log_sq + value * value
 
     def posterior(self, source: str, anchor: float) -> tuple[float, float]:
-        """(mean log tokens/s, weight in batches) of `source`: its live batches plus the prior pseudo-batch."""
+        """(mean log tokens/s, weight in batches) of `source`: its live batches plus the prior's pseudo-batches."""
         s = self.stats[source]
         if source not in self.prior:
             return s.log_mean, s.batches
-        weight = s.batches + PRIOR_BATCHES
-        return (s.log_sum + PRIOR_BATCHES * (anchor + self.prior[source])) / weight, weight
+        pseudo = self.prior_batches[source]
+        weight = s.batches + pseudo
+        return (s.log_sum + pseudo * (anchor + self.prior[source])) / weight, weight
 
     def sigma(self) -> float:
         """Pooled within-source standard deviation of batch log-throughput."""
@@ -129,7 +133,8 @@ class DraftChooser:
             "best": self.best(),
             "sources": {
                 s: {"batches": st.batches, "tokens": st.tokens, "seconds": round(st.seconds, 4),
-                    "tokens_per_s": st.tokens_per_s, "prior_ratio": math.exp(self.prior[s]) if s in self.prior else None}
+                    "tokens_per_s": st.tokens_per_s, "prior_ratio": math.exp(self.prior[s]) if s in self.prior else None,
+                    "prior_batches": self.prior_batches.get(s)}
                 for s, st in self.stats.items()
             },
         }

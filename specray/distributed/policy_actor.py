@@ -32,6 +32,7 @@ from ray.util.metrics import Counter
 from specray.averages import ema
 from specray.distributed.batch import Batch, BatchOutput, Failure
 from specray.distributed.draft_choice import DraftChooser, batch_speed
+from specray.policies.draft_prior import DraftPrior
 from specray.policies.resolved import ResolvedPolicy
 from specray.totals import Totals
 
@@ -70,7 +71,7 @@ class DomainPolicy:
     """What a policy actor owns (made by `resolve.domain_policy`); workers build the policy from `resolved[spec]`.
 
     `specs` maps each draft source the domain may use to its resolved spec: one entry, or several under
-    `draft: auto` (then `prior` holds the registry's tokens/s per source, when it has them). `label_specs`:
+    `draft: auto` (then `prior` holds the registry's speed per source, when it has them). `label_specs`:
     a label run's further specs, drafted on the same prompts."""
 
     domain: str
@@ -80,7 +81,7 @@ class DomainPolicy:
     threshold: float | None
     draft: str = "model"  # the domain's draft setting: a source, or auto
     specs: dict[str, str] = field(default_factory=dict)
-    prior: dict[str, float] | None = None
+    prior: DraftPrior | None = None
     label_specs: tuple[str, ...] = ()
     resolved: dict[str, ResolvedPolicy] = field(default_factory=dict)  # every spec above, resolved on the driver
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from specray.config import ConfigError, PolicyConfig
 from specray.distributed.policy_actor import DomainPolicy
 from specray.policies.artifacts import ArtifactError
-from specray.policies.draft_prior import load_prior
+from specray.policies.draft_prior import DraftPrior, load_prior
 from specray.policies.factory import build_policy, resolve_spec
 from specray.policies.kinds import PolicyKind, get_kind
 from specray.policies.registry import GLOBAL, artifact_stem
@@ -90,15 +90,15 @@ def _resolve(policy: PolicyConfig, domain: str, given: str, source: str) -> Reso
     return resolved
 
 
-def _prior(registry: str | None, domain: str) -> dict[str, float] | None:
-    """The registry's tokens/ms per draft source for `domain`, or None when it has none."""
+def _prior(registry: str | None, domain: str) -> DraftPrior | None:
+    """The registry's draft-source prior for `domain`, or None when it has none."""
     if registry is None:
         return None
     try:
         found = load_prior(registry, domain)
     except ArtifactError as exc:
         raise ConfigError(f"policy.per_domain.{domain}.draft=auto: {exc}") from None
-    return None if found is None else found[0]
+    return found
 
 
 def source_stem(registry: str, kind: str, domain: str, source: str) -> tuple[Path | str, str]:

@@ -163,7 +163,8 @@ def source_rates(data: TraceData, costs: Costs) -> dict[str, dict]:
                               np.ones(int(mine.sum()), np.float32))
         k, rate = best_static(rounds, costs)
         evaluated = data.evaluated[mine]
-        out[name] = {"tokens_per_ms": round(rate, 6), "best_static_k": k, "rounds": int(len(rounds.length)),
+        out[name] = {"tokens_per_ms": round(rate, 6), "best_static_k": k, "prompts": int(len(np.unique(data.prompt_key[mine]))),
+                     "rounds": int(len(rounds.length)),
                      "evaluated_tokens": int(evaluated.sum()),
                      "acceptance": round(float(data.accepted[mine][evaluated].mean()), 4) if evaluated.any() else None}
     return out
@@ -253,8 +254,8 @@ def retrain(trace_dirs: list[str | Path], registry: str | Path, if_new_traces: i
             rates.setdefault(domain, {})[source] = rate
         if source == DEFAULT_SOURCE or NONE not in rates[GLOBAL]:  # the target's cost, best seen beside its own draft
             target_only = {"tokens_per_ms": round(1 / float(costs.round_ms(np.zeros(1))[0]), 6), "note": "one token per verification"}
-            for domain in rates:
-                rates[domain][NONE] = target_only
+            for domain in rates:  # timed on as many prompts as the source whose costs it comes from
+                rates[domain][NONE] = {**target_only, "prompts": rates[domain].get(source, {}).get("prompts", 1)}
     default = report["by_source"].get(DEFAULT_SOURCE, {})  # the model draft's, as before sources were told apart
     report["metrics"], report["cost_model"] = default.get("metrics", {}), default.get("cost_model", {})
     for kind, named in artifacts.items():
