@@ -10,6 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from specray.file_modes import as_if_created
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "SPECRAY_CACHE"
@@ -80,6 +82,7 @@ def ensure_gguf_cache(gguf_path: str | os.PathLike) -> Path:
         convert_gguf(gguf_path, tmp)
         marker = {"source": str(gguf_path), "size": gguf_path.stat().st_size}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        as_if_created(tmp)
         os.rename(tmp, target)
     except OSError:
         if not (target / MARKER).is_file():

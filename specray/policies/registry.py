@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from specray.file_modes import as_if_created
 from specray.policies.artifacts import ArtifactError, save_artifact
 from specray.storage import StorageError, child_names, is_remote, local_path, read_bytes, write_bytes
 
@@ -80,6 +81,7 @@ def publish(registry: str | Path, kind: str, artifacts: dict[str, tuple[dict[str
     try:
         for domain, (tensors, meta) in artifacts.items():
             save_artifact(staging / domain, tensors, {**meta, "version": version, "domain": domain})
+        as_if_created(staging)
         staging.rename(root / version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import DynamicCache
 
 from specray.engine.forward import cache_keyword
+from specray.file_modes import as_if_created
 from specray.models.prompts import encode_prompt
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ def save_teacher_data(data: TeacherData, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(path) + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    as_if_created(tmp)
     tmp.replace(path)
 
 
