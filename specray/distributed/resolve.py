@@ -95,10 +95,9 @@ def _prior(registry: str | None, domain: str) -> DraftPrior | None:
     if registry is None:
         return None
     try:
-        found = load_prior(registry, domain)
+        return load_prior(registry, domain)
     except ArtifactError as exc:
         raise ConfigError(f"policy.per_domain.{domain}.draft=auto: {exc}") from None
-    return found
 
 
 def source_stem(registry: str, kind: str, domain: str, source: str) -> tuple[Path | str, str]:
