@@ -36,3 +36,11 @@ def as_if_created(path: str | Path) -> None:
         path.chmod(0o777 & ~mask)
     else:
         path.chmod(0o666 & ~mask)
+
+
+def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, with the mode a plain create would give the file (not its 0600)."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    as_if_created(path)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from specray.file_modes import as_if_created
+from specray.file_modes import save_safetensors
 from specray.models.refs import DRAFT_METADATA
 
 FORMAT = "specray-draft/1"
@@ -129,8 +129,7 @@ def save_draft(draft, target, target_ref: str, out_dir: str | Path, metadata: di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: (v.to(dtype) if v.is_floating_point() else v).cpu() for k, v in own_weights(draft).items()}
-    save_file(weights, str(out_dir / WEIGHTS_FILE))
-    as_if_created(out_dir / WEIGHTS_FILE)
+    save_safetensors(weights, out_dir / WEIGHTS_FILE)
     ids = head_token_ids(draft)
     meta = {
         "format": FORMAT,

@@ -20,11 +20,11 @@ import copy
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import AutoModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from specray.file_modes import as_if_created
+from specray.file_modes import save_safetensors
 from specray.models.draft import SubsetHead, draft_config, read_draft_metadata, target_fingerprint, write_draft_metadata
 
 FORMAT = "specray-feature-draft/1"
@@ -145,8 +145,7 @@ def save_feature_draft(draft: FeatureDraft, target, target_ref: str, out_dir: st
     ids = getattr(draft.lm_head, "token_ids", None)
     if ids is not None:
         weights[HEAD_IDS_KEY] = ids.detach().cpu().contiguous()
-    save_file(weights, str(out_dir / WEIGHTS_FILE))
-    as_if_created(out_dir / WEIGHTS_FILE)
+    save_safetensors(weights, out_dir / WEIGHTS_FILE)
     meta = {
         "format": FORMAT,
         "target": {"ref": target_ref, **target_identity(target)},

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save, save_file
+from safetensors.torch import load, save
 
-from specray.file_modes import as_if_created
+from specray.file_modes import save_safetensors
 from specray.policies.kinds import MAX_LOOKAHEAD
 from specray.storage import StorageError, is_remote, read_bytes, write_bytes
 
@@ -33,8 +33,7 @@ def save_artifact(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict
         return
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().float() for k, v in tensors.items()}, f"{stem}.safetensors")
-    as_if_created(f"{stem}.safetensors")
+    save_safetensors({k: v.detach().contiguous().float() for k, v in tensors.items()}, f"{stem}.safetensors")
     Path(f"{stem}.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import DynamicCache
 
 from specray.engine.forward import cache_keyword
-from specray.file_modes import as_if_created
+from specray.file_modes import save_safetensors
 from specray.models.prompts import encode_prompt
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,7 @@ def save_teacher_data(data: TeacherData, path: str | Path) -> None:
     meta = {"domains": json.dumps(data.domains), "row_ids": json.dumps(data.row_ids), "seconds": str(data.seconds)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(path) + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    as_if_created(tmp)
+    save_safetensors(tensors, tmp, metadata=meta)
     tmp.replace(path)
 
 
