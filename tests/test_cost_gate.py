@@ -50,7 +50,8 @@ def test_what_drafting_rounds_cost_beyond_their_forwards_is_learned_and_charged(
     assert costs.drafting_overhead_ms(8) == pytest.approx(12.0)
     assert float(costs.round_ms(8, torch.tensor([2]))[0]) == pytest.approx(2 * 5.0 + 60.0 + 12.0)
     assert float(costs.round_ms(8, torch.tensor([0]))[0]) == pytest.approx(50.0), "plain rounds pay no overhead"
-    assert not gate.worth_drafting(acceptance)
+    assert gate.worth_drafting(acceptance), "a gate prices its round from the table as it stood when it was made"
+    assert not CostGate(costs, 8).worth_drafting(acceptance)
     costs.observe_round(3, drafted=1, steps=1, ms=500.0)
     assert 3 not in costs.batches, "an unmeasured batch size learns nothing"
 

@@ -5,7 +5,8 @@ import torch
 
 from conftest import EOS, GREEDY_MAX_NEW
 from specray.engine.budget import PROBE_EVERY
-from specray.engine.speculative import GenerationConfig, SpeculativeEngine
+from specray.engine.proposals import token_rows
+from specray.engine.speculative import GenerationConfig, SpeculativeEngine, target_argmax
 from specray.policies.cost import CostModel
 from specray.policies.factory import make_policy
 from specray.schema import LABEL_TRACE_SCHEMA, TRACE_SCHEMA
@@ -351,3 +352,16 @@ def test_last_hidden_states_are_read_at_the_final_norm_and_equal_transformers_ow
     reference = target(input_ids=torch.tensor([[3, 4, 5, 6]]), output_hidden_states=True).hidden_states[-1][:, -3:]
     torch.testing.assert_close(states, reference.float())
     assert not target.model.norm._forward_hooks, "the hook lives for one forward"
+
+
+@pytest.mark.parametrize("counts", [[3, 3, 3, 3], [5, 1, 1, 1]], ids=["few-holes", "mostly-holes"])
+def test_the_targets_argmax_is_read_at_the_verified_slots_whether_or_not_holes_are_reduced(counts):
+    """Both ways of taking the argmax (over every slot, or over the verified rows copied out) agree; rows are
+    right-aligned, so a row's verified slots are its last ones, and a hole's (random) logits never count."""
+    counts = torch.tensor(counts)
+    width, offsets = int(counts.max()), torch.nn.functional.pad(counts.cumsum(0), (1, 0))
+    rows = token_rows(offsets)
+    slots = width - counts[rows] + torch.arange(len(rows)) - offsets[:-1][rows]
+    logits = torch.randn(len(counts), width, 50, generator=torch.Generator().manual_seed(0))
+    expected = torch.stack([logits[b, width - counts[b] + i].argmax() for b in range(len(counts)) for i in range(counts[b])])
+    assert torch.equal(target_argmax(logits, rows, slots), expected)

@@ -45,13 +45,15 @@ class Draws:
 
     def sample(self, rows: torch.Tensor, logits: torch.Tensor, hidden: torch.Tensor, sampling: Sampling, generator,
                support: torch.Tensor | None) -> None:
-        """The draft model's next token on `rows`, the distribution it came from, and what policies see.
-        `support`: the only columns of `logits` that can be finite (ascending token ids), or None: all.
-        Outside it every probability is 0, so the draws and statistics over it are those over the vocabulary."""
-        if support is not None:
-            logits = logits[:, support]  # [rows, S]
-        dist = distribution(logits, sampling)
-        tokens = draw(dist, generator)
+        """The draft model's next token on `rows` (a [B] mask) from `logits` [B, V] (every row's), the
+        distribution it came from, and what policies see. `support`: the only columns of `logits` that can be
+        finite (ascending token ids), or None: all. Outside it every probability is 0, so the draws and
+        statistics over it are those over the vocabulary. The support's columns are taken before the rows:
+        copying every row's full-vocabulary logits first cost 0.4 ms a step at batch 16."""
+        logits = (logits if support is None else logits.index_select(-1, support))[rows]  # [rows, S]
+        # greedy draws the argmax: its one-hot distribution is needed by nothing (verification reads q only when sampling)
+        dist = None if sampling.greedy else distribution(logits, sampling)
+        tokens = logits.argmax(-1) if dist is None else draw(dist, generator)
         stats = token_stats(soft_distribution(logits, sampling), tokens)
         self.tokens[rows], self.hidden[rows] = tokens if support is None else support[tokens], hidden
         self.stats.token_prob[rows], self.stats.entropy[rows], self.stats.topk_probs[rows] = stats.token_prob, stats.entropy, stats.topk_probs
@@ -66,7 +68,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
     drafting, ngram, gate = budget.tokens > 0, budget.ngram, budget.gate
     seqs, generated = state.seqs, torch.tensor([s.generated for s in state.active])
     survival, expected = torch.ones(batch), torch.ones(batch)
-    stop_reason = ["none"] * batch
+    stop_reason, limits = ["none"] * batch, budget.tokens.tolist()
     depths: list[tuple[Draws, torch.Tensor]] = []  # each depth's draws and which rows kept them
     chunks = state.draft_chunks(drafting & ~ngram)  # rows that skipped rounds catch up
     features = state.draft_states(drafting & ~ngram)  # what a feature-level draft reads beside them
@@ -81,7 +83,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         if by_model.any():
             logits, hidden, catching_up = engine.draft_step(state.dcache, chunks, features)
             steps, catch_up_ms = steps + 1, catch_up_ms + catching_up
-            draws.sample(by_model, logits[by_model, -1], hidden[by_model], sampling, generator, engine.draft_support)
+            draws.sample(by_model, logits[:, -1], hidden[by_model], sampling, generator, engine.draft_support)
         # ask each row's policy, then the batch's gate, whether to keep this token and draft another
         idx = drafting.nonzero().squeeze(-1)
         stats = draws.stats
@@ -98,12 +100,13 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         kept = torch.zeros(batch, dtype=torch.bool)
         kept[idx] = decision != Decision.DROP
         depths.append((draws, kept))
-        for j, b in enumerate(idx.tolist()):
-            reason = stop_reason_of(int(wanted[j]), int(decision[j]), int(draws.tokens[b]) in engine.eos, depth, int(budget.tokens[b]))
+        tokens = draws.tokens.tolist()  # Python values once, not a tensor element at a time per row
+        for b, want, ruled in zip(idx.tolist(), wanted.tolist(), decision.tolist()):
+            reason = stop_reason_of(want, ruled, tokens[b] in engine.eos, depth, limits[b])
             if reason:
                 stop_reason[b], drafting[b] = reason, False
         reading = (drafting & ~ngram).tolist()
-        chunks = [[int(draws.tokens[b])] if on else [] for b, on in enumerate(reading)]
+        chunks = [[tokens[b]] if on else [] for b, on in enumerate(reading)]
         if features is not None:  # deeper tokens are read with the draft's own predicted state
             features = [draws.hidden[b : b + 1] if on else draws.hidden[b:b] for b, on in enumerate(reading)]
     return flatten(depths, batch, ngram, stop_reason, record_hidden, engine.vocab_size if not sampling.greedy else None,

@@ -215,16 +215,27 @@ class SpeculativeEngine:
         offsets = proposals.verify_offsets
         rows, counts = token_rows(offsets), offsets.diff()
         slots = width - counts[rows] + torch.arange(len(rows)) - offsets[:-1][rows]
-        verified = logits[rows, slots]  # [N+B, V]
         states = hidden[rows, slots] if reads_states else None  # [N+B, H]
         at_token = torch.arange(len(proposals.token_ids)) + proposals.row_of_token()  # [N] in verified positions
         tokens = proposals.token_ids[:, None]
         if sampling.greedy:
-            # max(-1) gives argmax's index (the first maximal one) in half its time here: 2.3 vs 4.3 ms at batch 32, width 2
-            accepted, following = verify_greedy(verified.max(-1).indices, proposals.token_ids, proposals.offsets)
-            target_prob = soft_distribution(verified[at_token], sampling).gather(-1, tokens).squeeze(-1)
+            accepted, following = verify_greedy(target_argmax(logits, rows, slots), proposals.token_ids, proposals.offsets)
+            drafted = logits[rows[at_token], slots[at_token]]  # [N, V]
+            target_prob = soft_distribution(drafted, sampling).gather(-1, tokens).squeeze(-1)
         else:
+            verified = logits[rows, slots]  # [N+B, V]
             probs = distribution(verified, sampling)
             accepted, following = verify_sampled(probs, proposals.draft_probs, proposals.token_ids, proposals.offsets, generator)
             target_prob = probs[at_token].gather(-1, tokens).squeeze(-1)
         return Verdicts(accepted, following, target_prob, states)
+
+
+def target_argmax(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """[N+B] the target's argmax at each verified position, from [B, width, V] logits whose (rows, slots) hold
+    them. max(-1) gives argmax's index (the first maximal one) in half its time here (2.3 against 4.3 ms at
+    batch 32, width 2). Taking it over every slot, holes included, skips copying the verified rows out, and
+    pays while the holes are few: at batch 16, a row copied out and reduced took ~0.055 ms, a slot reduced
+    in place ~0.029 ms."""
+    if logits.shape[0] * logits.shape[1] <= 2 * len(rows):
+        return logits.max(-1).indices[rows, slots]
+    return logits[rows, slots].max(-1).indices

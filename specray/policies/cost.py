@@ -193,6 +193,7 @@ class CostGate:
 
     def __init__(self, costs: CostModel, batch_size: int, trust: float = 1.0):
         self.costs, self.batch_size, self.trust = costs, batch_size, trust
+        self.verify_prices = np.zeros(0)  # [W] verifying 1..W tokens per row, read from the table as needed
 
     def believed(self, acceptance: torch.Tensor) -> torch.Tensor:
         """What the gate takes these acceptance estimates to be worth."""
@@ -203,10 +204,19 @@ class CostGate:
         """A round that drafts nothing (the budget weighs it before anything of this round is timed)."""
         return self.round_ms(0, 1)
 
+    @cached_property
+    def step_prices(self) -> tuple[float, float]:
+        """(a draft step, a drafting round's overhead) in ms at this batch size."""
+        return self.costs.draft_ms(self.batch_size), self.costs.drafting_overhead_ms(self.batch_size)
+
     def round_ms(self, steps: int, width: int) -> float:
-        """A round of `steps` paid draft forwards and a verification `width` tokens wide."""
-        drafted = torch.tensor([width - 1])
-        return float(self.costs.round_ms(self.batch_size, drafted, torch.tensor([steps])))
+        """A round of `steps` paid draft forwards and a verification `width` tokens wide (`CostModel.round_ms`),
+        priced from the table as it stood when the gate was made: a gate is asked a few times at every depth,
+        and reading the table each time cost ~1 ms a depth at batch 16."""
+        if width > len(self.verify_prices):
+            self.verify_prices = self.costs.verify_ms(self.batch_size, np.arange(1, 2 * width + 1))
+        draft_ms, overhead_ms = self.step_prices
+        return steps * draft_ms + float(self.verify_prices[width - 1]) + (overhead_ms if width > 1 else 0.0)
 
     def worth_drafting(self, acceptance: torch.Tensor, free: torch.Tensor | None = None) -> bool:
         """Before a round: do the rows' first tokens, accepted with these probabilities, beat not drafting?
