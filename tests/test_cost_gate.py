@@ -52,6 +52,10 @@ def test_what_drafting_rounds_cost_beyond_their_forwards_is_learned_and_charged(
     assert float(costs.round_ms(8, torch.tensor([0]))[0]) == pytest.approx(50.0), "plain rounds pay no overhead"
     assert gate.worth_drafting(acceptance), "a gate prices its round from the table as it stood when it was made"
     assert not CostGate(costs, 8).worth_drafting(acceptance)
+    fresh = CostGate(costs, 8)
+    for steps, width in [(0, 1), (1, 2), (2, 3), (3, 7), (1, 12)]:
+        assert fresh.round_ms(steps, width) == pytest.approx(
+            float(costs.round_ms(8, torch.tensor([width - 1]), torch.tensor([steps]))[0])), "the gate prices as the model does"
     costs.observe_round(3, drafted=1, steps=1, ms=500.0)
     assert 3 not in costs.batches, "an unmeasured batch size learns nothing"
 

@@ -66,9 +66,12 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
     """Draft this round's tokens for every row of `state`, within `budget`."""
     batch = len(state)
     drafting, ngram, gate = budget.tokens > 0, budget.ngram, budget.gate
+    stop_reason, limits = ["none"] * batch, budget.tokens.tolist()
+    sampled_vocab = engine.vocab_size if not sampling.greedy else None
+    if not drafting.any():  # a plain round: nothing to draft, and nothing for the draft to read
+        return flatten([], batch, ngram, stop_reason, record_hidden, sampled_vocab, 0, 0.0)
     seqs, generated = state.seqs, torch.tensor([s.generated for s in state.active])
     survival, expected = torch.ones(batch), torch.ones(batch)
-    stop_reason, limits = ["none"] * batch, budget.tokens.tolist()
     depths: list[tuple[Draws, torch.Tensor]] = []  # each depth's draws and which rows kept them
     chunks = state.draft_chunks(drafting & ~ngram)  # rows that skipped rounds catch up
     features = state.draft_states(drafting & ~ngram)  # what a feature-level draft reads beside them
@@ -109,8 +112,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         chunks = [[tokens[b]] if on else [] for b, on in enumerate(reading)]
         if features is not None:  # deeper tokens are read with the draft's own predicted state
             features = [draws.hidden[b : b + 1] if on else draws.hidden[b:b] for b, on in enumerate(reading)]
-    return flatten(depths, batch, ngram, stop_reason, record_hidden, engine.vocab_size if not sampling.greedy else None,
-                   steps, catch_up_ms)
+    return flatten(depths, batch, ngram, stop_reason, record_hidden, sampled_vocab, steps, catch_up_ms)
 
 
 def stop_reason_of(wanted: int, decision: int, eos: bool, drafted: int, budget: int) -> str | None:

@@ -210,9 +210,10 @@ class CostGate:
         return self.costs.draft_ms(self.batch_size), self.costs.drafting_overhead_ms(self.batch_size)
 
     def round_ms(self, steps: int, width: int) -> float:
-        """A round of `steps` paid draft forwards and a verification `width` tokens wide (`CostModel.round_ms`),
-        priced from the table as it stood when the gate was made: a gate is asked a few times at every depth,
-        and reading the table each time cost ~1 ms a depth at batch 16."""
+        """A round of `steps` paid draft forwards and a verification `width` tokens wide: `CostModel.round_ms`,
+        priced from the table as it stood when the gate was first asked (a gate lives for one round, and is
+        asked a few times at every depth: reading the table each time cost ~1 ms a depth at batch 16, under a
+        profiler)."""
         if width > len(self.verify_prices):
             self.verify_prices = self.costs.verify_ms(self.batch_size, np.arange(1, 2 * width + 1))
         draft_ms, overhead_ms = self.step_prices
