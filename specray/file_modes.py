@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 
 def umask() -> int:
     """The process's umask, read without changing it where Linux says it (os.umask sets as it reads)."""
@@ -27,20 +29,20 @@ def umask() -> int:
     return mask
 
 
+def plain_mode(directory: bool, mask: int | None = None) -> int:
+    """The mode a plain `mkdir` (directory) or `open` gives under `mask` (default: the process's umask)."""
+    return (0o777 if directory else 0o666) & ~(umask() if mask is None else mask)
+
+
 def as_if_created(path: str | Path) -> None:
     """Give `path` (a directory: with everything under it) the mode a plain create would have given it."""
     mask, path = umask(), Path(path)
-    if path.is_dir():
-        for sub in path.rglob("*"):
-            sub.chmod((0o777 if sub.is_dir() else 0o666) & ~mask)
-        path.chmod(0o777 & ~mask)
-    else:
-        path.chmod(0o666 & ~mask)
+    for sub in path.rglob("*") if path.is_dir() else ():
+        sub.chmod(plain_mode(sub.is_dir(), mask))
+    path.chmod(plain_mode(path.is_dir(), mask))
 
 
 def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """`safetensors.torch.save_file`, with the mode a plain create would give the file (not its 0600)."""
-    from safetensors.torch import save_file
-
     save_file(tensors, str(path), metadata=metadata)
     as_if_created(path)

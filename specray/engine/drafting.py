@@ -66,10 +66,11 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
     """Draft this round's tokens for every row of `state`, within `budget`."""
     batch = len(state)
     drafting, ngram, gate = budget.tokens > 0, budget.ngram, budget.gate
-    stop_reason, limits = ["none"] * batch, budget.tokens.tolist()
+    stop_reason = ["none"] * batch
     sampled_vocab = engine.vocab_size if not sampling.greedy else None
     if not drafting.any():  # a plain round: nothing to draft, and nothing for the draft to read
         return flatten([], batch, ngram, stop_reason, record_hidden, sampled_vocab, 0, 0.0)
+    limits = budget.tokens.tolist()
     seqs, generated = state.seqs, torch.tensor([s.generated for s in state.active])
     survival, expected = torch.ones(batch), torch.ones(batch)
     depths: list[tuple[Draws, torch.Tensor]] = []  # each depth's draws and which rows kept them

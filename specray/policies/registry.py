@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from specray.file_modes import umask
+from specray.file_modes import plain_mode
 from specray.policies.artifacts import ArtifactError, save_artifact
 from specray.storage import StorageError, child_names, is_remote, local_path, read_bytes, write_bytes
 
@@ -81,7 +81,7 @@ def publish(registry: str | Path, kind: str, artifacts: dict[str, tuple[dict[str
     try:
         for domain, (tensors, meta) in artifacts.items():
             save_artifact(staging / domain, tensors, {**meta, "version": version, "domain": domain})
-        staging.chmod(0o777 & ~umask())  # mkdtemp's 0700; save_artifact gave the files theirs
+        staging.chmod(plain_mode(directory=True))  # mkdtemp's 0700; save_artifact gave the files theirs
         staging.rename(root / version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
