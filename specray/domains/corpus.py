@@ -14,6 +14,7 @@ from specray.domains import styles
 SEED = 1234
 PER_DOMAIN_BLOCKS = 1500
 PER_DOMAIN_STYLES = 1500
+DRAFT_SEED = 4321  # the styles drawn as a draft's training prompts (`specray distill --prompts styles`)
 
 
 def training_corpus(seed: int = SEED) -> tuple[list[str], list[str]]:
@@ -27,3 +28,16 @@ def training_corpus(seed: int = SEED) -> tuple[list[str], list[str]]:
         prompts += drawn
         labels += [domain] * len(drawn)
     return prompts, labels
+
+
+def style_rows(per_domain: int = PER_DOMAIN_STYLES, seed: int = DRAFT_SEED) -> list[dict]:
+    """Rows {id, prompt, domain} from the extra templates alone, `per_domain` each, deterministic in seed.
+
+    A draft learns from the target's answers to them (`specray distill --prompts styles`): prompt shapes the
+    distill split's templates do not have, written for this project, never the heldout templates."""
+    rng = random.Random(seed)
+    rows = []
+    for domain, templates in styles.TEMPLATES.items():
+        drawn = unique_prompts(templates, per_domain, rng, set(), strict=False)
+        rows += [{"id": f"styles-{domain}-{i}", "prompt": p, "domain": domain} for i, p in enumerate(drawn)]
+    return rows

@@ -26,6 +26,7 @@ import torch
 from specray.models import load_model
 from specray.models.draft import build_draft, own_columns, save_draft
 from specray.models.feature_draft import build_feature_draft, save_feature_draft
+from specray.domains.corpus import style_rows
 from specray.models.refs import DEFAULT_TARGET, canonical_ref
 from specray.training.distill_data import (
     TeacherData, concat_teacher_data, eos_token_ids, interleave_domains, load_teacher_data, padded, save_teacher_data, sharded_teacher_data,
@@ -34,9 +35,15 @@ from specray.training.distill_data import (
 from specray.training.distill_eval import agreement_report, greedy_matches, latency_ratio
 from specray.training.distill_features import feature_matches, target_states, train_feature_draft
 from specray.training.distill_loop import fit
+from specray.training.contamination import without_overlap
 from specray.training.self_instruct import self_instruct
 
-SELF_INSTRUCT = "self-instruct"
+# named prompt sources for `--prompts` (anything else is a prompts file): (target, tokenizer, args) -> rows
+PROMPT_SOURCES = {
+    "self-instruct": lambda target, tokenizer, args: self_instruct(
+        target, tokenizer, args.self_instruct_per_topic, seed=args.seed),
+    "styles": lambda target, tokenizer, args: without_overlap(style_rows(), evaluation_prompts()),
+}
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +133,14 @@ def prompt_rows(path: str | None, split: str) -> list[dict]:
     return [{"id": r.id, "prompt": r.prompt, "domain": r.domain or "chat"} for b in read_prompts(path) for r in b.rows]
 
 
+def evaluation_prompts() -> list[str]:
+    """What drafts are measured on: the built-in heldout split and the public and styled evaluation files."""
+    from specray.data.builtin import builtin_prompts
+    from specray.domains.evaluate import eval_rows
+
+    return [row["prompt"] for row in builtin_prompts("heldout") + eval_rows()]
+
+
 def cached_teacher_data(path: str | None, make) -> tuple[TeacherData, bool]:
     """Reuse teacher data saved at `path` (several files: comma-separated) and say so, else make it and
     save it there when a path is given."""
@@ -144,11 +159,10 @@ def cached_teacher_data(path: str | None, make) -> tuple[TeacherData, bool]:
 
 def training_data(args: argparse.Namespace, target_ref: str, target, tokenizer) -> TeacherData:
     """The target's responses to the training prompts, within `--data-minutes`, on `--data-workers` processes;
-    `--prompts self-instruct` has the target write the prompts first."""
-    if args.prompts == SELF_INSTRUCT:
-        rows = self_instruct(target, tokenizer, args.self_instruct_per_topic, seed=args.seed)
-    else:
-        rows = prompt_rows(args.prompts, "distill")
+    `--prompts self-instruct` has the target write the prompts first, `--prompts styles` takes the domain
+    detector's extra templates."""
+    source = PROMPT_SOURCES.get(args.prompts)
+    rows = source(target, tokenizer, args) if source else prompt_rows(args.prompts, "distill")
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, seed=args.seed,
                minutes=args.data_minutes)
     if args.data_workers > 1:
@@ -269,8 +283,8 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--budget-minutes", type=float, default=12.0, help="wall-clock training budget")
     p.add_argument("--data-minutes", type=float, default=12.0, help="wall-clock budget for generating teacher data")
     p.add_argument("--prompts", default=None,
-                   help=f"training prompts file (default: built-in distill split), or {SELF_INSTRUCT!r}: the target "
-                        "writes them from seed topics")
+                   help="training prompts file (default: built-in distill split); 'self-instruct': the target "
+                        "writes them from seed topics; 'styles': the domain detector's extra templates")
     p.add_argument("--self-instruct-per-topic", type=int, default=8, help="requests written per seed topic")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--head-size", type=int, default=8192, help="restrict the draft head to this many tokens (0: full)")
