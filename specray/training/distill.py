@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 
+from specray.domains.corpus import style_rows
 from specray.models import load_model
 from specray.models.draft import build_draft, own_columns, save_draft
 from specray.models.feature_draft import build_feature_draft, save_feature_draft
-from specray.domains.corpus import style_rows
 from specray.models.refs import DEFAULT_TARGET, canonical_ref
+from specray.training.contamination import without_overlap
 from specray.training.distill_data import (
     TeacherData, concat_teacher_data, eos_token_ids, interleave_domains, load_teacher_data, padded, save_teacher_data, sharded_teacher_data,
     teacher_data,
@@ -35,7 +36,6 @@ from specray.training.distill_data import (
 from specray.training.distill_eval import agreement_report, greedy_matches, latency_ratio
 from specray.training.distill_features import feature_matches, target_states, train_feature_draft
 from specray.training.distill_loop import fit
-from specray.training.contamination import without_overlap
 from specray.training.self_instruct import self_instruct
 
 # named prompt sources for `--prompts` (anything else is a prompts file): (target, tokenizer, args) -> rows
