@@ -68,7 +68,8 @@ def test_the_manifest_records_each_workers_device_and_precision(e2e):
     records = [json.loads(line) for line in (Path(cfg.output.dir) / "manifest.jsonl").read_text().splitlines()]
     workers = [r for r in records if r.get("kind") == "workers"]
     assert len(workers) == 1 and len(workers[0]["workers"]) == 2
-    assert workers[0]["workers"][0] == {"device": "cpu", "precision": {"target": "float32", "draft": "float32"}}
+    assert workers[0]["workers"][0] == {"device": "cpu", "precision": {"target": "float32", "draft": "float32"},
+                                        "context_window": 1024}
 
 
 def test_domains_and_their_policies(e2e):

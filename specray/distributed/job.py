@@ -139,13 +139,14 @@ def _generate(cfg: JobConfig, work, actors: PolicyActors, sink: RunSink, progres
     pool = WorkerPool(_spawner(cfg, dataset, make_engine, label), cfg.cluster.num_workers, cfg.cluster.max_in_flight)
     try:
         try:
-            sink.record_workers(pool.wait_ready(cfg.cluster.start_timeout_s))
+            workers = pool.wait_ready(cfg.cluster.start_timeout_s)
         except RayError as exc:
             raise JobError(f"a model worker failed to start:\n{exc}") from None
         except TimeoutError as exc:
             raise JobError(f"{exc} (cluster.start_timeout_s={cfg.cluster.start_timeout_s}); the cluster has "
                            f"{_describe_resources(ray.cluster_resources())}") from None
-        window = ray.get(pool.slots[0].worker.context_window.remote())
+        sink.record_workers(workers)
+        window = workers[0]["context_window"]
         if window is not None and cfg.generation.max_new_tokens >= window:
             raise JobError(f"generation.max_new_tokens={cfg.generation.max_new_tokens} leaves no room for a prompt in the "
                            f"target's context window of {window} tokens; every row would be an error")

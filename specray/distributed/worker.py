@@ -29,17 +29,16 @@ class ModelWorker:
 
     @staticmethod
     def concurrency(max_in_flight: int) -> int:
-        """Calls the actor serves at once: every batch in flight, and the pool's `ready` and `context_window`."""
-        return max_in_flight + 2
+        """Calls the actor serves at once: every batch in flight, and the pool's `ready`."""
+        return max_in_flight + 1
 
     def ready(self) -> dict:
         """Answers once the models are loaded (the pool waits on it, so a bad model ref fails the job at once)
-        with where they run and in which precision each role runs, which the run's manifest records."""
-        return {"device": self.runner.device, "precision": self.runner.precision()}
-
-    def context_window(self) -> int | None:
-        """The target's context window in tokens (None: unbounded), so the driver can check max_new_tokens."""
-        return self.runner.engine.context_window()
+        with where they run, in which precision each role runs, and the target's context window in tokens
+        (None: unbounded), which the run's manifest records and the driver checks max_new_tokens against.
+        One answer, so a worker that dies after it leaves nothing for the driver to wait on."""
+        return {"device": self.runner.device, "precision": self.runner.precision(),
+                "context_window": self.runner.engine.context_window()}
 
     def generate(self, domain: str, rows: tuple[PromptRow, ...], spec: ResolvedPolicy | str,
                  label_specs: tuple[ResolvedPolicy | str, ...] = ()) -> BatchOutput:
