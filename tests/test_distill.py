@@ -49,6 +49,17 @@ def test_distill_command_writes_a_loadable_draft(tiny_target_dir, prompts_file, 
     assert logits.shape == (1, 3, 64) and torch.isinf(logits).sum(-1).eq(64 - 32).all()
 
 
+def test_init_from_continues_a_layer_draft_with_its_own_layers(tiny_target_dir, prompts_file, tmp_path):
+    argv = ["--target", str(tiny_target_dir), "--prompts", str(prompts_file), "--max-new-tokens", "6",
+            "--eval-prompts", "4", "--head-size", "32", "--threads", "1"]
+    distill_main([*argv, "--out", str(tmp_path / "first"), "--layers", "1", "--max-steps", "2"])
+    distill_main([*argv, "--out", str(tmp_path / "next"), "--init-from", str(tmp_path / "first"), "--max-steps", "2"])
+    saved = read_draft_metadata(tmp_path / "next")
+    assert saved["num_hidden_layers"] == 1 and saved["training"]["layers"] == 1, "the saved draft's layers, not --layers 2"
+    assert saved["training"]["init_from"]["training"]["command"] == read_draft_metadata(tmp_path / "first")["training"]["command"]
+    assert load_pair(str(tiny_target_dir), str(tmp_path / "next"), dtype="float32").draft.config.num_hidden_layers == 1
+
+
 def test_subset_head_gives_full_vocab_logits_with_minus_inf_elsewhere():
     weight = torch.randn(10, 4)
     head = SubsetHead(weight, torch.tensor([1, 4, 7]))

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from conftest import EOS, GREEDY_MAX_NEW, random_prompts, reference_greedy, tiny_llama, tiny_tokenizer
 
 from specray.engine.sampling import Sampling
@@ -163,17 +164,23 @@ def test_another_target_of_the_same_shape_is_refused_naming_both(tmp_path):
         load_feature_draft(tmp_path / "d", tiny_llama(seed=1, dtype=torch.float32))
 
 
-def test_distill_eagle_command_writes_a_draft_the_pair_loads(tmp_path, capsys):
+@pytest.fixture
+def eagle_argv(tmp_path) -> list[str]:
+    """`specray distill --kind eagle` on a tiny target and prompts file, less --out and --max-steps."""
     model, tokenizer = tiny_llama(dtype=torch.float32), tiny_tokenizer()
     model.save_pretrained(tmp_path / "target")
     tokenizer.save_pretrained(tmp_path / "target")
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"w{3 + i} w{5 + i} w9", "domain": "math"}) + "\n"
                                for i in range(12)))
+    return ["distill", "--kind", "eagle", "--target", str(tmp_path / "target"), "--prompts", str(prompts),
+            "--max-new-tokens", "6", "--eval-prompts", "4", "--head-size", "32", "--seed", "3", "--threads", "1",
+            "--teacher-dtype", "bfloat16", "--train-dtype", "bfloat16"]
+
+
+def test_distill_eagle_command_writes_a_draft_the_pair_loads(tmp_path, eagle_argv, capsys):
     out = tmp_path / "eagle"
-    status = main(["distill", "--kind", "eagle", "--target", str(tmp_path / "target"), "--out", str(out), "--max-steps",
-                   "3", "--prompts", str(prompts), "--max-new-tokens", "6", "--eval-prompts", "4", "--head-size", "32",
-                   "--seed", "3", "--threads", "1", "--teacher-dtype", "bfloat16", "--train-dtype", "bfloat16"])
+    status = main([*eagle_argv, "--out", str(out), "--max-steps", "3"])
     assert status == 0, "the CLI's exit status"
     saved = meta = read_draft_metadata(out)
     assert saved["training"]["kind"] == "eagle" and saved["training"]["steps"] == 3
@@ -184,6 +191,31 @@ def test_distill_eagle_command_writes_a_draft_the_pair_loads(tmp_path, capsys):
     generated = SpeculativeEngine(pair.target, pair.draft, pair.tokenizer).generate(
         [[3, 4, 5]], make_policy("static:2"), GenerationConfig(max_new_tokens=5))
     assert generated.sequences[0].tokens == reference_greedy(pair.target, [3, 4, 5], 5)
+
+
+def test_init_from_continues_a_saved_draft_and_records_the_chain(tmp_path, eagle_argv):
+    first, second, again = tmp_path / "first", tmp_path / "second", tmp_path / "again"
+    main([*eagle_argv, "--out", str(first), "--max-steps", "3"])
+    main([*eagle_argv, "--out", str(second), "--max-steps", "0", "--init-from", str(first), "--head-size", "16"])
+    saved = read_draft_metadata(second)
+    assert saved["training"]["init_from"] == {"path": str(first), "training": read_draft_metadata(first)["training"]}
+    assert saved["head_subset"]["size"] == 32, "the draft's own head subset, not --head-size"
+    assert load_file(second / "draft.safetensors").keys() == load_file(first / "draft.safetensors").keys()
+    assert all(torch.equal(w, load_file(first / "draft.safetensors")[k]) for k, w in load_file(second / "draft.safetensors").items())
+    main([*eagle_argv, "--out", str(again), "--max-steps", "2", "--init-from", str(second)])
+    chain = read_draft_metadata(again)["training"]
+    assert chain["steps"] == 2 and chain["init_from"]["training"]["init_from"]["path"] == str(first)
+    assert not torch.equal(load_file(again / "draft.safetensors")["fc.weight"], load_file(second / "draft.safetensors")["fc.weight"])
+
+
+def test_init_from_a_draft_of_another_kind_fails_before_any_work(tmp_path, eagle_argv):
+    layers = tmp_path / "layers"
+    main([*eagle_argv[:2], "layers", *eagle_argv[3:], "--out", str(layers), "--layers", "1", "--max-steps", "1"])
+    with pytest.raises(ValueError, match=r"--init-from .*layers: holds a 'specray-draft/1' draft; --kind eagle continues"):
+        main([*eagle_argv, "--out", str(tmp_path / "x"), "--init-from", str(layers)])
+    with pytest.raises(ValueError, match=r"--init-from .*nowhere: no readable draft metadata"):
+        main([*eagle_argv, "--out", str(tmp_path / "x"), "--init-from", str(tmp_path / "nowhere")])
+    assert not (tmp_path / "x").exists()
 
 
 def test_shipped_feature_draft_is_small_and_documented():

@@ -25,8 +25,10 @@ import torch
 
 from specray.domains.corpus import style_rows
 from specray.models import load_model
-from specray.models.draft import build_draft, own_columns, save_draft
-from specray.models.feature_draft import build_feature_draft, save_feature_draft
+from specray.models.draft import FORMAT as DRAFT_FORMAT
+from specray.models.draft import OWN_PREFIX, build_draft, head_token_ids, load_draft, own_columns, read_draft_metadata, save_draft
+from specray.models.feature_draft import FORMAT as FEATURE_DRAFT_FORMAT
+from specray.models.feature_draft import build_feature_draft, load_feature_draft, save_feature_draft
 from specray.models.refs import DEFAULT_TARGET, canonical_ref
 from specray.training.contamination import without_overlap
 from specray.training.distill_data import (
@@ -175,10 +177,12 @@ class DraftKind:
     """How one kind of draft is built around a target, trained, evaluated on held-out data and saved."""
 
     build: Callable  # (target, head_ids, args) -> draft
+    load: Callable  # (target, draft_dir) -> a saved draft of this kind, its own weights trainable again
+    format: str  # what a saved draft of this kind records as its "format"
     train: Callable  # (draft, teacher, data, args) -> stats
     matches: Callable  # (draft, teacher, data) -> per response, agreement at each position
     save: Callable  # (draft, target, target_ref, out, meta, dtype) -> Path
-    settings: Callable  # args -> what the metadata records of this kind's own flags
+    settings: Callable  # (args, draft) -> what the metadata records of this kind's own settings
 
 
 def _train_layers(draft, teacher, data: TeacherData, args) -> dict:
@@ -195,20 +199,38 @@ def _train_features(draft, teacher, data: TeacherData, args) -> dict:
     return {**stats, "state_seconds": round(time.monotonic() - started - stats["train_seconds"], 1)}
 
 
+def _load_layers(target, path: str):
+    draft = load_draft(path, target, torch.float32)
+    for name, param in draft.named_parameters():
+        param.requires_grad_(name.startswith(OWN_PREFIX))
+    return draft
+
+
+def _load_features(target, path: str):
+    draft = load_feature_draft(path, target, torch.float32)
+    for param in draft.own_parameters().values():
+        param.requires_grad_(True)
+    return draft
+
+
 DRAFT_KINDS = {
     "layers": DraftKind(
         build=lambda target, ids, args: build_draft(target, args.layers, ids),
+        load=_load_layers,
+        format=DRAFT_FORMAT,
         train=_train_layers,
         matches=lambda draft, teacher, data: greedy_matches(draft, data),
         save=save_draft,
-        settings=lambda args: {"layers": args.layers, "loss": args.loss},
+        settings=lambda args, draft: {"layers": draft.config.num_hidden_layers, "loss": args.loss},
     ),
     "eagle": DraftKind(
         build=lambda target, ids, args: build_feature_draft(target, ids, args.seed),
+        load=_load_features,
+        format=FEATURE_DRAFT_FORMAT,
         train=_train_features,
         matches=lambda draft, teacher, data: feature_matches(draft, data, target_states(teacher, data)),
         save=save_feature_draft,
-        settings=lambda args: {"loss": "state regression + KL on response positions, unrolled once",
+        settings=lambda args, draft: {"loss": "state regression + KL on response positions, unrolled once",
                                "train_dtype": args.train_dtype},
     ),
 }
@@ -221,8 +243,10 @@ def run_distill(args: argparse.Namespace, command: str) -> dict:
         torch.set_num_threads(args.threads)
     wall = time.monotonic()
     kind = DRAFT_KINDS[args.kind]
+    start = starting_draft(args.init_from, args.kind) if args.init_from else None  # before hours of teacher data
     target_ref = canonical_ref(args.target)
     target, tokenizer = load_model(target_ref)
+    draft = kind.load(target, args.init_from) if start else None  # a draft for another target fails here
     teacher = teacher_model(target, args.teacher_dtype)
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, seed=args.seed)
     train, train_reused = cached_teacher_data(
@@ -231,8 +255,10 @@ def run_distill(args: argparse.Namespace, command: str) -> dict:
         teacher, tokenizer, interleave_domains(prompt_rows(None, "heldout"), args.seed)[:args.eval_prompts], **gen))
     log.info("teacher data: %d sequences / %d tokens for training, %d for evaluation",
              len(train.prompts), train.num_tokens, len(heldout.prompts))
-    ids = head_subset(train, args.head_size, eos_token_ids(target, tokenizer)) if args.head_size else None
-    draft = kind.build(target, ids, args)
+    if draft is None:
+        ids = head_subset(train, args.head_size, eos_token_ids(target, tokenizer)) if args.head_size else None
+        draft = kind.build(target, ids, args)
+    ids = head_token_ids(draft)
     stats = kind.train(draft, teacher, train, args)
     draft.requires_grad_(False)
     report = agreement_report(kind.matches(draft, teacher, heldout), heldout.domains, k=4)
@@ -240,7 +266,7 @@ def run_distill(args: argparse.Namespace, command: str) -> dict:
     log.info("held-out agreement %s; latency %s", report, latency)
     meta = {
         "training": {
-            "command": command, "kind": args.kind, "seed": args.seed, **kind.settings(args), "lr": args.lr,
+            "command": command, "kind": args.kind, "seed": args.seed, **kind.settings(args, draft), "lr": args.lr,
             "batch_size": args.batch_size, "budget_minutes": args.budget_minutes,
             "prompts": args.prompts or "builtin:distill",
             "teacher": {"sequences": len(train.prompts), "tokens": train.num_tokens,
@@ -251,6 +277,7 @@ def run_distill(args: argparse.Namespace, command: str) -> dict:
                             "data_workers": args.data_workers})},
             **stats,
             "wall_seconds": round(time.monotonic() - wall, 1),
+            **({"init_from": start} if start else {}),
         },
         "head_subset_coverage": {"train": round(subset_coverage(ids, train), 4),
                                  "heldout": round(subset_coverage(ids, heldout), 4)},
@@ -262,6 +289,19 @@ def run_distill(args: argparse.Namespace, command: str) -> dict:
     kind.save(draft, target, target_ref, args.out, meta, dtype=getattr(torch, args.save_dtype))
     log.info("draft written to %s", args.out)
     return meta
+
+
+def starting_draft(path: str, kind: str) -> dict:
+    """What `--init-from` records of the draft it continues: its directory and its own training record (so the
+    metadata keeps the whole chain of commands). A directory holding no draft of `kind` fails here, naming it."""
+    try:
+        meta = read_draft_metadata(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--init-from {path}: no readable draft metadata ({exc})") from None
+    if meta.get("format") != DRAFT_KINDS[kind].format:
+        raise ValueError(f"--init-from {path}: holds a {meta.get('format')!r} draft; --kind {kind} continues a "
+                         f"{DRAFT_KINDS[kind].format!r} one")
+    return {"path": str(path), "training": meta.get("training")}
 
 
 def teacher_model(target, dtype: str):
@@ -281,6 +321,9 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
                    help="layers: a few target-width layers; eagle: one layer reading the target's hidden states")
     p.add_argument("--layers", type=int, default=2, help="draft layers, copied from the target's first ones")
     p.add_argument("--budget-minutes", type=float, default=12.0, help="wall-clock training budget")
+    p.add_argument("--init-from", default=None,
+                   help="continue training this saved draft of the same kind (its layers and head subset are kept; "
+                        "--layers and --head-size are not read)")
     p.add_argument("--data-minutes", type=float, default=12.0, help="wall-clock budget for generating teacher data")
     p.add_argument("--prompts", default=None,
                    help="training prompts file (default: built-in distill split); 'self-instruct': the target "
