@@ -10,8 +10,8 @@ from transformers import DynamicCache
 from specray.models import encode_prompt, load_model, load_pair
 from specray.models.draft import SubsetHead, build_draft, load_draft, read_draft_metadata, save_draft
 from specray.models.refs import DRAFT_METADATA, EMBEDDED_DRAFT_DIR, EMBEDDED_LAYER_DRAFT
-from specray.training.distill import distill_main, head_subset, subset_coverage
-from specray.training.distill_data import interleave_domains, teacher_data
+from specray.training.distill import cached_teacher_data, distill_main, head_subset, subset_coverage
+from specray.training.distill_data import TeacherData, interleave_domains, save_teacher_data, teacher_data
 from specray.training.distill_eval import accepted_per_iteration, agreement_report, greedy_matches
 
 
@@ -58,6 +58,20 @@ def test_init_from_continues_a_layer_draft_with_its_own_layers(tiny_target_dir, 
     assert saved["num_hidden_layers"] == 1 and saved["training"]["layers"] == 1, "the saved draft's layers, not --layers 2"
     assert saved["training"]["init_from"]["training"]["command"] == read_draft_metadata(tmp_path / "first")["training"]["command"]
     assert load_pair(str(tiny_target_dir), str(tmp_path / "next"), dtype="float32").draft.config.num_hidden_layers == 1
+
+
+def test_reused_teacher_files_add_up_their_generation_times(tmp_path):
+    def data(n: int, seconds: float) -> TeacherData:
+        return TeacherData(prompts=[[3, 4]] * n, responses=[[5]] * n, topk_ids=torch.zeros(n, 2, dtype=torch.int32),
+                           topk_logprobs=torch.zeros(n, 2, dtype=torch.float16), domains=["code"] * n,
+                           row_ids=[f"r{i}" for i in range(n)], seconds=seconds)
+
+    save_teacher_data(data(2, 30.5), tmp_path / "a.safetensors")
+    save_teacher_data(data(3, 40.0), tmp_path / "b.safetensors")
+    both, reused = cached_teacher_data(f"{tmp_path / 'a.safetensors'},{tmp_path / 'b.safetensors'}", make=None)
+    assert reused and len(both.prompts) == 5 and both.seconds == 70.5, "made one after another, not side by side"
+    with pytest.raises(FileNotFoundError, match="c.safetensors"):
+        cached_teacher_data(f"{tmp_path / 'a.safetensors'},{tmp_path / 'c.safetensors'}", make=None)
 
 
 def test_subset_head_gives_full_vocab_logits_with_minus_inf_elsewhere():

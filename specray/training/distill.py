@@ -18,7 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -149,7 +149,8 @@ def cached_teacher_data(path: str | None, make) -> tuple[TeacherData, bool]:
     paths = [p for p in (path or "").split(",") if p]
     if paths and all(Path(p).is_file() for p in paths):
         log.info("reusing teacher data from %s", ", ".join(paths))
-        return concat_teacher_data([load_teacher_data(p) for p in paths]), True
+        parts = [load_teacher_data(p) for p in paths]  # files made one after another: their times add up
+        return replace(concat_teacher_data(parts), seconds=round(sum(d.seconds for d in parts), 1)), True
     if len(paths) > 1:
         missing = [p for p in paths if not Path(p).is_file()]
         raise FileNotFoundError(f"teacher data files not found: {', '.join(missing)} (only a single file is generated)")
@@ -268,13 +269,12 @@ def run_distill(args: argparse.Namespace, command: str) -> dict:
         "training": {
             "command": command, "kind": args.kind, "seed": args.seed, **kind.settings(args, draft), "lr": args.lr,
             "batch_size": args.batch_size, "budget_minutes": args.budget_minutes,
-            "prompts": args.prompts or "builtin:distill",
             "teacher": {"sequences": len(train.prompts), "tokens": train.num_tokens,
                         "topk": int(train.topk_ids.shape[1]), "dtype": args.teacher_dtype,
                         "seconds": train.seconds,
                         **({"reused_from": args.teacher_data} if train_reused else
-                           {"max_new_tokens": args.max_new_tokens, "data_minutes": args.data_minutes,
-                            "data_workers": args.data_workers})},
+                           {"prompts": args.prompts or "builtin:distill", "max_new_tokens": args.max_new_tokens,
+                            "data_minutes": args.data_minutes, "data_workers": args.data_workers})},
             **stats,
             "wall_seconds": round(time.monotonic() - wall, 1),
             **({"init_from": start} if start else {}),
