@@ -26,7 +26,9 @@ import torch
 from specray.domains.corpus import style_rows
 from specray.models import load_model
 from specray.models.draft import FORMAT as DRAFT_FORMAT
-from specray.models.draft import OWN_PREFIX, build_draft, head_token_ids, load_draft, own_columns, read_draft_metadata, save_draft
+from specray.models.draft import (
+    OWN_PREFIX, build_draft, head_token_ids, load_draft, own_columns, read_draft_metadata, save_draft,
+)
 from specray.models.feature_draft import FORMAT as FEATURE_DRAFT_FORMAT
 from specray.models.feature_draft import build_feature_draft, load_feature_draft, save_feature_draft
 from specray.models.refs import DEFAULT_TARGET, canonical_ref
@@ -232,7 +234,7 @@ DRAFT_KINDS = {
         matches=lambda draft, teacher, data: feature_matches(draft, data, target_states(teacher, data)),
         save=save_feature_draft,
         settings=lambda args, draft: {"loss": "state regression + KL on response positions, unrolled once",
-                               "train_dtype": args.train_dtype},
+                                      "train_dtype": args.train_dtype},
     ),
 }
 
