@@ -341,17 +341,21 @@ def test_rows_that_leave_are_filled_by_the_last_rows():
     assert fill_order([]) == []
 
 
-def test_last_hidden_states_are_read_at_the_final_norm_and_equal_transformers_own(target):
-    """`model_forward` reads the last hidden states with a hook on the decoder's final norm instead of asking
-    for every layer's (`output_hidden_states`); they are the same tensors transformers reports."""
-    from specray.engine.forward import final_norm, model_forward
+@pytest.mark.parametrize("layers", [None, (1, 2)], ids=["final", "layer-1-and-final"])
+def test_hidden_states_are_read_by_hooks_and_equal_transformers_own(target, layers):
+    """`model_forward` reads hidden states with hooks on the decoder's layers and final norm instead of asking
+    for every layer's (`output_hidden_states`); they are the same tensors transformers reports, side by side."""
+    from specray.engine.forward import model_forward, state_modules
     from specray.engine.kv_cache import SlotCache
 
-    assert final_norm(target) is target.model.norm
-    _, states = model_forward(target, SlotCache.for_model(target, 1), [[3, 4, 5, 6]], keep=1, hidden=3)
-    reference = target(input_ids=torch.tensor([[3, 4, 5, 6]]), output_hidden_states=True).hidden_states[-1][:, -3:]
+    assert state_modules(target, None) == [target.model.norm]
+    assert state_modules(target, (1, 2)) == [target.model.layers[0], target.model.norm]
+    every = target(input_ids=torch.tensor([[3, 4, 5, 6]]), output_hidden_states=True).hidden_states
+    hooks = [dict(m._forward_hooks) for m in (target.model.layers[0], target.model.norm)]  # transformers adds its own
+    _, states = model_forward(target, SlotCache.for_model(target, 1), [[3, 4, 5, 6]], keep=1, hidden=3, layers=layers)
+    reference = torch.cat([every[i][:, -3:] for i in (layers or (-1,))], dim=-1)
     torch.testing.assert_close(states, reference.float())
-    assert not target.model.norm._forward_hooks, "the hook lives for one forward"
+    assert [dict(m._forward_hooks) for m in (target.model.layers[0], target.model.norm)] == hooks, "ours live for one forward"
 
 
 @pytest.mark.parametrize("counts", [[3, 3, 3, 3], [5, 1, 1, 1]], ids=["few-holes", "mostly-holes"])

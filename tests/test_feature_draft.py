@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from conftest import EOS, GREEDY_MAX_NEW, random_prompts, reference_greedy, tiny_llama, tiny_tokenizer
 
+from specray.engine.forward import forward_with_states
 from specray.engine.sampling import Sampling
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.models import load_pair
@@ -35,12 +36,16 @@ def greedy_data(target, prompts: list[list[int]]) -> TeacherData:
 
 
 @pytest.fixture(scope="module")
-def trained(target):
-    """A feature draft trained on the target's own greedy output (the engine tests' prompts among it, so
-    it drafts runs the target accepts), with its agreement on that data before and after."""
-    data = greedy_data(target, random_prompts(16, seed=3) + random_prompts(32, seed=11))
-    states = target_states(target, data)
-    draft = build_feature_draft(target, seed=0)
+def teacher(target) -> TeacherData:
+    """The target's own greedy output, the engine tests' prompts among it (so drafts trained on it draft
+    runs the target accepts)."""
+    return greedy_data(target, random_prompts(16, seed=3) + random_prompts(32, seed=11))
+
+
+def trained_draft(target, data: TeacherData, target_layers: tuple[int, ...] | None = None):
+    """A feature draft reading `target_layers` trained on `data`, with its agreement on it before and after."""
+    draft = build_feature_draft(target, seed=0, target_layers=target_layers)
+    states = target_states(target, data, draft.target_layers)
 
     def agreement() -> float:
         return agreement_report(feature_matches(draft, data, states), data.domains)["all"]["agreement"]
@@ -49,6 +54,18 @@ def trained(target):
     stats = train_feature_draft(draft, data, states, minutes=5, lr=1e-2, max_steps=300)
     draft.requires_grad_(False)
     return draft.to(torch.float64), before, agreement(), stats
+
+
+@pytest.fixture(scope="module")
+def trained(target, teacher):
+    """A draft reading the target's final states (EAGLE)."""
+    return trained_draft(target, teacher)
+
+
+@pytest.fixture(scope="module")
+def fused(target, teacher):
+    """A draft reading the target's first layer beside its final state, fused (EAGLE-3)."""
+    return trained_draft(target, teacher, target_layers=(1, 2))
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +91,23 @@ def test_greedy_is_lossless(engine, prompts, references, spec, batch_size):
     assert 0 < accepted < drafted
 
 
+def test_a_draft_reading_several_target_layers_learns_their_fusion(fused):
+    draft, before, after, stats = fused
+    assert draft.target_layers == (1, 2) and draft.state_size == 2 * draft.config.hidden_size
+    assert stats["steps"] == 300 and after > before + 0.3, (before, after)
+    hidden = draft.config.hidden_size
+    assert draft.fuse.weight[:, :hidden].abs().max() > 1e-3, "it reads the first layer, which started at zero weight"
+
+
+@pytest.mark.parametrize("spec", ["static:4", "confidence:0.3,cost=off", "static:3,draft=ngram+model"])
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_greedy_is_lossless_reading_several_target_layers(target, fused, prompts, references, spec, batch_size):
+    engine = SpeculativeEngine(target, fused[0], tiny_tokenizer())
+    out = engine.generate(prompts, make_policy(spec), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=batch_size)
+    assert [seq.tokens for seq in out.sequences] == references
+    assert 0 < sum(s.accepted for s in out.sequences) < sum(s.drafted for s in out.sequences)
+
+
 def with_subset_head(draft, token_ids: list[int]):
     """`draft` with an LM head over `token_ids` only (listed out of order on purpose)."""
     subset = copy.deepcopy(draft)
@@ -93,31 +127,36 @@ def test_a_subset_head_draft_proposes_only_its_tokens_and_stays_lossless(target,
     assert sum(s.accepted for s in out.sequences) > 0
 
 
-@pytest.mark.parametrize("spec,max_batch", [("static:3", None), ("static:3", 5), ("static:3,draft=ngram+model", 4)])
-def test_first_draft_tokens_read_the_targets_true_states(engine, target, prompts, spec, max_batch):
+@pytest.mark.parametrize("spec,max_batch,reads", [("static:3", None, "final"), ("static:3", 5, "final"),
+                                                  ("static:3,draft=ngram+model", 4, "final"), ("static:3", 5, "fused")])
+def test_first_draft_tokens_read_the_targets_true_states(target, trained, fused, prompts, spec, max_batch, reads):
     """The draft's probability of every round's first token, as the engine recorded it, equals the draft
     reading the finished sequence with the target's own states: prefill, catch-up after n-gram rounds,
-    refills and commits hand it exactly the states of the tokens before."""
+    refills and commits hand it exactly the states of the tokens before, at every target layer it reads."""
+    draft = {"final": trained, "fused": fused}[reads][0]
+    engine = SpeculativeEngine(target, draft, tiny_tokenizer())
     out = engine.generate(prompts, make_policy(spec), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=max_batch)
     firsts = [r for r in out.traces.to_pylist() if r["depth"] == 1 and r["draft_prob"] < 1.0]  # model, not n-gram
     assert len(firsts) > 20
-    draft = engine.draft
     for i, (prompt, seq) in enumerate(zip(prompts, out.sequences)):
         tokens = torch.tensor([prompt + seq.tokens])
-        states = target.model(input_ids=tokens).last_hidden_state
+        _, states = forward_with_states(target, draft.target_layers, input_ids=tokens)
         probs = F.softmax(draft(input_ids=tokens, target_hidden=shifted(states)).logits[0].double(), -1)
         for row in (r for r in firsts if r["prompt_id"] == str(i)):
             position = len(prompt) + row["gen_position"] - 1  # the token before the drafted one
             assert row["draft_prob"] == pytest.approx(float(probs[position, row["draft_token"]]), rel=1e-5, abs=1e-7)
 
 
-def test_sampling_keeps_the_target_distribution(trained):
+@pytest.mark.parametrize("target_layers", [None, (1, 2)], ids=["final", "fused"])
+def test_sampling_keeps_the_target_distribution(target_layers):
     from test_engine_sampling import VOCAB, assert_matches, exact_two_token_distribution, sampled_counts
 
     small = tiny_llama(seed=4, vocab=VOCAB, hidden=16)
-    draft = build_feature_draft(small, seed=1).to(torch.float64)
+    draft = build_feature_draft(small, seed=1, target_layers=target_layers).to(torch.float64)
+    generator = torch.Generator().manual_seed(2)
     with torch.no_grad():  # a draft that is neither the identity nor useless
-        draft.fc.weight.add_(0.3 * torch.randn(draft.fc.weight.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+        for weight in (draft.fc.weight, *([draft.fuse.weight] if target_layers else [])):
+            weight.add_(0.3 * torch.randn(weight.shape, generator=generator, dtype=torch.float64))
     draft.requires_grad_(False)
     engine = SpeculativeEngine(small, draft, tiny_tokenizer(VOCAB))
     sampling = Sampling(temperature=1.0)
@@ -146,6 +185,27 @@ def test_saved_feature_draft_round_trips_ships_only_its_own_weights_and_pairs(tm
     torch.testing.assert_close(pair.draft.fc.bias, draft.fc.bias)
     bf16 = load_feature_draft(tmp_path / "d", pair.target, torch.bfloat16)  # a dtype of its own: copies, same fit
     assert bf16.fc.weight.dtype == torch.bfloat16 and pair.target.model.embed_tokens.weight.dtype == torch.float32
+
+
+def test_a_draft_reading_several_target_layers_ships_its_fusion_and_refuses_what_does_not_fit(tmp_path):
+    model = tiny_llama(seed=0, dtype=torch.float32)
+    draft = build_feature_draft(model, target_layers=(1, 2))
+    with torch.no_grad():
+        draft.fuse.weight.add_(0.1)
+    save_feature_draft(draft, model, "tiny", tmp_path / "d")
+    assert read_draft_metadata(tmp_path / "d")["target_layers"] == [1, 2]
+    assert "fuse.weight" in load_file(str(tmp_path / "d" / "draft.safetensors"))
+    loaded = load_feature_draft(tmp_path / "d", model)
+    assert loaded.target_layers == (1, 2)
+    torch.testing.assert_close(loaded.fuse.weight, draft.fuse.weight)
+    meta_file = next(tmp_path.joinpath("d").glob("*.json"))
+    for layers, message in [([2], r"fusion weight has shape \(32, 64\); reading target layers \[2\] .* needs None"),
+                            ([1, 3], r"target layers \[1, 3\]: need ascending layers in 1..2 ending with 2")]:
+        meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "target_layers": layers}))
+        with pytest.raises(ValueError, match=message):
+            load_feature_draft(tmp_path / "d", model)
+    with pytest.raises(ValueError, match=r"target layers \[0, 2\]"):
+        build_feature_draft(model, target_layers=(0, 2))
 
 
 def test_a_target_of_another_shape_is_refused_naming_both_shapes(tmp_path):
@@ -193,6 +253,17 @@ def test_distill_eagle_command_writes_a_draft_the_pair_loads(tmp_path, eagle_arg
     assert generated.sequences[0].tokens == reference_greedy(pair.target, [3, 4, 5], 5)
 
 
+def test_feature_layers_choose_what_a_new_eagle_draft_reads_and_a_bad_one_fails_before_any_work(tmp_path, eagle_argv):
+    main([*eagle_argv, "--out", str(tmp_path / "fused"), "--max-steps", "2", "--feature-layers", "1"])
+    saved = read_draft_metadata(tmp_path / "fused")
+    assert saved["target_layers"] == saved["training"]["target_layers"] == [1, 2]
+    assert load_pair(str(tmp_path / "target"), str(tmp_path / "fused"), dtype="float32").draft.target_layers == (1, 2)
+    for bad in ("2", "3", "x"):
+        with pytest.raises(ValueError, match=rf"--feature-layers '{bad}'"):
+            main([*eagle_argv, "--out", str(tmp_path / "bad"), "--feature-layers", bad])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_init_from_continues_a_saved_draft_and_records_the_chain(tmp_path, eagle_argv):
     first, second, again = tmp_path / "first", tmp_path / "second", tmp_path / "again"
     main([*eagle_argv, "--out", str(first), "--max-steps", "3"])
@@ -238,6 +309,7 @@ def test_shipped_feature_draft_agrees_with_the_target_as_recorded():
     teacher = copy.deepcopy(pair.target).to(torch.bfloat16)
     rows = interleave_domains(builtin_prompts("heldout"), 0)[:24]
     data = teacher_data(teacher, pair.tokenizer, rows, max_new_tokens=64, topk=1, batch_size=24)
-    report = agreement_report(feature_matches(pair.draft, data, target_states(teacher, data)), data.domains)
+    states = target_states(teacher, data, pair.draft.target_layers)
+    report = agreement_report(feature_matches(pair.draft, data, states), data.domains)
     recorded = read_draft_metadata(EMBEDDED_FEATURE_DRAFT_DIR)["heldout"]["by_domain"]["all"]["agreement"]
     assert report["all"]["agreement"] >= recorded - 0.05, report

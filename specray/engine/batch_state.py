@@ -75,7 +75,7 @@ class BatchState:
         self.idle_rounds = 0  # rounds since the budget last let the batch draft
         self.exploration_ms = 0.0  # the budget's credit for probes, in predicted round milliseconds
         self.calibration = GainCalibration()  # how far the gate trusts the policy's acceptance estimates
-        # per row, the target's states behind the tokens the draft has not read ((len(tokens) - dcache length, H)
+        # per row, the target's states behind the tokens the draft has not read ((len(tokens) - dcache length, L*H)
         # in all), in the pieces they came in: joined only when the draft reads them, so rows that do not draft
         # for a while append a piece per round instead of copying all of them every round
         self.target_states: list[list[torch.Tensor]] | None = [] if draft_reads_states else None

@@ -30,10 +30,11 @@ def cache_keyword(model) -> str:
 
 
 def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, hidden: int = 0,
-                  features: list[torch.Tensor] | None = None):
+                  features: list[torch.Tensor] | None = None, layers: tuple[int, ...] | None = None):
     """Append ragged per-row chunks (left-padded with holes); logits (B, keep, V) of the last `keep` slots
-    and, with `hidden`, the last hidden states (B, hidden, H) of the last `hidden` slots. `features`: per
-    row, the target state behind each token of its chunk (len(chunk), H), for a feature-level draft."""
+    and, with `hidden`, the hidden states of the last `hidden` slots: the last ones (B, hidden, H), or
+    those after each of `layers` side by side (B, hidden, len(layers) * H). `features`: per row, the
+    target state behind each token of its chunk (len(chunk), H), for a feature-level draft."""
     width = max(len(c) for c in chunks)
     ids = torch.zeros(len(chunks), width, dtype=torch.long)
     valid = torch.zeros(len(chunks), width, dtype=torch.bool)
@@ -49,27 +50,46 @@ def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, h
     extra = {"logits_to_keep": keep} if keeps_logits else {}
     if features is not None:
         extra["target_hidden"] = left_padded(features, width).to(device)
-    norm = final_norm(model) if hidden else None
-    captured: list[torch.Tensor] = []
-    handle = norm.register_forward_hook(lambda module, args, output: captured.append(output)) if norm is not None else None
-    try:
-        out = model(
-            input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
-            use_cache=True, output_hidden_states=hidden > 0 and norm is None, **{cache_name: cache.kv}, **extra,
-        )
-    finally:
-        if handle is not None:
-            handle.remove()
-    states = (captured[-1] if captured else out.hidden_states[-1]) if hidden else None
-    return out.logits[:, -keep:].float().cpu(), None if states is None else states[:, -hidden:].float().cpu()
+    inputs = dict(input_ids=ids.to(device), attention_mask=mask, position_ids=positions, use_cache=True,
+                  **{cache_name: cache.kv}, **extra)
+    if not hidden:
+        return model(**inputs).logits[:, -keep:].float().cpu(), None
+    out, states = forward_with_states(model, layers, **inputs)
+    return out.logits[:, -keep:].float().cpu(), states[:, -hidden:].float().cpu()
 
 
-def final_norm(model) -> torch.nn.Module | None:
-    """The module whose output is `model`'s last hidden state (a Llama-like decoder's final `norm`), or None.
-    Reading it there is cheaper than `output_hidden_states`, which keeps every layer's states: on the
+def forward_with_states(model, layers: tuple[int, ...] | None = None, **inputs):
+    """`model(**inputs)` and its hidden states after each of `layers` side by side [B, T, len(layers) * H],
+    numbered as transformers numbers them (i: the output of decoder layer i; the last: the final state,
+    normed); default: the final state alone. A Llama-like decoder's states are read by hooks on those
+    modules, which is cheaper than `output_hidden_states`, which keeps every layer's states: on the
     embedded target at batch 32 that cost ~4 ms a round in prefills."""
-    norm = getattr(getattr(model, "model", None), "norm", None)
-    return norm if isinstance(norm, torch.nn.Module) else None
+    modules = state_modules(model, layers)
+    if modules is None:
+        out = model(**inputs, output_hidden_states=True)
+        return out, torch.cat([out.hidden_states[i] for i in (layers or (-1,))], dim=-1)
+    captured: dict[int, torch.Tensor] = {}
+
+    def keep(i):
+        return lambda module, args, output: captured.__setitem__(i, output[0] if isinstance(output, tuple) else output)
+
+    handles = [module.register_forward_hook(keep(i)) for i, module in enumerate(modules)]
+    try:
+        out = model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out, torch.cat([captured[i] for i in range(len(modules))], dim=-1)
+
+
+def state_modules(model, layers: tuple[int, ...] | None) -> list[torch.nn.Module] | None:
+    """The modules whose outputs are `model`'s hidden states after `layers` (default: the final state): a
+    Llama-like decoder's layers and final `norm`, or None for a model without them."""
+    inner = getattr(model, "model", None)
+    norm, blocks = getattr(inner, "norm", None), getattr(inner, "layers", None)
+    if not isinstance(norm, torch.nn.Module) or not isinstance(blocks, torch.nn.ModuleList):
+        return None
+    return [norm if i in (-1, len(blocks)) else blocks[i - 1] for i in (layers or (-1,))]
 
 
 def contiguous_head_input(model) -> None:

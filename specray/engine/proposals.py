@@ -66,5 +66,5 @@ class Verdicts:
     num_accepted: torch.Tensor  # [B] leading draft tokens each row accepted
     next_token: torch.Tensor  # [B] the target's correction at the first rejection, or its bonus token
     target_prob: torch.Tensor  # [N] the target's (soft) probability of each draft token, as traces record it
-    target_states: torch.Tensor | None = None  # [N+B, H] its last hidden state at each verified position, for a
-    # feature-level draft (laid out like the verified positions: `Proposals.verify_offsets`)
+    target_states: torch.Tensor | None = None  # [N+B, L*H] its hidden states at each verified position, at the
+    # layers a feature-level draft reads (laid out like the verified positions: `Proposals.verify_offsets`)

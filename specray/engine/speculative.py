@@ -76,6 +76,7 @@ class SpeculativeEngine:
         self.costs = cost_model or CostModel()
         self.vocab_size = output_vocab_size(target)
         self.draft_support = output_support(draft)  # [S] the tokens the draft can propose (None: all)
+        self.read_layers = getattr(draft, "target_layers", None)  # the target layers a feature-level draft reads
         eos = getattr(target.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         self.time = EngineTime()
@@ -147,10 +148,10 @@ class SpeculativeEngine:
             measure_costs(self, max_batch)
 
     def forward(self, model, cache: SlotCache, chunks: list[list[int]], keep: int, hidden: int = 0,
-                features: list[torch.Tensor] | None = None):
+                features: list[torch.Tensor] | None = None, layers: tuple[int, ...] | None = None):
         """`model_forward`, timed as model time (not engine overhead)."""
         t0 = time.perf_counter()
-        out = model_forward(model, cache, chunks, keep, hidden, features)
+        out = model_forward(model, cache, chunks, keep, hidden, features, layers)
         self.time.forward_ms += (time.perf_counter() - t0) * 1e3
         return out
 
@@ -177,13 +178,15 @@ class SpeculativeEngine:
         """A fresh target cache holding every token of each prompt but its last, and an empty draft cache: the
         draft reads a row's tokens when it first drafts for it, catching up like a row that skipped rounds,
         so a batch the budget never lets draft never pays for it (at batch 32, 6 ms a round). For a draft
-        that reads target states, the state behind each prompt token (zeros before a prompt's first)."""
+        that reads target states, the states behind each prompt token (zeros before a prompt's first), at the
+        target layers it reads."""
         chunks = [s.tokens[:-1] for s in seqs]
         width = max(map(len, chunks))
         tcache, dcache = SlotCache.for_model(self.target, len(seqs)), SlotCache.for_model(self.draft, len(seqs))
-        hidden = torch.zeros(len(seqs), 0, self.draft.config.hidden_size)  # [B, width, H] rows right-aligned
+        hidden = torch.zeros(len(seqs), 0, getattr(self.draft, "state_size", 0))  # [B, width, L*H] rows right-aligned
         if width:
-            _, out = self.forward(self.target, tcache, chunks, keep=1, hidden=width if reads_states else 0)
+            _, out = self.forward(self.target, tcache, chunks, keep=1, hidden=width if reads_states else 0,
+                                  layers=self.read_layers)
             hidden = out if reads_states else hidden
         if not reads_states:
             return tcache, dcache, None
@@ -209,13 +212,14 @@ class SpeculativeEngine:
         width = int(proposals.num_draft.max()) + 1 if len(state) else 1
         reads_states = state.target_states is not None
         t0 = time.perf_counter()
-        # [B, width, V] logits and, for a draft that reads them, [B, width, H] states; rows right-aligned
-        logits, hidden = self.forward(self.target, state.tcache, chunks, keep=width, hidden=width if reads_states else 0)
+        # [B, width, V] logits and, for a draft that reads them, [B, width, L*H] states; rows right-aligned
+        logits, hidden = self.forward(self.target, state.tcache, chunks, keep=width, hidden=width if reads_states else 0,
+                                      layers=self.read_layers)
         self.costs.observe_verify(len(state), width, (time.perf_counter() - t0) * 1e3)
         offsets = proposals.verify_offsets
         rows, counts = token_rows(offsets), offsets.diff()
         slots = width - counts[rows] + torch.arange(len(rows)) - offsets[:-1][rows]
-        states = hidden[rows, slots] if reads_states else None  # [N+B, H]
+        states = hidden[rows, slots] if reads_states else None  # [N+B, L*H]
         at_token = torch.arange(len(proposals.token_ids)) + proposals.row_of_token()  # [N] in verified positions
         tokens = proposals.token_ids[:, None]
         if sampling.greedy:

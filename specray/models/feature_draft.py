@@ -9,6 +9,12 @@ engine has the target's true states of the accepted tokens, and the draft re-rea
 al. 2024, arXiv 2401.15077). Verification uses the target's full distribution, so decoding stays
 lossless whatever the draft predicts.
 
+What the draft reads of the target is its `target_layers`: by default the final state only (EAGLE); with
+lower layers beside it (EAGLE-3, Li et al. 2025, arXiv 2503.01840, fuses a low, a middle and the top
+layer), the target's states at those layers are captured side by side ([.., L*H]) and a learned `fuse`
+projection turns them into the one state the draft reads. Its own predicted states, read when drafting
+ahead, are already one state wide and skip the fusion. The regression target stays the final state.
+
 Only the layer, the input projection and the head subset are shipped; the embeddings and LM head are
 the target's. A feature-level draft is meaningless beside any other target, so its metadata records a
 fingerprint of the target's weights and loading refuses a target that does not match.
@@ -34,13 +40,16 @@ FINGERPRINT_RTOL = 1e-3  # weight statistics agree this closely across float32/b
 
 
 class FeatureDraft(torch.nn.Module):
-    """fc([embedding of token j ; target state at j-1]) → one decoder layer + norm → predicted state at j
-    → LM head. Called like a causal LM, with the target's states as `target_hidden` [B, T, H]."""
+    """fc([embedding of token j ; state at j-1]) → one decoder layer + norm → predicted state at j → LM head.
+    Called like a causal LM, with the states before each token as `target_hidden`: the target's, as the
+    engine captures them at `target_layers` ([B, T, L*H]), or the draft's own predictions ([B, T, H])."""
 
     reads_target_hidden = True  # the engine feeds it the target's states (see `specray.engine.batch_state`)
 
-    def __init__(self, target, head_token_ids: torch.Tensor | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, target, head_token_ids: torch.Tensor | None = None, dtype: torch.dtype | None = None,
+                 target_layers: tuple[int, ...] | None = None):
         super().__init__()
+        self.target_layers = checked_layers(target_layers, target.config.num_hidden_layers)
         target_dtype = target.get_input_embeddings().weight.dtype
         dtype = dtype or target_dtype
 
@@ -52,6 +61,8 @@ class FeatureDraft(torch.nn.Module):
         self.model = AutoModel.from_config(self.config, dtype=dtype)
         self.model.embed_tokens = shared(target.get_input_embeddings())
         self.fc = torch.nn.Linear(2 * hidden, hidden, dtype=dtype)
+        wide = len(self.target_layers) * hidden
+        self.fuse = torch.nn.Linear(wide, hidden, dtype=dtype) if wide > hidden else None
         head = target.get_output_embeddings()
         self.lm_head = shared(head) if head_token_ids is None else SubsetHead(head.weight.to(dtype), head_token_ids)
         self.generation_config = target.generation_config
@@ -62,9 +73,20 @@ class FeatureDraft(torch.nn.Module):
     def get_input_embeddings(self):
         return self.model.embed_tokens
 
+    @property
+    def state_size(self) -> int:
+        """How wide the target's states it reads are: one hidden state per target layer it reads."""
+        return len(self.target_layers) * self.config.hidden_size
+
     def own_parameters(self) -> dict[str, torch.nn.Parameter]:
-        """What training updates and shipping writes: the input projection, the layer and its norm."""
-        return {k: p for k, p in self.named_parameters() if k.startswith(("fc.", "model.layers.", "model.norm."))}
+        """What training updates and shipping writes: the projections, the layer and its norm."""
+        own = ("fc.", "fuse.", "model.layers.", "model.norm.")
+        return {k: p for k, p in self.named_parameters() if k.startswith(own)}
+
+    def read_states(self, states: torch.Tensor) -> torch.Tensor:
+        """[.., H] from the states before each token: the target's ([.., L*H]) fused into one, the draft's own
+        ([.., H]) as they are."""
+        return states if self.fuse is None or states.shape[-1] == self.config.hidden_size else self.fuse(states)
 
     def predict_hidden(self, input_ids, target_hidden=None, attention_mask=None, position_ids=None, cache=None,
                        use_cache: bool = False) -> torch.Tensor:
@@ -73,7 +95,7 @@ class FeatureDraft(torch.nn.Module):
         dtype = self.fc.weight.dtype
         if target_hidden is None:
             target_hidden = torch.zeros(*input_ids.shape, self.config.hidden_size, dtype=dtype, device=input_ids.device)
-        fused = self.fc(torch.cat([embeds.to(dtype), target_hidden.to(dtype)], dim=-1))
+        fused = self.fc(torch.cat([embeds.to(dtype), self.read_states(target_hidden.to(dtype))], dim=-1))
         out = self.model(inputs_embeds=fused, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                          use_cache=use_cache)
         return out.last_hidden_state
@@ -91,11 +113,24 @@ def reads_target_hidden(model) -> bool:
     return getattr(model, "reads_target_hidden", False)
 
 
-def build_feature_draft(target, head_token_ids: torch.Tensor | None = None, seed: int = 0) -> FeatureDraft:
+def checked_layers(layers, num_layers: int) -> tuple[int, ...]:
+    """The target layers a draft reads, as transformers numbers hidden states (i: the output of decoder layer
+    i, `num_layers`: the final state, after the norm), ascending and ending with the final state; default: it
+    alone. Anything else is a ValueError naming the layers and the target's depth."""
+    layers = tuple(int(i) for i in (layers or (num_layers,)))
+    if layers[-1] != num_layers or any(not 1 <= i <= num_layers for i in layers) or list(layers) != sorted(set(layers)):
+        raise ValueError(f"target layers {list(layers)}: need ascending layers in 1..{num_layers} ending with "
+                         f"{num_layers}, the target's final state (it has {num_layers} layers)")
+    return layers
+
+
+def build_feature_draft(target, head_token_ids: torch.Tensor | None = None, seed: int = 0,
+                        target_layers: tuple[int, ...] | None = None) -> FeatureDraft:
     """A fresh float32 feature-level draft for `target`: its layer and norm start as the target's last
-    ones, and the input projection adds the token's embedding to the target state."""
+    ones, the input projection adds the token's embedding to the target state, and the fusion of several
+    target layers starts by passing the final state through (training learns what the others add)."""
     torch.manual_seed(seed)
-    draft = FeatureDraft(target, head_token_ids, torch.float32)
+    draft = FeatureDraft(target, head_token_ids, torch.float32, target_layers)
     draft.model.layers[0].load_state_dict(target.model.layers[-1].state_dict())
     draft.model.norm.load_state_dict(target.model.norm.state_dict())
     hidden = draft.config.hidden_size
@@ -104,6 +139,10 @@ def build_feature_draft(target, head_token_ids: torch.Tensor | None = None, seed
         draft.fc.weight[:, hidden:] = torch.eye(hidden)
         draft.fc.weight[:, :hidden] = torch.eye(hidden)
         draft.fc.bias.zero_()
+        if draft.fuse is not None:
+            draft.fuse.weight.zero_()
+            draft.fuse.weight[:, -hidden:] = torch.eye(hidden)
+            draft.fuse.bias.zero_()
     draft.requires_grad_(False)
     for p in draft.own_parameters().values():
         p.requires_grad_(True)
@@ -150,6 +189,7 @@ def save_feature_draft(draft: FeatureDraft, target, target_ref: str, out_dir: st
         "format": FORMAT,
         "target": {"ref": target_ref, **target_identity(target)},
         "hidden_size": draft.config.hidden_size,
+        "target_layers": list(draft.target_layers),
         "head_subset": None if ids is None else {"size": int(ids.numel()), "tensor": HEAD_IDS_KEY},
         "weights": {"file": WEIGHTS_FILE, "dtype": str(dtype).removeprefix("torch.")},
         **(metadata or {}),
@@ -175,6 +215,15 @@ def check_fits(draft_dir: str | Path, meta: dict, weights: dict[str, torch.Tenso
     if not same_weights(recorded.get("weights", {}), actual["weights"]) or any(recorded.get(k) != v for k, v in shape.items()):
         raise ValueError(f"{draft_dir} was trained on the target {_identity_line(recorded)}; it cannot draft for "
                          f"the target {_identity_line(actual)}")
+    try:
+        reads = len(checked_layers(meta.get("target_layers"), target.config.num_hidden_layers))
+    except ValueError as exc:
+        raise ValueError(f"{draft_dir}: {exc}") from None
+    fuse = weights.get("fuse.weight")
+    found, needed = None if fuse is None else tuple(fuse.shape), (hidden, reads * hidden) if reads > 1 else None
+    if found != needed:
+        raise ValueError(f"{draft_dir}: the draft's fusion weight has shape {found}; reading target layers "
+                         f"{meta.get('target_layers')} at hidden size {hidden} needs {needed}")
 
 
 def _identity_line(identity: dict) -> str:
@@ -188,7 +237,7 @@ def load_feature_draft(draft_dir: str | Path, target, dtype: torch.dtype | None 
     weights = load_file(str(Path(draft_dir) / meta["weights"]["file"]))
     check_fits(draft_dir, meta, weights, target)
     ids = weights.pop(HEAD_IDS_KEY, None)
-    draft = FeatureDraft(target, ids, dtype)
+    draft = FeatureDraft(target, ids, dtype, meta.get("target_layers"))
     missing, unexpected = draft.load_state_dict(weights, strict=False)
     missing = [k for k in missing if k in draft.own_parameters()]
     if missing or unexpected:

@@ -30,7 +30,7 @@ from specray.models.draft import (
     OWN_PREFIX, build_draft, head_token_ids, load_draft, own_columns, read_draft_metadata, save_draft,
 )
 from specray.models.feature_draft import FORMAT as FEATURE_DRAFT_FORMAT
-from specray.models.feature_draft import build_feature_draft, load_feature_draft, save_feature_draft
+from specray.models.feature_draft import build_feature_draft, checked_layers, load_feature_draft, save_feature_draft
 from specray.models.refs import DEFAULT_TARGET, canonical_ref
 from specray.training.contamination import without_overlap
 from specray.training.distill_data import (
@@ -195,7 +195,7 @@ def _train_layers(draft, teacher, data: TeacherData, args) -> dict:
 
 def _train_features(draft, teacher, data: TeacherData, args) -> dict:
     started = time.monotonic()
-    states = target_states(teacher, data)
+    states = target_states(teacher, data, draft.target_layers)
     stats = train_feature_draft(draft, data, states, args.budget_minutes, lr=args.lr, batch_size=args.batch_size,
                                 seed=args.seed, max_steps=args.max_steps,
                                 autocast=None if args.train_dtype == "float32" else getattr(torch, args.train_dtype))
@@ -227,16 +227,27 @@ DRAFT_KINDS = {
         settings=lambda args, draft: {"layers": draft.config.num_hidden_layers, "loss": args.loss},
     ),
     "eagle": DraftKind(
-        build=lambda target, ids, args: build_feature_draft(target, ids, args.seed),
+        build=lambda target, ids, args: build_feature_draft(target, ids, args.seed, read_layers(args, target)),
         load=_load_features,
         format=FEATURE_DRAFT_FORMAT,
         train=_train_features,
-        matches=lambda draft, teacher, data: feature_matches(draft, data, target_states(teacher, data)),
+        matches=lambda draft, teacher, data: feature_matches(
+            draft, data, target_states(teacher, data, draft.target_layers)),
         save=save_feature_draft,
         settings=lambda args, draft: {"loss": "state regression + KL on response positions, unrolled once",
-                                      "train_dtype": args.train_dtype},
+                                      "train_dtype": args.train_dtype, "target_layers": list(draft.target_layers)},
     ),
 }
+
+
+def read_layers(args: argparse.Namespace, target) -> tuple[int, ...]:
+    """`--feature-layers` and the target's final state: the target layers a new feature-level draft reads."""
+    final = target.config.num_hidden_layers
+    try:
+        extra = [int(i) for i in args.feature_layers.split(",") if i.strip()]
+        return checked_layers([*extra, final], final)
+    except ValueError as exc:
+        raise ValueError(f"--feature-layers {args.feature_layers!r}: {exc}") from None
 
 
 def run_distill(args: argparse.Namespace, command: str) -> dict:
@@ -250,6 +261,7 @@ def run_distill(args: argparse.Namespace, command: str) -> dict:
     target_ref = canonical_ref(args.target)
     target, tokenizer = load_model(target_ref)
     draft = kind.load(target, args.init_from) if start else None  # a draft for another target fails here
+    read_layers(args, target)  # so does a bad --feature-layers
     teacher = teacher_model(target, args.teacher_dtype)
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, seed=args.seed)
     train, train_reused = cached_teacher_data(
@@ -322,10 +334,13 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=sorted(DRAFT_KINDS), default="layers",
                    help="layers: a few target-width layers; eagle: one layer reading the target's hidden states")
     p.add_argument("--layers", type=int, default=2, help="draft layers, copied from the target's first ones")
+    p.add_argument("--feature-layers", default="",
+                   help="eagle: target layers read beside the final state, comma-separated (e.g. 2,15: EAGLE-3's "
+                        "low and middle layers, fused by a learned projection); default: the final state alone")
     p.add_argument("--budget-minutes", type=float, default=12.0, help="wall-clock training budget")
     p.add_argument("--init-from", default=None,
-                   help="continue training this saved draft of the same kind (its layers and head subset are kept; "
-                        "--layers and --head-size are not read)")
+                   help="continue training this saved draft of the same kind (its layers, target layers and head "
+                        "subset are kept; --layers, --feature-layers and --head-size are not read)")
     p.add_argument("--data-minutes", type=float, default=12.0, help="wall-clock budget for generating teacher data")
     p.add_argument("--prompts", default=None,
                    help="training prompts file (default: built-in distill split); 'self-instruct': the target "

@@ -8,7 +8,8 @@ distribution at j (KL over the tokens its head can emit). Drafting a second toke
 own predicted state, not the target's; a second, unrolled pass that reads the first pass's predictions
 trains for that too (EAGLE-3's "training-time test"). Noise on the input states makes the draft robust
 to its own errors. The states are computed once (in the precision the target runs in) and reused for
-every epoch.
+every epoch. A draft that reads several target layers (`FeatureDraft.target_layers`) is given the
+target's states at all of them and learns their fusion; what it regresses is the final state.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from specray.engine.forward import forward_keywords, forward_with_states
 from specray.models.draft import own_columns
 from specray.models.feature_draft import FeatureDraft
 from specray.training.distill_data import TeacherData, padded
@@ -28,16 +30,19 @@ UNROLLED_WEIGHT = 0.5  # the second pass, which reads the draft's own predicted 
 
 
 @torch.no_grad()
-def target_states(target, data: TeacherData, batch_size: int = 16) -> list[torch.Tensor]:
-    """The target's final hidden state at every position of every prompt + response, (len, H) each, kept
-    in bfloat16 (they are inputs and regression targets, not logits)."""
+def target_states(target, data: TeacherData, layers: tuple[int, ...] | None = None,
+                  batch_size: int = 16) -> list[torch.Tensor]:
+    """The target's hidden states at every position of every prompt + response after each of `layers`
+    (default: the final state alone), (len, L*H) each, the final state last, kept in bfloat16 (they are
+    inputs and regression targets, not logits)."""
     seqs = data.sequences()
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths share a batch
     out: list[torch.Tensor | None] = [None] * len(seqs)
+    one_logit = {"logits_to_keep": 1} if forward_keywords(type(target))[0] else {}  # states are what is read
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         ids, mask = padded([seqs[i] for i in chunk])
-        hidden = target.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        _, hidden = forward_with_states(target, layers, input_ids=ids, attention_mask=mask, **one_logit)
         for row, i in enumerate(chunk):
             out[i] = hidden[row, : len(seqs[i])].to(torch.bfloat16)
     return out
@@ -50,19 +55,22 @@ def shifted(states: torch.Tensor) -> torch.Tensor:
 
 def feature_loss(draft: FeatureDraft, ids: torch.Tensor, mask: torch.Tensor, scored: torch.Tensor,
                  states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Regression to the target's states plus KL to its distribution at the `scored` positions (those whose
-    next token is a response token), for the teacher-forced pass and for the pass that reads the first
+    """Regression to the target's final states plus KL to its distribution at the `scored` positions (those
+    whose next token is a response token), for the teacher-forced pass and for the pass that reads the first
     pass's predictions. The prompt's positions are read (attention needs them) but not scored: the head
-    over 8k columns is most of a step's cost, and the draft only ever drafts responses."""
-    teacher = F.log_softmax(own_columns(draft.lm_head, states[scored]).float(), -1)
+    over 8k columns is most of a step's cost, and the draft only ever drafts responses. `states` [B, T, L*H]
+    hold the target layers the draft reads; the noise on each is relative to that layer's RMS."""
+    final = states[..., -draft.config.hidden_size :]
+    teacher = F.log_softmax(own_columns(draft.lm_head, final[scored]).float(), -1)
     inputs = shifted(states)
-    noise = torch.randn(inputs.shape, generator=generator) * STATE_NOISE * states[mask.bool()].pow(2).mean().sqrt()
+    rms = states[mask.bool()].unflatten(-1, (-1, draft.config.hidden_size)).pow(2).mean((0, 2)).sqrt()  # [L]
+    noise = torch.randn(inputs.shape, generator=generator) * STATE_NOISE * rms.repeat_interleave(draft.config.hidden_size)
     total = 0.0
     for weight in (1.0, UNROLLED_WEIGHT):
         predicted = draft.predict_hidden(ids, inputs + noise, attention_mask=mask)
         guess = F.log_softmax(own_columns(draft.lm_head, predicted[scored]).float(), -1)
         kl = F.kl_div(guess, teacher, log_target=True, reduction="batchmean")
-        regression = F.smooth_l1_loss(predicted[scored].float(), states[scored])
+        regression = F.smooth_l1_loss(predicted[scored].float(), final[scored])
         total = total + weight * (kl + REGRESSION_WEIGHT * regression)
         inputs, noise = shifted(predicted.detach().float()), 0.0
     return total
