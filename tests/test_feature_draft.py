@@ -204,8 +204,9 @@ def test_a_draft_reading_several_target_layers_ships_its_fusion_and_refuses_what
         meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "target_layers": layers}))
         with pytest.raises(ValueError, match=message):
             load_feature_draft(tmp_path / "d", model)
-    with pytest.raises(ValueError, match=r"target layers \[0, 2\]"):
-        build_feature_draft(model, target_layers=(0, 2))
+    for bad in ((0, 2), 2, ("a", 2)):
+        with pytest.raises(ValueError, match=r"target layers .*need ascending layers in 1..2"):
+            build_feature_draft(model, target_layers=bad)
 
 
 def test_a_target_of_another_shape_is_refused_naming_both_shapes(tmp_path):

@@ -15,7 +15,7 @@ layer), the target's states at those layers are captured side by side ([.., L*H]
 projection turns them into the one state the draft reads. Its own predicted states, read when drafting
 ahead, are already one state wide and skip the fusion. The regression target stays the final state.
 
-Only the layer, the input projection and the head subset are shipped; the embeddings and LM head are
+Only the layer, the projections and the head subset are shipped; the embeddings and LM head are
 the target's. A feature-level draft is meaningless beside any other target, so its metadata records a
 fingerprint of the target's weights and loading refuses a target that does not match.
 """
@@ -117,11 +117,14 @@ def checked_layers(layers, num_layers: int) -> tuple[int, ...]:
     """The target layers a draft reads, as transformers numbers hidden states (i: the output of decoder layer
     i, `num_layers`: the final state, after the norm), ascending and ending with the final state; default: it
     alone. Anything else is a ValueError naming the layers and the target's depth."""
-    layers = tuple(int(i) for i in (layers or (num_layers,)))
-    if layers[-1] != num_layers or any(not 1 <= i <= num_layers for i in layers) or list(layers) != sorted(set(layers)):
-        raise ValueError(f"target layers {list(layers)}: need ascending layers in 1..{num_layers} ending with "
+    try:
+        read = tuple(int(i) for i in (layers or (num_layers,)))
+    except (TypeError, ValueError):
+        read = ()
+    if not read or read[-1] != num_layers or read[0] < 1 or list(read) != sorted(set(read)):
+        raise ValueError(f"target layers {layers!r}: need ascending layers in 1..{num_layers} ending with "
                          f"{num_layers}, the target's final state (it has {num_layers} layers)")
-    return layers
+    return read
 
 
 def build_feature_draft(target, head_token_ids: torch.Tensor | None = None, seed: int = 0,
