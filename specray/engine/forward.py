@@ -34,7 +34,8 @@ def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, h
     """Append ragged per-row chunks (left-padded with holes); logits (B, keep, V) of the last `keep` slots
     and, with `hidden`, the hidden states of the last `hidden` slots: the last ones (B, hidden, H), or
     those after each of `layers` side by side (B, hidden, len(layers) * H). `features`: per row, the
-    target state behind each token of its chunk (len(chunk), H), for a feature-level draft."""
+    state behind each token of its chunk, for a feature-level draft: the target's, as captured at the
+    layers it reads (len(chunk), L*H), or its own predicted one (len(chunk), H)."""
     width = max(len(c) for c in chunks)
     ids = torch.zeros(len(chunks), width, dtype=torch.long)
     valid = torch.zeros(len(chunks), width, dtype=torch.bool)
