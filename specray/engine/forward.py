@@ -68,7 +68,7 @@ def forward_with_states(model, layers: tuple[int, ...] | None = None, **inputs):
     modules = state_modules(model, layers)
     if modules is None:
         out = model(**inputs, output_hidden_states=True)
-        return out, torch.cat([out.hidden_states[i] for i in (layers or (-1,))], dim=-1)
+        return out, side_by_side([out.hidden_states[i] for i in (layers or (-1,))])
     captured: dict[int, torch.Tensor] = {}
 
     def keep(i):
@@ -80,7 +80,13 @@ def forward_with_states(model, layers: tuple[int, ...] | None = None, **inputs):
     finally:
         for handle in handles:
             handle.remove()
-    return out, torch.cat([captured[i] for i in range(len(modules))], dim=-1)
+    return out, side_by_side([captured[i] for i in range(len(modules))])
+
+
+def side_by_side(states: list[torch.Tensor]) -> torch.Tensor:
+    """[.., L*H] from L states [.., H]; one state is handed back as it is (`torch.cat` would copy it, and a
+    final-state-only read in a prefill at batch 32 is megabytes)."""
+    return states[0] if len(states) == 1 else torch.cat(states, dim=-1)
 
 
 def state_modules(model, layers: tuple[int, ...] | None) -> list[torch.nn.Module] | None:

@@ -60,11 +60,12 @@ def feature_loss(draft: FeatureDraft, ids: torch.Tensor, mask: torch.Tensor, sco
     pass's predictions. The prompt's positions are read (attention needs them) but not scored: the head
     over 8k columns is most of a step's cost, and the draft only ever drafts responses. `states` [B, T, L*H]
     hold the target layers the draft reads; the noise on each is relative to that layer's RMS."""
-    final = states[..., -draft.config.hidden_size :]
+    hidden = draft.config.hidden_size
+    final = states[..., -hidden:]
     teacher = F.log_softmax(own_columns(draft.lm_head, final[scored]).float(), -1)
     inputs = shifted(states)
-    rms = states[mask.bool()].unflatten(-1, (-1, draft.config.hidden_size)).pow(2).mean((0, 2)).sqrt()  # [L]
-    noise = torch.randn(inputs.shape, generator=generator) * STATE_NOISE * rms.repeat_interleave(draft.config.hidden_size)
+    rms = states[mask.bool()].unflatten(-1, (-1, hidden)).pow(2).mean((0, 2)).sqrt()  # [L]
+    noise = torch.randn(inputs.shape, generator=generator) * STATE_NOISE * rms.repeat_interleave(hidden)
     total = 0.0
     for weight in (1.0, UNROLLED_WEIGHT):
         predicted = draft.predict_hidden(ids, inputs + noise, attention_mask=mask)
