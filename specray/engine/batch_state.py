@@ -152,7 +152,7 @@ class BatchState:
             self.dcache.truncate(kept)
             return
         self.dcache.truncate(torch.minimum(kept, before))  # drafted tokens were read with predicted states
-        unread = (kept + 1 - self.dcache.lengths).tolist()
+        unread = (kept + 1 - self.dcache.lengths.cpu()).tolist()
         starts = proposals.verify_offsets.tolist()
         for b, pieces in enumerate(self.target_states):
             pieces.append(verdicts.target_states[starts[b] : starts[b] + 1 + accepted[b]])

@@ -54,7 +54,7 @@ class RoomyLayer(DynamicLayer):
         """Hold rows `rows` of this layer as its rows 0..n-1, in place: only a row whose index changes is copied
         (a copy of the whole cache per leaving row was ~6 ms a round at batch 16 when drafting scattered the
         rounds rows finish in)."""
-        moved = (rows != torch.arange(len(rows))).nonzero().squeeze(-1)
+        moved = (rows != torch.arange(len(rows), device=rows.device)).nonzero().squeeze(-1)
         for name in ("keys", "values"):
             held = getattr(self, name)
             if len(moved):
@@ -119,11 +119,13 @@ class SlotCache:
         return mask[:, None], positions
 
     def truncate(self, lengths: torch.Tensor) -> None:
-        """Keep only the first `lengths[b]` valid slots of each row (rejected drafts become holes)."""
-        self.valid &= self.valid.cumsum(-1) <= lengths[:, None]
+        """Keep only the first `lengths[b]` valid slots of each row (rejected drafts become holes). `lengths`
+        may live on the CPU, where the engine keeps its bookkeeping, while the cache is on the model's device."""
+        self.valid &= self.valid.cumsum(-1) <= lengths.to(self.valid.device)[:, None]
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only these rows, in this order (finished sequences leave the batch); the holes stay until `compact`."""
+        rows = rows.to(self.valid.device)
         self.valid = self.valid[rows]
         for layer in self.kv.layers:
             if layer.is_initialized:
