@@ -242,6 +242,10 @@ def test_feature_layers_choose_what_a_new_eagle_draft_reads_and_a_bad_one_fails_
     for bad in ("2", "3", "x"):
         with pytest.raises(ValueError, match=rf"--feature-layers '{bad}'"):
             main([*eagle_argv, "--out", str(tmp_path / "bad"), "--feature-layers", bad])
+    layers_argv = [*eagle_argv, "--out", str(tmp_path / "bad"), "--feature-layers", "1"]
+    layers_argv[layers_argv.index("eagle")] = "layers"
+    with pytest.raises(ValueError, match=r"--feature-layers '1': only an eagle draft reads target layers, not --kind layers"):
+        main(layers_argv)
     assert not (tmp_path / "bad").exists()
 
 

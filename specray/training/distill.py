@@ -242,6 +242,8 @@ DRAFT_KINDS = {
 
 def read_layers(args: argparse.Namespace, target) -> tuple[int, ...]:
     """`--feature-layers` and the target's final state: the target layers a new feature-level draft reads."""
+    if args.feature_layers and args.kind != "eagle":
+        raise ValueError(f"--feature-layers {args.feature_layers!r}: only an eagle draft reads target layers, not --kind {args.kind}")
     final = target.config.num_hidden_layers
     try:
         extra = [int(i) for i in args.feature_layers.split(",") if i.strip()]
