@@ -10,6 +10,7 @@ from specray.training.distill_data import TeacherData
 from specray.training.distill_eval import agreement_report
 from specray.training.distill_features import feature_matches, target_states, train_feature_draft
 
+
 def greedy_data(target, prompts: list[list[int]]) -> TeacherData:
     """The target's greedy responses to `prompts` (target-only decoding by the engine, batched)."""
     out = SpeculativeEngine(target, target, tiny_tokenizer()).generate(prompts, None, GenerationConfig(max_new_tokens=GREEDY_MAX_NEW))
