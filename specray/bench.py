@@ -226,16 +226,20 @@ def run_interleaved(engines, specs, groups, config, registry, batch_size: int, b
     oracle needs), so a change in machine load during the run hits all of them alike."""
     tallies: dict[str, dict[str, Tally]] = {}
     references = {}
-    for group in tqdm(groups, desc="bench domains"):
-        for spec in specs:
-            for batching in batchings:
-                if spec.startswith("hf-") and batching != batchings[0]:
-                    continue  # transformers decodes one prompt at a time whatever the batching
-                tally = tallies.setdefault(bench_name(spec, batching, batchings), defaultdict(Tally))[group_key(group)]
-                for call in engine_calls(group, batch_size, batching):
-                    run_batch(engines, spec, call, config, registry, references, tally, max_batch=batch_size)
-                if spec == TARGET and batching == batchings[0]:
-                    references.update((r["id"], tally.outputs[r["id"]]) for r in group)
+    runs = [(spec, batching) for spec in specs for batching in batchings
+            if not (spec.startswith("hf-") and batching != batchings[0])]  # transformers decodes one prompt at a time
+    bar = tqdm(total=len(runs) * sum(map(len, groups)), desc="bench", unit="prompt", leave=False)
+    for group in groups:
+        for spec, batching in runs:
+            name = bench_name(spec, batching, batchings)
+            bar.set_postfix_str(f"{group_key(group)}: {name}")
+            tally = tallies.setdefault(name, defaultdict(Tally))[group_key(group)]
+            for call in engine_calls(group, batch_size, batching):
+                run_batch(engines, spec, call, config, registry, references, tally, max_batch=batch_size)
+                bar.update(len(call))
+            if spec == TARGET and batching == batchings[0]:
+                references.update((r["id"], tally.outputs[r["id"]]) for r in group)
+    bar.close()
     return tallies
 
 

@@ -53,8 +53,19 @@ def test_bench_reports_every_policy_against_target(pair_dirs, prompts_file, tmp_
     assert 0 < all_rows["static:2"]["acceptance_rate"] < 1
 
 
-def test_bench_runs_continuous_and_draining_batches_side_by_side(pair_dirs, prompts_file, tmp_path):
-    """`--batching both`: every policy twice, refilled and drained, the same tokens, and each row's overhead."""
+def test_bench_runs_continuous_and_draining_batches_side_by_side(pair_dirs, prompts_file, tmp_path, monkeypatch):
+    """`--batching both`: every policy twice, refilled and drained, the same tokens, and each row's overhead;
+    the progress bar counts every prompt once per row."""
+    import specray.bench
+
+    bars = []
+
+    class Recorded(specray.bench.tqdm):
+        def close(self):
+            bars.append((self.desc, self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(specray.bench, "tqdm", Recorded)
     out = tmp_path / "bench.json"
     code = main([
         "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"),
@@ -70,6 +81,7 @@ def test_bench_runs_continuous_and_draining_batches_side_by_side(pair_dirs, prom
         if not name.startswith("hf-"):
             assert row["overhead_ms_per_round"] > 0 and 0 < row["overhead_share"] < 1
     assert rows["hf-static:2"]["overhead_ms_per_round"] is None, "transformers' loop is not ours to split"
+    assert ("bench", 5 * 12, 5 * 12) in bars, bars
 
 
 def test_bench_mixes_domains_in_one_engine_each_row_under_its_own_domains_policy(pair_dirs, prompts_file, tmp_path):
