@@ -22,17 +22,36 @@ CONTINUOUS = "generation.batching=continuous"
 
 class Recording:
     """The engine, each round slowed a little (so batches given together overlap) and its rows recorded;
-    a round with the `poison` id in it fails."""
+    a round with the `poison` id in it fails. For `run_together` it says when its first round starts and
+    holds it until every batch given has reached the stream, so the batches join in the order given and
+    overlap however the callers' threads are scheduled (on a loaded machine the poison batch once came
+    first and failed its round alone, and a test failed in CI)."""
 
     def __init__(self, engine, poison: str | None = None):
         self.engine, self.poison = engine, poison
         self.rounds: list[set[str]] = []
+        self.to_arrive = 0  # batches still to reach the stream
         self.lock = threading.Lock()
+        self.all_arrived = threading.Event()
+        self.all_arrived.set()
+        self.started = threading.Event()
 
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
+    def expect(self, batches: int) -> None:
+        self.to_arrive = batches
+        self.all_arrived.clear()
+
+    def arrived(self) -> None:
+        with self.lock:
+            self.to_arrive -= 1
+            if self.to_arrive <= 0:
+                self.all_arrived.set()
+
     def verify(self, state, *args):
+        self.started.set()
+        self.all_arrived.wait(timeout=30)
         ids = {s.prompt_id for s in state.active}
         self.rounds.append(ids)
         time.sleep(0.005)
@@ -55,10 +74,24 @@ def runner(engine, batch_size: int, *overrides: str) -> BatchRunner:
     return BatchRunner(cfg, "data.jsonl", make_engine=lambda models, device: engine)
 
 
-def run_together(run: BatchRunner, *calls) -> list:
-    """Give the runner every call at once, from threads of their own as a threaded actor does."""
+def run_together(run: BatchRunner, *calls, engine: Recording | None = None) -> list:
+    """Give the runner every call at once, from threads of their own as a threaded actor does. With `engine`,
+    the first call's batch starts decoding first and its first round waits until every other call's batch
+    has reached the runner's stream."""
+    if engine is not None:
+        engine.expect(len(calls))
+        put = run.stream.inbox.put
+
+        def put_and_count(request, *args, **kwargs):
+            put(request, *args, **kwargs)
+            engine.arrived()
+
+        run.stream.inbox.put = put_and_count
     with ThreadPoolExecutor(len(calls)) as pool:
-        futures = [pool.submit(run, *call) for call in calls]
+        futures = [pool.submit(run, *calls[0])]
+        if engine is not None:
+            engine.started.wait(timeout=30)
+        futures += [pool.submit(run, *call) for call in calls[1:]]
         return [f.exception() or f.result() for f in futures]
 
 
@@ -66,7 +99,7 @@ def test_batches_in_flight_share_one_loop_and_each_gets_back_only_its_own_rows(t
     engine = Recording(SpeculativeEngine(target, draft, tokenizer))
     code, chat = batch(prompts, 0, 6, "code"), batch(prompts, 6, 12, "chat")
     specs = ("static:1", "heuristic:cost=off")  # kinds differ, batch settings agree
-    outs = run_together(runner(engine, 8, CONTINUOUS), ("code", code, specs[0]), ("chat", chat, specs[1]))
+    outs = run_together(runner(engine, 8, CONTINUOUS), ("code", code, specs[0]), ("chat", chat, specs[1]), engine=engine)
     for rows, out, spec in zip((code, chat), outs, specs):
         ids = [r.id for r in rows]
         results = out.results.to_pydict()
@@ -94,7 +127,8 @@ def test_a_failed_round_reruns_its_batches_alone_and_only_the_culprit_fails(targ
     engine = Recording(SpeculativeEngine(target, draft, tokenizer), poison="poison")
     good = batch(prompts, 0, 4, "code")
     bad = (PromptRow("poison", text(prompts[4]), "code", 4), *batch(prompts, 5, 7, "code"))
-    out, failure = run_together(runner(engine, 8, CONTINUOUS), ("code", good, "static:2"), ("code", bad, "static:2"))
+    out, failure = run_together(runner(engine, 8, CONTINUOUS), ("code", good, "static:2"), ("code", bad, "static:2"),
+                                engine=engine)
     assert out.results["output_tokens"].to_pylist() == [references[r.index] for r in good]
     assert isinstance(failure, RuntimeError) and str(failure) == "poison row poison"
     assert any("poison" in ids and "p0" in ids for ids in engine.rounds), "the good batch was in the failed round"
