@@ -75,8 +75,7 @@ class SpeculativeEngine:
         self.target, self.draft, self.tokenizer = target, draft, tokenizer
         self.costs = cost_model or CostModel()
         self.vocab_size = output_vocab_size(target)
-        support = output_support(draft)  # on the draft's device; the engine reads the draft's logits on the CPU
-        self.draft_support = None if support is None else support.cpu()  # [S] the tokens the draft can propose (None: all)
+        self.draft_support = output_support(draft)  # [S] the tokens the draft can propose (None: all)
         self.read_layers = getattr(draft, "target_layers", None)  # the target layers a feature-level draft reads
         eos = getattr(target.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
