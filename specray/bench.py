@@ -230,10 +230,11 @@ def run_interleaved(engines, specs, groups, config, registry, batch_size: int, b
             if not (spec.startswith("hf-") and batching != batchings[0])]  # transformers decodes one prompt at a time
     bar = tqdm(total=len(runs) * sum(map(len, groups)), desc="bench", unit="prompt", leave=False)
     for group in groups:
+        domain = group_key(group)
         for spec, batching in runs:
             name = bench_name(spec, batching, batchings)
-            bar.set_postfix_str(f"{group_key(group)}: {name}")
-            tally = tallies.setdefault(name, defaultdict(Tally))[group_key(group)]
+            bar.set_postfix_str(f"{domain}: {name}")
+            tally = tallies.setdefault(name, defaultdict(Tally))[domain]
             for call in engine_calls(group, batch_size, batching):
                 run_batch(engines, spec, call, config, registry, references, tally, max_batch=batch_size)
                 bar.update(len(call))
