@@ -31,8 +31,7 @@ MAX_NEW = GREEDY_MAX_NEW  # the shared `prompts` / `references` fixtures' length
 
 @pytest.fixture(scope="module")
 def teacher(target) -> TeacherData:
-    """The target's own greedy output, the engine tests' prompts among it (so drafts trained on it draft
-    runs the target accepts)."""
+    """`feature_kit.teacher_data`, once for the module."""
     return teacher_data(target)
 
 
