@@ -61,10 +61,20 @@ def test_what_drafting_rounds_cost_beyond_their_forwards_is_learned_and_charged(
 
 
 def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, draft, tokenizer):
-    """After idle rounds the draft reads every skipped token once: that read is not what a drafting round
+    """The draft reads prompts when they are admitted, so a batch that drafts from its first round catches up
+    on nothing. After idle rounds it reads every skipped token once: that read is not what a drafting round
     costs (so it does not deter steady drafting), but a probe pays it (so probes wait for more credit)."""
     from specray.engine.speculative import GenerationConfig, SpeculativeEngine
     from specray.policies.factory import make_policy
+    from specray.policies.static import StaticPolicy
+
+    class IdleFirst(StaticPolicy):
+        """static:2 that lets its batch idle for its first two rounds."""
+        rounds = 0
+
+        def budget(self, seqs):
+            self.rounds += 1
+            return super().budget(seqs) * (self.rounds > 2)
 
     costs = CostModel(smoothing=0.0)
     for batch in (1, 2):
@@ -76,9 +86,12 @@ def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, dra
     costs.observe_round = lambda batch, drafted, steps, ms: seen.setdefault("rounds", []).append((drafted, ms))
     costs.observe_catch_up = lambda batch, ms: seen.setdefault("catch_up", []).append(ms)
     engine = SpeculativeEngine(target, draft, tokenizer, cost_model=costs)
-    out = engine.generate([[5, 6, 7, 8, 9, 10, 11, 12]] * 2, make_policy("static:2"), GenerationConfig(max_new_tokens=6))
-    assert len(seen["catch_up"]) == 1, "the draft reads the prompts once, in its first round"
+    prompts, config = [[5, 6, 7, 8, 9, 10, 11, 12]] * 2, GenerationConfig(max_new_tokens=6)
+    out = engine.generate(prompts, make_policy("static:2"), config)
+    assert "catch_up" not in seen, "the draft read the prompts at admission"
     assert len(seen["rounds"]) == out.time.rounds
+    engine.generate(prompts, IdleFirst(k=2), config)
+    assert len(seen["catch_up"]) == 1, "the draft reads the two idle rounds' tokens once, in its first drafting round"
 
     costs.observe_round, costs.observe_catch_up = observe_round, observe_catch_up
     costs.observe_catch_up(2, 40.0)

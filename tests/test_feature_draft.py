@@ -106,14 +106,20 @@ def test_a_subset_head_draft_proposes_only_its_tokens_and_stays_lossless(target,
     assert sum(s.accepted for s in out.sequences) > 0
 
 
-@pytest.mark.parametrize("spec,max_batch,reads", [("static:3", None, "final"), ("static:3", 5, "final"),
-                                                  ("static:3,draft=ngram+model", 4, "final"), ("static:3", 5, "fused")])
-def test_first_draft_tokens_read_the_targets_true_states(target, trained, fused, prompts, spec, max_batch, reads):
+@pytest.mark.parametrize("spec,max_batch,reads,at_admission", [
+    ("static:3", None, "final", True), ("static:3", 5, "final", True), ("static:3,draft=ngram+model", 4, "final", True),
+    ("static:3", 5, "fused", True), ("static:3", 5, "final", False), ("static:3", 5, "fused", False)])
+def test_first_draft_tokens_read_the_targets_true_states(target, trained, fused, prompts, spec, max_batch, reads, at_admission):
     """The draft's probability of every round's first token, as the engine recorded it, equals the draft
-    reading the finished sequence with the target's own states: prefill, catch-up after n-gram rounds,
-    refills and commits hand it exactly the states of the tokens before, at every target layer it reads."""
+    reading the finished sequence with the target's own states: prefill, the draft's read of prompts at
+    admission or as a catch-up later (`at_admission=False`: as when the batch idled), catch-up after
+    n-gram rounds, refills and commits hand it exactly the states of the tokens before, at every target
+    layer it reads."""
     draft = {"final": trained, "fused": fused}[reads][0]
     engine = SpeculativeEngine(target, draft, tiny_tokenizer())
+    if not at_admission:
+        admit = engine.admit
+        engine.admit = lambda state, drafts: admit(state, False)
     out = engine.generate(prompts, make_policy(spec), GenerationConfig(max_new_tokens=MAX_NEW), max_batch=max_batch)
     firsts = [r for r in out.traces.to_pylist() if r["depth"] == 1 and r["draft_prob"] < 1.0]  # model, not n-gram
     assert len(firsts) > 20
@@ -124,6 +130,25 @@ def test_first_draft_tokens_read_the_targets_true_states(target, trained, fused,
         for row in (r for r in firsts if r["prompt_id"] == str(i)):
             position = len(prompt) + row["gen_position"] - 1  # the token before the drafted one
             assert row["draft_prob"] == pytest.approx(float(probs[position, row["draft_token"]]), rel=1e-5, abs=1e-7)
+
+
+def test_re_reading_accepted_tokens_is_a_drafting_step_not_a_catch_up(target, trained, prompts):
+    """A feature-level draft starts each round by re-reading the tokens the target accepted, with the target's
+    own states: a steady step, whatever its width, priced as drafting steps are. Only tokens rows skipped are
+    a catch-up, which the cost model keeps apart (it prices probes), and a batch that drafts every round has none."""
+    engine = SpeculativeEngine(target, trained[0], tiny_tokenizer())
+    widths, catch_ups, forward = [], [], engine.forward
+
+    def timed(model, cache, chunks, *args, **kwargs):
+        if model is engine.draft and kwargs.get("hidden"):  # a draft step (the admission read keeps no state)
+            widths.append(max(map(len, chunks)))
+        return forward(model, cache, chunks, *args, **kwargs)
+
+    engine.forward = timed
+    engine.costs.observe_catch_up = lambda batch, ms: catch_ups.append(ms)
+    out = engine.generate(prompts, make_policy("static:3"), GenerationConfig(max_new_tokens=MAX_NEW))
+    assert sum(s.accepted for s in out.sequences) > 0 and max(widths) > 1, "some rounds re-read accepted tokens"
+    assert catch_ups == []
 
 
 @pytest.mark.parametrize("target_layers", [None, (1, 2)], ids=["final", "fused"])

@@ -2,8 +2,8 @@
 
 Continuous batching: up to `max_batch` sequences decode together; when some finish, waiting prompts
 take their slots, so a batch never drains to a few long stragglers. Newcomers are prefilled apart from
-the running rows (every token of each prompt but the last, in the target's cache; the draft reads them
-when it first drafts for the row) and then join the next round with their last prompt token pending,
+the running rows (every token of each prompt but the last, in the target's cache and, while the batch
+drafts with the draft model, in the draft's) and then join the next round with their last prompt token pending,
 like every running row — prefilling inside the running rows' verification would pad all of them to the
 prompt's width. A prefill has a fixed cost, so newcomers are not admitted one by one as rows finish
 (drafting scatters the rounds rows finish in): free slots wait until the slots left empty since the last
@@ -58,6 +58,7 @@ class Sequence:
     stop_reason: str | None = None  # eos | max_new_tokens | stop_string | error
     error: str | None = None
     wall_ms: float = 0.0
+    last_commit: int = 1  # tokens the last round appended (a newcomer's: its pending prompt token)
 
     @property
     def generated(self) -> int:
@@ -126,6 +127,13 @@ class BatchState:
         lengths = self.dcache.lengths.tolist()
         return [s.tokens[n:] if on else [] for s, n, on in zip(self.active, lengths, rows.tolist())]
 
+    def draft_behind(self, chunks: list[list[int]]) -> bool:
+        """Whether some row's `draft_chunks` reach back beyond what the last round appended to it: the row skipped
+        the draft in rounds before (the batch did not draft, or the row drafted by n-gram), and the step reading
+        those tokens is a catch-up. A steady row reads only the last round's tokens: its pending one and, for a
+        feature-level draft, the accepted ones it re-reads with the target's states."""
+        return any(len(chunk) > seq.last_commit for chunk, seq in zip(chunks, self.active))
+
     def draft_states(self, rows: torch.Tensor) -> list[torch.Tensor] | None:
         """The target states behind `draft_chunks(rows)`, token for token; None when the draft reads none."""
         if self.target_states is None:
@@ -145,6 +153,7 @@ class BatchState:
             seq.drafted += offsets[b + 1] - start
             seq.accepted += accepted[b]
             self._extend(seq, new, max_new_tokens, stops)
+            seq.last_commit = len(seq.tokens) - int(before[b])
             seq.wall_ms = (now - seq.admitted) * 1e3
         kept = torch.tensor([len(s.tokens) - 1 for s in self.active], dtype=torch.long)
         self.tcache.truncate(kept)

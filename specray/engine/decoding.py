@@ -34,9 +34,9 @@ class Decoding:
         """An empty loop on `engine` for policies that agree with `first` (None: target-only decoding)."""
         self.engine, self.config, self.max_batch, self.record_hidden = engine, config, max_batch, record_hidden
         self.policy = PerRowPolicy(first) if first is not None else None
-        uses_draft = first is not None and first.draft_source != "ngram"
+        self.uses_draft = first is not None and first.draft_source != "ngram"
         self.state = BatchState([], max_batch, engine.target, engine.draft, engine.eos, engine.tokenizer,
-                                draft_reads_states=uses_draft and reads_target_hidden(engine.draft))
+                                draft_reads_states=self.uses_draft and reads_target_hidden(engine.draft))
         self.trace = TraceBuffer(run_id, origin, record_hidden)
         self.generator = None if config.sampling.greedy else torch.Generator().manual_seed(config.seed)
         self.free: list[int] = []  # rows released by finished sequences
@@ -74,7 +74,7 @@ class Decoding:
     def step(self) -> None:
         """One round over every sequence in flight."""
         engine, config, state, policy = self.engine, self.config, self.state, self.policy
-        engine.admit(state)                                                          # 1. refill free slots
+        engine.admit(state, self.uses_draft and not state.idle_rounds)               # 1. refill free slots
         if not state.active:  # every newcomer failed its prefill
             return
         round_start, batch = time.perf_counter(), len(state)

@@ -77,6 +77,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
     chunks = state.draft_chunks(drafting & ~ngram)  # rows that skipped rounds catch up
     features = state.draft_states(drafting & ~ngram)  # what a feature-level draft reads beside them
     steps, catch_up_ms = 0, 0.0  # draft forwards paid this round; the time of those that read skipped tokens
+    catch_up = state.draft_behind(chunks)
     while drafting.any():
         depth = len(depths) + 1
         draws = Draws.empty(batch, engine.vocab_size, engine.draft.config.hidden_size, not sampling.greedy)
@@ -85,7 +86,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
             lookup_rows = by_lookup.nonzero().squeeze(-1)
             draws.point_mass(lookup_rows, torch.tensor([budget.lookups[b][depth - 1] for b in lookup_rows.tolist()]))
         if by_model.any():
-            logits, hidden, catching_up = engine.draft_step(state.dcache, chunks, features)
+            logits, hidden, catching_up = engine.draft_step(state.dcache, chunks, features, catch_up and steps == 0)
             steps, catch_up_ms = steps + 1, catch_up_ms + catching_up
             draws.sample(by_model, logits[:, -1], hidden[by_model], sampling, generator, engine.draft_support)
         # ask each row's policy, then the batch's gate, whether to keep this token and draft another

@@ -155,14 +155,16 @@ class SpeculativeEngine:
         self.time.forward_ms += (time.perf_counter() - t0) * 1e3
         return out
 
-    def admit(self, state: BatchState) -> None:
-        """Prefill waiting prompts into free slots (all but each prompt's last token, which stays pending).
-        When a group's prefill fails, each prompt is tried alone: one that fails alone is its own error."""
+    def admit(self, state: BatchState, drafts: bool) -> None:
+        """Prefill waiting prompts into free slots (all but each prompt's last token, which stays pending);
+        `drafts`: the draft model drafts for them, so it reads them too. When a group's prefill fails, each
+        prompt is tried alone: one that fails alone is its own error."""
         newcomers = state.newcomers()
         if not newcomers:
             return
+        reads_states = state.target_states is not None
         try:
-            state.admit(newcomers, *self.prefill(newcomers, state.target_states is not None))
+            state.admit(newcomers, *self.prefill(newcomers, drafts, reads_states))
             return
         except RuntimeError as error:
             if len(newcomers) == 1:
@@ -170,37 +172,43 @@ class SpeculativeEngine:
                 return
         for seq in newcomers:
             try:
-                state.admit([seq], *self.prefill([seq], state.target_states is not None))
+                state.admit([seq], *self.prefill([seq], drafts, reads_states))
             except RuntimeError as error:
                 seq.stop_reason, seq.error = "error", f"prefill failed: {error}"
 
-    def prefill(self, seqs: list[Sequence], reads_states: bool) -> tuple[SlotCache, SlotCache, list[torch.Tensor] | None]:
-        """A fresh target cache holding every token of each prompt but its last, and an empty draft cache: the
-        draft reads a row's tokens when it first drafts for it, catching up like a row that skipped rounds,
-        so a batch the budget never lets draft never pays for it (at batch 32, 6 ms a round). For a draft
-        that reads target states, the states behind each prompt token (zeros before a prompt's first), at the
-        target layers it reads."""
+    def prefill(self, seqs: list[Sequence], drafts: bool, reads_states: bool) -> tuple[SlotCache, SlotCache, list[torch.Tensor] | None]:
+        """Fresh caches for newcomers: the target's holds every token of each prompt but its last, and so does
+        the draft's when `drafts` (the batch drafts with the draft model; else it stays empty and the draft
+        reads the prompts if the batch drafts again, as a catch-up: a batch the budget keeps plain does not
+        pay for the draft). Read here, the newcomers alone are read: as a catch-up, a prompt was padded to the
+        widest prompt across every row of the batch (on the embedded pair at batch 16 in bf16, ~2.5 ms a
+        drafting round, against ~1 ms a round for reading at admission). For a draft that reads target
+        states (`reads_states`), the states behind the tokens it has not read: a zero state before a
+        prompt's first token, then the target's state at each prompt token, at the layers it reads."""
         chunks = [s.tokens[:-1] for s in seqs]
         width = max(map(len, chunks))
         tcache, dcache = SlotCache.for_model(self.target, len(seqs)), SlotCache.for_model(self.draft, len(seqs))
-        hidden = torch.zeros(len(seqs), 0, getattr(self.draft, "state_size", 0))  # [B, width, L*H] rows right-aligned
+        states = [torch.zeros(len(c) + 1, getattr(self.draft, "state_size", 0)) for c in chunks]  # per row [len + 1, L*H]
         if width:
-            _, out = self.forward(self.target, tcache, chunks, keep=1, hidden=width if reads_states else 0,
-                                  layers=self.read_layers)
-            hidden = out if reads_states else hidden
+            _, hidden = self.forward(self.target, tcache, chunks, keep=1, hidden=width if reads_states else 0,
+                                     layers=self.read_layers)  # [B, width, L*H] rows right-aligned
+            if reads_states:
+                states = [torch.nn.functional.pad(hidden[b, width - len(c) :], (0, 0, 1, 0)) for b, c in enumerate(chunks)]
+            if drafts:
+                self.forward(self.draft, dcache, chunks, keep=1,
+                             features=[s[: len(c)] for s, c in zip(states, chunks)] if reads_states else None)
         if not reads_states:
             return tcache, dcache, None
-        # per row: a zero state before the prompt's first token, then the target's state at each prompt token
-        return tcache, dcache, [torch.nn.functional.pad(hidden[b, width - len(c) :], (0, 0, 1, 0)) for b, c in enumerate(chunks)]
+        return tcache, dcache, [s[len(c) :] if drafts else s for s, c in zip(states, chunks)]
 
-    def draft_step(self, cache: SlotCache, chunks: list[list[int]], features: list[torch.Tensor] | None):
-        """One draft-model forward: (logits [B, 1, V], its last hidden state [B, H], catch-up ms). A step that
-        feeds one token per row is timed as a draft step; a wider one, which reads the tokens rows skipped
-        while the batch did not draft, is a catch-up: its time is returned and kept apart by the cost model."""
+    def draft_step(self, cache: SlotCache, chunks: list[list[int]], features: list[torch.Tensor] | None, catch_up: bool):
+        """One draft-model forward: (logits [B, 1, V], its last hidden state [B, H], catch-up ms). A `catch_up`
+        step, which reads tokens rows skipped while they did not draft (`BatchState.draft_behind`), is timed
+        apart: its time is returned and kept by the cost model apart from drafting steps."""
         t0 = time.perf_counter()
         logits, hidden = self.forward(self.draft, cache, chunks, keep=1, hidden=1, features=features)
         ms = (time.perf_counter() - t0) * 1e3
-        if max(len(c) for c in chunks) == 1:
+        if not catch_up:
             self.costs.observe_draft(len(chunks), ms)
             return logits, hidden[:, -1], 0.0
         self.costs.observe_catch_up(len(chunks), ms)
