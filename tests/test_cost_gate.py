@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from specray.policies.base import Decision
-from specray.policies.cost import CostGate, CostModel
+from specray.policies.cost import CostGate, CostModel, monotone
 
 CONTINUE, STOP, DROP = Decision.CONTINUE, Decision.STOP, Decision.DROP
 
@@ -151,11 +151,45 @@ def test_a_wider_verification_never_looks_cheaper_than_a_narrower_one():
     costs.record_draft(4, 3.0)
     for width, ms in {1: 40.0, 2: 45.0, 3: 44.0, 5: 56.0}.items():  # width 3: noise
         costs.record_verify(4, width, ms)
-    assert costs.verify_ms(4, np.array([2, 3, 4])).tolist() == pytest.approx([45.0, 45.0, 50.5])
+    assert costs.verify_ms(4, np.array([2, 3, 4])).tolist() == pytest.approx([44.5, 44.5, 50.25]), "2 and 3 pooled"
     for _ in range(20):
         costs.observe_verify(4, 1, 54.0)  # longer contexts than the calibration's
     verify = costs.verify_ms(4, np.array([1, 2, 3]))
     assert verify[0] == pytest.approx(54.0, rel=1e-3) and verify[1] > verify[0] and verify[2] >= verify[1]
+
+
+def test_one_slow_calibration_sample_does_not_raise_every_wider_width():
+    """Read through a running maximum, width 3 measured in a busy moment priced widths 3-5 at its time and the gate
+    stopped drafting after one token; the nearest non-decreasing fit pools it with its neighbour instead."""
+    assert monotone(np.array([36.5, 37.1, 43.9, 38.8, 42.3])).tolist() == pytest.approx([36.5, 37.1, 41.35, 41.35, 42.3])
+    assert monotone(np.array([3.0, 2.0, 1.0])).tolist() == [2.0, 2.0, 2.0]
+    assert monotone(np.array([1.0, 2.0, 2.0, 5.0])).tolist() == [1.0, 2.0, 2.0, 5.0], "a rising curve is kept as it is"
+    costs = CostModel(smoothing=0.0)
+    costs.record_draft(1, 2.0)
+    for width, ms in {1: 36.5, 2: 37.1, 3: 43.9, 5: 38.8, 9: 42.3}.items():
+        costs.record_verify(1, width, ms)
+    assert costs.verify_ms(1, np.array([3, 5])).tolist() == pytest.approx([41.35, 41.35])
+
+
+def test_calibration_times_the_widths_in_turns(target):
+    """Widths take turns, so a burst of load slows one sample of several widths, not every sample of one;
+    the first turn (each shape's one-time set-up) is not counted."""
+    from specray.engine import calibration
+
+    fed = []
+    forward = calibration.model_forward
+
+    def recording(model, cache, chunks, keep, *args, **kwargs):
+        fed.append(len(chunks[0]))
+        return forward(model, cache, chunks, keep, *args, **kwargs)
+
+    calibration.model_forward = recording
+    try:
+        times = calibration.forward_ms(target, 2, (1, 2, 3), context=8, repeats=2)
+    finally:
+        calibration.model_forward = forward
+    assert fed == [8] + [1, 2, 3] * 3, "the context, then three turns over the widths"
+    assert sorted(times) == [1, 2, 3] and all(ms > 0 for ms in times.values())
 
 
 def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tokenizer):

@@ -17,21 +17,27 @@ WIDTHS = (1, 2, 3, 5, 9)  # tokens per row a verification feeds
 
 
 @torch.no_grad()
-def forward_ms(model, batch: int, width: int, context: int = 48, repeats: int = 3) -> float:
-    """Fastest of `repeats` forwards of `width` new tokens per row over a `context`-token cache,
-    through the engine's own forward, so the timing is of the code path that runs."""
+def forward_ms(model, batch: int, widths: tuple[int, ...], context: int = 48, repeats: int = 3) -> dict[int, float]:
+    """Per width, the fastest of `repeats` forwards of that many new tokens per row over a `context`-token
+    cache, through the engine's own forward, so the timing is of the code path that runs. The widths take
+    turns (1, 2, 3, 5, 9, 1, 2, ...): on a shared machine a burst of load then slows one sample of several
+    widths, where timed one width after another it slowed every sample of one width (at batch 1, width 2
+    once measured 38.6 ms and width 3 36.6; in another run width 3 stood 7 ms above width 2, and the gate
+    refused nearly every second draft token)."""
     generator = torch.Generator().manual_seed(0)
     vocab = int(model.config.vocab_size)
     cache = SlotCache.for_model(model, batch)
     model_forward(model, cache, torch.randint(vocab, (batch, context), generator=generator).tolist(), keep=1)
-    times = []
-    for _ in range(repeats + 1):  # the first forward of a new shape pays one-time kernel set-up
-        chunk = torch.randint(vocab, (batch, width), generator=generator).tolist()
-        start = time.perf_counter()
-        model_forward(model, cache, chunk, keep=width)
-        times.append((time.perf_counter() - start) * 1e3)
-        cache.truncate(torch.full((batch,), context))
-    return min(times[1:])
+    times: dict[int, list[float]] = {width: [] for width in widths}
+    for turn in range(repeats + 1):  # the first turn pays each new shape's one-time kernel set-up
+        for width in widths:
+            chunk = torch.randint(vocab, (batch, width), generator=generator).tolist()
+            start = time.perf_counter()
+            model_forward(model, cache, chunk, keep=width)
+            if turn:
+                times[width].append((time.perf_counter() - start) * 1e3)
+            cache.truncate(torch.full((batch,), context))
+    return {width: min(samples) for width, samples in times.items()}
 
 
 def batch_sizes(max_batch: int) -> list[int]:
@@ -48,6 +54,6 @@ def measure_costs(engine, max_batch: int) -> None:
     for batch in batch_sizes(max_batch):
         if engine.costs.measured(batch):
             continue
-        for width in WIDTHS:
-            engine.costs.record_verify(batch, width, forward_ms(engine.target, batch, width))
-        engine.costs.record_draft(batch, forward_ms(engine.draft, batch, 1))
+        for width, ms in forward_ms(engine.target, batch, WIDTHS).items():
+            engine.costs.record_verify(batch, width, ms)
+        engine.costs.record_draft(batch, forward_ms(engine.draft, batch, (1,))[1])

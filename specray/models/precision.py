@@ -56,7 +56,7 @@ def work_ms(model, work) -> float:
     """Summed forward time over a role's typical shapes."""
     from specray.engine.calibration import forward_ms  # the engine's own forward path, timed
 
-    return sum(forward_ms(model, batch, width) for batch, width in work)
+    return sum(forward_ms(model, batch, (width,))[width] for batch, width in work)
 
 
 def choose(role: str, model, work, timings: dict) -> torch.dtype:

@@ -147,14 +147,28 @@ class CostModel:
 
 def _verify_curve(measured: dict[int, float], widths: np.ndarray) -> np.ndarray:
     """Measured verification times interpolated over width; beyond the widest, the line through the two widest.
-    A wider verification never costs less than a narrower one: timing noise that says so is ignored."""
+    A wider verification never costs less than a narrower one, so the times are read through their nearest
+    non-decreasing fit (`monotone`): one slow sample moves its neighbours a little, where a running maximum
+    raised every wider width to it."""
     known = sorted(measured)
-    times = np.maximum.accumulate([measured[w] for w in known])
+    times = monotone(np.array([measured[w] for w in known], dtype=np.float64))
     verify = np.interp(widths, known, times)
     slope = (times[-1] - times[-2]) / (known[-1] - known[-2])
     beyond = widths > known[-1]
     verify[beyond] = times[-1] + slope * (widths[beyond] - known[-1])
     return verify
+
+
+def monotone(values: np.ndarray) -> np.ndarray:
+    """The non-decreasing sequence nearest `values` in least squares: adjacent values that fall are pooled
+    into their mean until none does (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, count] of each pooled run
+    for value in values.tolist():
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (mean, count), (last, n) = blocks[-2], blocks.pop()
+            blocks[-1] = [(mean * count + last * n) / (count + n), count + n]
+    return np.repeat([mean for mean, _ in blocks], [count for _, count in blocks])
 
 
 class GainCalibration:
