@@ -171,23 +171,19 @@ def test_one_slow_calibration_sample_does_not_raise_every_wider_width():
     assert costs.verify_ms(1, np.array([3, 5])).tolist() == pytest.approx([41.35, 41.35])
 
 
-def test_calibration_times_the_widths_in_turns(target):
+def test_calibration_times_the_widths_in_turns(target, monkeypatch):
     """Widths take turns, so a burst of load slows one sample of several widths, not every sample of one;
     the first turn (each shape's one-time set-up) is not counted."""
     from specray.engine import calibration
 
-    fed = []
-    forward = calibration.model_forward
+    fed, forward = [], calibration.model_forward
 
     def recording(model, cache, chunks, keep, *args, **kwargs):
         fed.append(len(chunks[0]))
         return forward(model, cache, chunks, keep, *args, **kwargs)
 
-    calibration.model_forward = recording
-    try:
-        times = calibration.forward_ms(target, 2, (1, 2, 3), context=8, repeats=2)
-    finally:
-        calibration.model_forward = forward
+    monkeypatch.setattr(calibration, "model_forward", recording)
+    times = calibration.forward_ms(target, 2, (1, 2, 3), context=8, repeats=2)
     assert fed == [8] + [1, 2, 3] * 3, "the context, then three turns over the widths"
     assert sorted(times) == [1, 2, 3] and all(ms > 0 for ms in times.values())
 
