@@ -90,9 +90,9 @@ class WrappedEngine:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def admit(self, state):
+    def admit(self, state, drafts):
         before = len(state.active)
-        self.engine.admit(state)
+        self.engine.admit(state, drafts)
         if len(state.active) > before:
             time.sleep(self.delay_s)
 
