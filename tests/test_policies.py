@@ -204,7 +204,7 @@ def test_rows_not_yet_verified_start_from_what_the_policy_has_seen():
     policy = make_policy("static:4")
     policy.reset(4)
     assert policy.acceptance.tolist() == pytest.approx([policy.prior_acceptance] * 4)
-    for _ in range(20):  # rows 0 and 1 draft 4 tokens a round and see none accepted
+    for _ in range(40):  # rows 0 and 1 draft 4 tokens a round and see none accepted
         policy.observe(Outcome(torch.tensor([0, 1]), torch.tensor([4, 4]), torch.tensor([0, 0])))
     assert policy.acceptance[:2].max() < 0.05
     assert torch.allclose(policy.acceptance[2:], torch.tensor(policy.typical["model"])) and policy.typical["model"] < 0.05
