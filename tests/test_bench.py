@@ -236,3 +236,30 @@ def test_bench_runs_a_feature_draft_and_gives_the_hf_baselines_a_token_level_ass
     assert code == 0 and report["hf_assistant"] == str(pair_dirs / "draft")
     assert {r["policy"] for r in report["rows"]} == {"target", "static:2", "hf-static:2", "hf-ngram:2"}
     assert all(r["identical_to_target"] for r in report["rows"])
+
+
+def test_policies_take_turns_round_by_round(pair_dirs, prompts_file, tmp_path, monkeypatch):
+    """Target-only and each policy's engine call advance one round in turn, so machine load hits them alike;
+    the oracle, which reads target-only's outputs, runs after them."""
+    from specray.engine.decoding import Decoding
+
+    order, step = [], Decoding.step
+
+    def recorded(self):
+        if self.config.max_new_tokens == 16:  # the pass, not the warm-up
+            order.append("target" if self.policy is None else self.policy.policies[0].name)
+        step(self)
+
+    monkeypatch.setattr(Decoding, "step", recorded)
+    code = main([
+        "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"),
+        "--prompts", str(prompts_file), "--policies", "static:2,oracle", "--mix-domains",
+        "--max-new-tokens", "16", "--batch-size", "4", "--dtype", "float64", "--out", str(tmp_path / "b.json"),
+    ])
+    assert code == 0
+    timed = order
+    first_oracle = timed.index("oracle")
+    in_turns = timed[:first_oracle]
+    assert set(timed[first_oracle:]) == {"oracle"}
+    both = 2 * min(in_turns.count("target"), in_turns.count("static:2"))
+    assert both >= 8 and all(a != b for a, b in zip(in_turns[:both], in_turns[1:both])), in_turns

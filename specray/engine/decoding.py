@@ -16,6 +16,7 @@ holds for every row whatever shares its rounds, while the exact draws depend on 
 """
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +27,20 @@ from specray.engine.traces import TraceBuffer
 from specray.models.feature_draft import reads_target_hidden
 from specray.policies.base import Outcome, StopPolicy
 from specray.policies.per_row import PerRowPolicy, batch_settings
+
+
+@dataclass
+class EngineTime:
+    """Where a Decoding's rounds spent their time: model forwards, and everything else (the engine's
+    overhead). Calibration stays out of it."""
+
+    rounds: int = 0
+    wall_ms: float = 0.0
+    forward_ms: float = 0.0
+
+    @property
+    def overhead_ms_per_round(self) -> float:
+        return (self.wall_ms - self.forward_ms) / self.rounds if self.rounds else 0.0
 
 
 class Decoding:
@@ -41,6 +56,7 @@ class Decoding:
         self.generator = None if config.sampling.greedy else torch.Generator().manual_seed(config.seed)
         self.free: list[int] = []  # rows released by finished sequences
         self.rows = 0  # rows handed out so far
+        self.time = EngineTime()
 
     @property
     def busy(self) -> bool:
@@ -72,11 +88,18 @@ class Decoding:
         self.free += [s.index for s in seqs]
 
     def step(self) -> None:
-        """One round over every sequence in flight."""
+        """One round over every sequence in flight (admissions included), timed into `time`."""
+        start, model_ms = time.perf_counter(), self.engine.forward_ms
+        self.time.rounds += self._round()
+        self.time.wall_ms += (time.perf_counter() - start) * 1e3
+        self.time.forward_ms += self.engine.forward_ms - model_ms
+
+    def _round(self) -> bool:
+        """Admit newcomers, then propose → verify → commit; False when no sequence was left to decode."""
         engine, config, state, policy = self.engine, self.config, self.state, self.policy
         engine.admit(state, self.uses_draft and not state.idle_rounds)               # 1. refill free slots
         if not state.active:  # every newcomer failed its prefill
-            return
+            return False
         round_start, batch = time.perf_counter(), len(state)
         budget = plan_round(state, policy, engine.costs, config.max_new_tokens)       # 2. what the batch pays for
         t0 = time.perf_counter()
@@ -92,7 +115,7 @@ class Decoding:
         state.retire()                                                                # 7. finished rows leave
         engine.costs.observe_round(batch, int(proposals.num_draft.max()), proposals.draft_forwards,  # 8. what it cost
                                    (time.perf_counter() - round_start) * 1e3 - proposals.catch_up_ms)
-        engine.time.rounds += 1
+        return True
 
     def _row(self) -> int:
         if self.free:

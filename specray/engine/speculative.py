@@ -17,7 +17,7 @@ import torch
 
 from specray.engine.batch_state import BatchState, Sequence
 from specray.engine.calibration import measure_costs
-from specray.engine.decoding import Decoding
+from specray.engine.decoding import Decoding, EngineTime
 from specray.engine.forward import model_forward
 from specray.engine.kv_cache import SlotCache
 from specray.engine.proposals import Proposals, Verdicts, token_rows
@@ -49,19 +49,6 @@ class SequenceResult:
 
 
 @dataclass
-class EngineTime:
-    """Where a `generate` call's time went: model forwards, and everything else (the engine's overhead)."""
-
-    rounds: int = 0
-    wall_ms: float = 0.0
-    forward_ms: float = 0.0
-
-    @property
-    def overhead_ms_per_round(self) -> float:
-        return (self.wall_ms - self.forward_ms) / self.rounds if self.rounds else 0.0
-
-
-@dataclass
 class Generation:
     sequences: list[SequenceResult]
     traces: pa.Table
@@ -79,7 +66,7 @@ class SpeculativeEngine:
         self.read_layers = getattr(draft, "target_layers", None)  # the target layers a feature-level draft reads
         eos = getattr(target.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-        self.time = EngineTime()
+        self.forward_ms = 0.0  # time in model forwards so far, every Decoding's: each takes its own share
 
     @torch.no_grad()
     def generate(
@@ -103,18 +90,25 @@ class SpeculativeEngine:
         (generate | label | bench) in their `source` column; `record_hidden` adds the draft's hidden state
         behind each drafted token (a `hidden` column), which SpecDec++ trains on and label runs keep.
         """
+        run, seqs = self.open(prompts, policy, config, prompt_ids, domain, run_id, origin, record_hidden, max_batch)
+        while run.busy:
+            run.step()
+        return self.finish(run, seqs)
+
+    def open(self, prompts, policy, config, prompt_ids=None, domain="unknown", run_id="", origin="generate",
+             record_hidden=False, max_batch=None) -> tuple[Decoding, list[Sequence]]:
+        """`generate`'s Decoding with its prompts queued, before any round (`specray bench` steps several in
+        turn): the Decoding and the prompts' sequences."""
         n = len(prompts)
         policies, domains = (value if isinstance(value, list) else [value] * n for value in (policy, domain))
         if len(domains) != n or len(policies) != n:
             raise ValueError(f"{n} prompts, {len(domains)} domains and {len(policies)} policies: give one of each, or one per prompt")
-        self.time = EngineTime()
         run = Decoding(self, config, policies[0] if n else None, max_batch or max(n, 1), run_id, origin, record_hidden)
-        seqs = run.add(prompts, prompt_ids or [str(i) for i in range(n)], domains, policies)
-        loop_start = time.perf_counter()
-        while run.busy:
-            run.step()
-        self.time.wall_ms = (time.perf_counter() - loop_start) * 1e3  # calibration stays out of the overhead
-        return Generation([self.result(s) for s in seqs], run.trace.take(), self.time)
+        return run, run.add(prompts, prompt_ids or [str(i) for i in range(n)], domains, policies)
+
+    def finish(self, run: Decoding, seqs: list[Sequence]) -> Generation:
+        """What an emptied Decoding made of `seqs`: their results, its trace rows, and its time."""
+        return Generation([self.result(s) for s in seqs], run.trace.take(), run.time)
 
     def result(self, seq: Sequence) -> SequenceResult:
         output = seq.tokens[seq.prompt_len :]
@@ -152,7 +146,7 @@ class SpeculativeEngine:
         """`model_forward`, timed as model time (not engine overhead)."""
         t0 = time.perf_counter()
         out = model_forward(model, cache, chunks, keep, hidden, features, layers)
-        self.time.forward_ms += (time.perf_counter() - t0) * 1e3
+        self.forward_ms += (time.perf_counter() - t0) * 1e3
         return out
 
     def admit(self, state: BatchState, drafts: bool) -> None:
