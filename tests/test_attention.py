@@ -6,7 +6,7 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from conftest import tiny_llama
-from specray.engine.attention import PACKED_SDPA, packed_gqa_attention, use_packed_gqa
+from specray.engine.attention import PACKED_SDPA, packed_gqa_attention, repeated_mask, use_packed_gqa
 from specray.engine.forward import cache_keyword, model_forward
 from specray.engine.kv_cache import SlotCache
 
@@ -36,6 +36,15 @@ def test_folded_query_heads_attend_like_copied_keys_and_values():
     copied, _ = sdpa_attention_forward(Grouped(), query, key, value, mask, scaling=0.3)  # repeats key and value per head
     assert folded.shape == (batch, q, heads, dim)
     torch.testing.assert_close(folded, copied, rtol=1e-12, atol=1e-12)
+
+
+def test_the_layers_of_one_forward_share_one_repeat_of_its_mask():
+    mask = ragged_mask(2, 3, 7)
+    first = repeated_mask(mask, 3)
+    assert repeated_mask(mask, 3) is first, "the next layer reuses it"
+    torch.testing.assert_close(first, mask.repeat(1, 1, 3, 1), rtol=0, atol=0)
+    torch.testing.assert_close(repeated_mask(mask, 2), mask.repeat(1, 1, 2, 1), rtol=0, atol=0)  # another model's groups
+    assert repeated_mask(ragged_mask(2, 3, 7), 3) is not first, "a new forward's mask is repeated anew"
 
 
 def test_engine_models_attend_folded_and_compute_the_same_logits():

@@ -96,3 +96,33 @@ def test_cost_gate_counts_ngram_tokens_as_free(target, draft, tokenizer):
     model_rounds, model_iterations = rounds["model"]
     assert model_rounds <= model_iterations / PROBE_EVERY, "the model should draft in probe rounds only"
     assert rounds["ngram"][0] > 2 * model_rounds
+
+
+def test_each_acceptance_estimate_is_asked_only_for_the_tokens_that_need_it():
+    """N-gram tokens take the running n-gram estimate, the draft model's the policy's own; a step of one kind
+    alone does not ask the other (a learned policy's estimate runs a network)."""
+    import torch
+
+    from specray.engine.drafting import acceptance_estimates
+    from specray.policies.base import DraftStep
+
+    asked = []
+
+    class Recording:
+        def accept_prob(self, step):
+            asked.append("model")
+            return torch.full((len(step.seqs),), 0.25)
+
+        def ngram_accept_prob(self, step):
+            asked.append("ngram")
+            return torch.full((len(step.seqs),), 0.75)
+
+    def step(from_ngram):
+        n = len(from_ngram)
+        return DraftStep(torch.arange(n), 1, torch.zeros(n), torch.zeros(n), torch.ones(n), torch.zeros(n),
+                         torch.zeros(n, 4), torch.zeros(n, 2), torch.tensor(from_ngram))
+
+    assert acceptance_estimates(Recording(), step([False, False])).tolist() == [0.25, 0.25] and asked == ["model"]
+    asked.clear()
+    assert acceptance_estimates(Recording(), step([True])).tolist() == [0.75] and asked == ["ngram"]
+    assert acceptance_estimates(Recording(), step([True, False])).tolist() == [0.75, 0.25]

