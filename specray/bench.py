@@ -1,6 +1,7 @@
 """`specray bench`: every policy against target-only decoding, on the same pair, prompts and machine, in one process.
 
 Speed claims are ratios measured side by side here, never absolute numbers carried from elsewhere,
+from target-only and every policy on the engine taking turns round by round (`take_turns`),
 and always against target-only decoding in its fastest precision on this machine: with `--dtype auto`
 on a CPU target-only runs in both float32 and bf16 (`target@<dtype>` rows) and the faster is the
 baseline. Batches are formed per domain (as the job shards them), so per-domain rows time only their
@@ -158,9 +159,9 @@ class Call:
     def __init__(self, engines, spec, batch, config, registry, references, tally: Tally, max_batch: int | None = None):
         start = time.perf_counter()
         self.batch, self.tally = batch, tally
+        self.engine = engines.get(spec, engines[TARGET])
         self.chosen = choose_source(spec, group_key(batch), registry, tally) if auto_base(spec) is not None else None
         spec = self.chosen or spec
-        self.engine = engines.get(spec, engines[TARGET])
         refs = None if references is None or is_target(spec) else [references[r["id"]] for r in batch]
         self.policy = batch_policy(spec, batch, registry, refs)
         self.run, self.seqs = self.engine.open([r["tokens"] for r in batch], self.policy, config, [r["id"] for r in batch],
@@ -240,6 +241,12 @@ def target_engines(pair, dtype: str) -> dict:
             copy_ = copy.deepcopy(pair.target).to(other)
             engines[f"{TARGET}@{dtype_name(other)}"] = SpeculativeEngine(copy_, pair.draft, pair.tokenizer)
     return engines
+
+
+def own_engine(engine: SpeculativeEngine) -> SpeculativeEngine:
+    """An engine on the same models with its own copy of the calibrated cost table, so a policy's cost gate
+    learns from its own rounds, as a job worker's does, and not from those it takes turns with."""
+    return SpeculativeEngine(engine.target, engine.draft, engine.tokenizer, copy.deepcopy(engine.costs))
 
 
 def assistant_ref(pair, hf_draft: str | None) -> str:
@@ -450,6 +457,7 @@ def run_bench(
     specs = [e for e in engines if is_target(e)] + [p for p in policies if not is_target(p)]
     warm = GenerationConfig(max_new_tokens=8, sampling=sampling)
     engines[TARGET].calibrate(batch_size)  # the verification budget's cost table, measured before any timing
+    engines |= {spec: own_engine(engines[TARGET]) for spec in policies if not is_target(spec) and not spec.startswith("hf-")}
     for spec in specs:  # warm-up: first-call overheads stay out of the timings
         if not is_offline(spec):  # it needs the target's outputs, which the timed target run records
             run_batch(engines, spec, groups[0][:1], warm, registry, None, Tally())

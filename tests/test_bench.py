@@ -240,14 +240,16 @@ def test_bench_runs_a_feature_draft_and_gives_the_hf_baselines_a_token_level_ass
 
 def test_policies_take_turns_round_by_round(pair_dirs, prompts_file, tmp_path, monkeypatch):
     """Target-only and each policy's engine call advance one round in turn, so machine load hits them alike;
-    the oracle, which reads target-only's outputs, runs after them."""
+    the oracle, which reads target-only's outputs, runs after them. Each policy's cost gate learns from its
+    own rounds: every policy runs on its own copy of the calibrated cost table."""
     from specray.engine.decoding import Decoding
 
-    order, step = [], Decoding.step
+    order, costs, step = [], {}, Decoding.step
 
     def recorded(self):
         if self.config.max_new_tokens == 16:  # the pass, not the warm-up
             order.append("target" if self.policy is None else self.policy.policies[0].name)
+            costs[order[-1]] = self.engine.costs
         step(self)
 
     monkeypatch.setattr(Decoding, "step", recorded)
@@ -263,3 +265,4 @@ def test_policies_take_turns_round_by_round(pair_dirs, prompts_file, tmp_path, m
     assert set(timed[first_oracle:]) == {"oracle"}
     both = 2 * min(in_turns.count("target"), in_turns.count("static:2"))
     assert both >= 8 and all(a != b for a, b in zip(in_turns[:both], in_turns[1:both])), in_turns
+    assert len({id(c) for c in costs.values()}) == 3 and all(c.calibrated(4) for c in costs.values())
