@@ -318,14 +318,18 @@ def summarise(tallies: dict[str, Tally]) -> dict[str, Tally]:
 
 
 def mean_of_passes(passes: list[dict[str, Tally]]) -> dict[str, Tally]:
-    """One policy's tallies over repeated passes: times averaged; outputs and token counts, which every
-    pass reproduces, from the first; draft-source choices summed."""
+    """One policy's tallies over repeated passes: outputs and counts from the first, its time that at which
+    all passes decoded (their tokens over their time: in low precision a pass's tokens may differ, since a
+    numerical tie can resolve another way when the cost gate verifies at another width), the rest averaged;
+    draft-source choices summed."""
     merged = {}
     for domain, first in passes[0].items():
         tallies = [p[domain] for p in passes]
         mean = Tally(totals=first.totals, outputs=first.outputs, versions=set().union(*(t.versions for t in tallies)))
-        for name in ("seconds", "loop_ms", "forward_ms"):
+        for name in ("loop_ms", "forward_ms"):
             setattr(mean, name, sum(getattr(t, name) for t in tallies) / len(tallies))
+        tokens = sum(t.totals.new_tokens for t in tallies)
+        mean.seconds = sum(t.seconds for t in tallies) * first.totals.new_tokens / tokens if tokens else 0.0
         mean.rounds = round(sum(t.rounds for t in tallies) / len(tallies))
         for t in tallies:
             for source, n in t.sources.items():

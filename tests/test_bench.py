@@ -266,3 +266,20 @@ def test_policies_take_turns_round_by_round(pair_dirs, prompts_file, tmp_path, m
     both = 2 * min(in_turns.count("target"), in_turns.count("static:2"))
     assert both >= 8 and all(a != b for a, b in zip(in_turns[:both], in_turns[1:both])), in_turns
     assert len({id(c) for c in costs.values()}) == 3 and all(c.calibrated(4) for c in costs.values())
+
+
+def test_a_policys_rate_over_passes_is_all_its_tokens_over_all_its_time():
+    """In low precision a pass may decode a few tokens more or fewer (a tie resolved at another verification
+    width): the mean is every pass's tokens over every pass's time, so it lies within the passes' range."""
+    from specray.bench import Tally, mean_of_passes, speedup_ranges, tokens_per_s
+    from specray.totals import Totals
+
+    def tally(tokens, seconds):
+        return {"all": Tally(seconds=seconds, totals=Totals(prompts=2, new_tokens=tokens))}
+
+    passes, targets = [tally(600, 20.0), tally(660, 20.0)], [tally(660, 30.0), tally(660, 30.0)]
+    mean, target = mean_of_passes(passes)["all"], mean_of_passes(targets)["all"]
+    assert mean.totals.new_tokens == 600 and mean.totals.prompts == 2, "counts are the first pass's"
+    assert tokens_per_s(mean) == pytest.approx(1260 / 40.0)
+    low, high = speedup_ranges(passes, targets)["all"]
+    assert low <= tokens_per_s(mean) / tokens_per_s(target) <= high
