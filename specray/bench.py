@@ -213,7 +213,7 @@ def take_turns(lanes: list, on_done) -> None:
     done) by one round in turn, until every lane is done; `on_done(call)` as each call finishes. Rounds are
     tens of milliseconds, so a change in machine load hits every lane alike, which whole calls in turn
     (seconds to minutes each) did not: at batch 16 single passes of the same run spread 0.84-1.05x."""
-    open_calls = [call for call in (next(lane, None) for lane in lanes)]
+    open_calls = [next(lane, None) for lane in lanes]
     while any(open_calls):
         for i, call in enumerate(open_calls):
             if call is not None and not call.advance():
@@ -292,9 +292,9 @@ def run_interleaved(engines, specs, groups, config, registry, batch_size: int, b
         references.update((r["id"], reference.outputs[r["id"]]) for r in group)
         for spec, batching in (run for run in runs if run not in in_turns):
             tally = tallies.setdefault(bench_name(spec, batching, batchings), defaultdict(Tally))[domain]
-            for call in engine_calls(group, batch_size, batching):
-                run_batch(engines, spec, call, config, registry, references, tally, max_batch=batch_size)
-                bar.update(len(call))
+            for batch in engine_calls(group, batch_size, batching):
+                run_batch(engines, spec, batch, config, registry, references, tally, max_batch=batch_size)
+                bar.update(len(batch))
     bar.close()
     return tallies
 

@@ -95,8 +95,9 @@ class SpeculativeEngine:
             run.step()
         return self.finish(run, seqs)
 
-    def open(self, prompts, policy, config, prompt_ids=None, domain="unknown", run_id="", origin="generate",
-             record_hidden=False, max_batch=None) -> tuple[Decoding, list[Sequence]]:
+    def open(self, prompts: list[list[int]], policy: StopPolicy | list[StopPolicy | None] | None, config: GenerationConfig,
+             prompt_ids: list[str] | None = None, domain: str | list[str] = "unknown", run_id: str = "",
+             origin: str = "generate", record_hidden: bool = False, max_batch: int | None = None) -> tuple[Decoding, list[Sequence]]:
         """`generate`'s Decoding with its prompts queued, before any round (`specray bench` steps several in
         turn): the Decoding and the prompts' sequences."""
         n = len(prompts)
