@@ -58,6 +58,7 @@ ASSISTED = "assisted"  # the engine whose pair the hf-* baselines run (see `assi
 CONTINUOUS, DRAIN = JOB_BATCHINGS
 BATCHINGS = {CONTINUOUS: [CONTINUOUS], DRAIN: [DRAIN], "both": [CONTINUOUS, DRAIN]}
 DRAIN_SUFFIX = " [drain]"
+TURNS = ("rounds", "calls")  # what the engine's policies take turns with: a round each, or whole engine calls
 AUTO_DRAFT = re.compile(r"(?P<sep>[:,])draft=auto(?=,|$)")
 
 
@@ -271,10 +272,12 @@ def assisted_engine(pair, target: str | None, assistant: str, dtype: str, device
     return SpeculativeEngine(other.target, other.draft, other.tokenizer)
 
 
-def run_interleaved(engines, specs, groups, config, registry, batch_size: int, batchings: list[str]) -> dict[str, dict[str, Tally]]:
+def run_interleaved(engines, specs, groups, config, registry, batch_size: int, batchings: list[str],
+                    turns: str = TURNS[0]) -> dict[str, dict[str, Tally]]:
     """Every domain's prompts through every policy and batching. The engine's policies (target-only among
-    them) take turns round by round (`take_turns`); then transformers' baselines and the oracle (which
-    needs target-only's outputs) run their calls one after another."""
+    them) take turns round by round (`take_turns`), or with `turns="calls"` each runs its calls to their end
+    before the next (one policy's KV cache in memory at a time, for a pair whose caches fill the device);
+    then transformers' baselines and the oracle (which needs target-only's outputs) run their calls."""
     tallies: dict[str, dict[str, Tally]] = {}
     references = {}
     runs = [(spec, batching) for spec in specs for batching in batchings
@@ -287,7 +290,8 @@ def run_interleaved(engines, specs, groups, config, registry, batch_size: int, b
         lanes = [lane(engines, spec, engine_calls(group, batch_size, batching), config, registry, batch_size,
                       tallies.setdefault(bench_name(spec, batching, batchings), defaultdict(Tally))[domain])
                  for spec, batching in in_turns]
-        take_turns(lanes, lambda call: bar.update(len(call.batch)))
+        for taking_turns in ([lanes] if turns == "rounds" else [[one] for one in lanes]):
+            take_turns(taking_turns, lambda call: bar.update(len(call.batch)))
         reference = tallies[bench_name(TARGET, batchings[0], batchings)][domain]
         references.update((r["id"], reference.outputs[r["id"]]) for r in group)
         for spec, batching in (run for run in runs if run not in in_turns):
@@ -436,6 +440,7 @@ def run_bench(
     hf_draft: str | None = None,
     mix_domains: bool = False,
     repeats: int = 1,
+    turns: str = TURNS[0],
 ) -> dict:
     for spec in policies:  # a typo, or a corrupt draft-source prior, fails before any model loads
         hf_settings(spec) if spec.startswith("hf-") else parse_spec(auto_base(spec) or spec)
@@ -465,7 +470,7 @@ def run_bench(
     for spec in specs:  # warm-up: first-call overheads stay out of the timings
         if not is_offline(spec):  # it needs the target's outputs, which the timed target run records
             run_batch(engines, spec, groups[0][:1], warm, registry, None, Tally())
-    passes = [run_interleaved(engines, specs, groups, config, registry, batch_size, BATCHINGS[batching])
+    passes = [run_interleaved(engines, specs, groups, config, registry, batch_size, BATCHINGS[batching], turns)
               for _ in tqdm(range(repeats), desc="bench passes", disable=repeats == 1)]
     per_pass = [{name: summarise(domains) for name, domains in tallies.items()} for tallies in passes]
     summaries = {name: mean_of_passes([p[name] for p in per_pass]) for name in per_pass[0]}
@@ -492,7 +497,7 @@ def run_bench(
         "settings": {
             "max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": sampling.temperature,
             "top_k": sampling.top_k, "top_p": sampling.top_p, "n_prompts": len(rows), "prompts": prompts_path or "builtin:heldout",
-            "dtype": dtype, "batching": batching, "mix_domains": mix_domains, "repeats": repeats,
+            "dtype": dtype, "batching": batching, "mix_domains": mix_domains, "repeats": repeats, "turns": turns,
         },
         "rows": table,
     }
@@ -577,6 +582,10 @@ def add_bench_parser(subparsers) -> None:
     p.add_argument("--repeats", type=positive_int, default=1,
                    help="run every policy this many times over, interleaved; speed-ups from the mean times, and each "
                         "row's lowest and highest single-pass speed-up beside them (how noisy this machine is)")
+    p.add_argument("--turns", choices=TURNS, default=TURNS[0],
+                   help="rounds: target-only and every policy advance one round in turn, each holding its own KV cache; "
+                        "calls: each runs its engine calls to their end before the next (one cache at a time, for a pair "
+                        "whose caches would not fit side by side; a change in load then hits one policy's time)")
     p.add_argument("--out", help="write the JSON report here")
     p.set_defaults(handler=bench_command)
 
@@ -603,7 +612,7 @@ def bench_command(args) -> int:
     report = run_bench(
         args.target, args.draft, args.prompts, split_policies(args.policies), args.max_new_tokens, args.batch_size,
         Sampling(args.temperature, args.top_k, args.top_p), args.limit, args.policy_registry, args.dtype, args.device,
-        args.batching, args.hf_draft, args.mix_domains, args.repeats,
+        args.batching, args.hf_draft, args.mix_domains, args.repeats, args.turns,
     )
     print(format_table(report))
     if args.out:

@@ -238,10 +238,12 @@ def test_bench_runs_a_feature_draft_and_gives_the_hf_baselines_a_token_level_ass
     assert all(r["identical_to_target"] for r in report["rows"])
 
 
-def test_policies_take_turns_round_by_round(pair_dirs, prompts_file, tmp_path, monkeypatch):
-    """Target-only and each policy's engine call advance one round in turn, so machine load hits them alike;
-    the oracle, which reads target-only's outputs, runs after them. Each policy's cost gate learns from its
-    own rounds: every policy runs on its own copy of the calibrated cost table."""
+@pytest.mark.parametrize("turns", ["rounds", "calls"])
+def test_policies_take_turns_round_by_round(pair_dirs, prompts_file, tmp_path, monkeypatch, turns):
+    """Target-only and each policy's engine call advance one round in turn, so machine load hits them alike
+    (`--turns calls`: one call after another, one KV cache at a time); the oracle, which reads target-only's
+    outputs, runs after them. Each policy's cost gate learns from its own rounds: every policy runs on its
+    own copy of the calibrated cost table."""
     from specray.engine.decoding import Decoding
 
     order, costs, step = [], {}, Decoding.step
@@ -257,14 +259,18 @@ def test_policies_take_turns_round_by_round(pair_dirs, prompts_file, tmp_path, m
         "bench", "--target", str(pair_dirs / "target"), "--draft", str(pair_dirs / "draft"),
         "--prompts", str(prompts_file), "--policies", "static:2,oracle", "--mix-domains",
         "--max-new-tokens", "16", "--batch-size", "4", "--dtype", "float64", "--out", str(tmp_path / "b.json"),
+        "--turns", turns,
     ])
-    assert code == 0
+    assert code == 0 and json.loads((tmp_path / "b.json").read_text())["settings"]["turns"] == turns
     timed = order
     first_oracle = timed.index("oracle")
     in_turns = timed[:first_oracle]
     assert set(timed[first_oracle:]) == {"oracle"}
-    both = 2 * min(in_turns.count("target"), in_turns.count("static:2"))
-    assert both >= 8 and all(a != b for a, b in zip(in_turns[:both], in_turns[1:both])), in_turns
+    if turns == "calls":
+        assert in_turns == sorted(in_turns, key=["target", "static:2"].index), in_turns
+    else:
+        both = 2 * min(in_turns.count("target"), in_turns.count("static:2"))
+        assert both >= 8 and all(a != b for a, b in zip(in_turns[:both], in_turns[1:both])), in_turns
     assert len({id(c) for c in costs.values()}) == 3 and all(c.calibrated(4) for c in costs.values())
 
 
