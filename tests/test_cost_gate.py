@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from specray.engine.kv_cache import SlotCache
 from specray.policies.base import Decision
 from specray.policies.cost import CostGate, CostModel, monotone
 
@@ -84,7 +85,7 @@ def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, dra
     seen = {}
     observe_round, observe_catch_up = costs.observe_round, costs.observe_catch_up
     costs.observe_round = lambda batch, drafted, steps, ms: seen.setdefault("rounds", []).append((drafted, ms))
-    costs.observe_catch_up = lambda batch, ms: seen.setdefault("catch_up", []).append(ms)
+    costs.observe_catch_up = lambda batch, width, ms: seen.setdefault("catch_up", []).append(ms)
     engine = SpeculativeEngine(target, draft, tokenizer, cost_model=costs)
     prompts, config = [[5, 6, 7, 8, 9, 10, 11, 12]] * 2, GenerationConfig(max_new_tokens=6)
     out = engine.generate(prompts, make_policy("static:2"), config)
@@ -94,9 +95,13 @@ def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, dra
     assert len(seen["catch_up"]) == 1, "the draft reads the two idle rounds' tokens once, in its first drafting round"
 
     costs.observe_round, costs.observe_catch_up = observe_round, observe_catch_up
-    costs.observe_catch_up(2, 40.0)
-    costs.observe_catch_up(5, 40.0)  # an unmeasured batch size learns nothing
-    assert costs.catch_up_ms(2) == 40.0 and costs.catch_up_ms(1) == 0.0 and 5 not in costs.batches
+    assert costs.catch_up_ms(1, 8) == pytest.approx(1.0), "before one is seen: a draft step, grown as verification grows"
+    costs.record_verify(1, 9, 30.0)
+    assert costs.catch_up_ms(1, 6) == pytest.approx(1.0 * 20.0 / 10.0), "verifying 6 tokens is 2x one: so is reading them"
+    costs.observe_catch_up(2, 3, 40.0)
+    costs.observe_catch_up(5, 3, 40.0)  # an unmeasured batch size learns nothing
+    assert costs.catch_up_ms(2, 3) == pytest.approx(40.0) and 5 not in costs.batches
+    assert costs.catch_up_ms(1, 6) == pytest.approx(2.0), "another batch size keeps its own"
     assert costs.drafting_overhead_ms(2) == 0.0
 
 
@@ -195,14 +200,17 @@ def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tok
     from specray.engine.budget import EXPLORATION_SHARE, PROBE_EVERY, plan_round
     from specray.policies.factory import make_policy
 
-    def budgets(draft_ms: float, verify: dict[int, float], rounds: int, acceptance: float | None = None, catch_up: float = 0.0):
+    def budgets(draft_ms: float, verify: dict[int, float], rounds: int, acceptance: float | None = None,
+                catch_up: float | None = 0.0):
         costs = CostModel(smoothing=0.0)
         costs.record_draft(3, draft_ms)
         for width, ms in verify.items():
             costs.record_verify(3, width, ms)
-        costs.observe_catch_up(3, catch_up)
+        if catch_up is not None:
+            costs.observe_catch_up(3, 3, catch_up)  # the draft has read nothing of the rows' 3 tokens
         state = BatchState([Sequence(i, str(i), [5, 6, 7], 3) for i in range(3)], 3, target, draft, {2}, tokenizer)
         state.active, state.waiting = list(state.waiting), []
+        state.dcache = SlotCache(3, torch.float32, torch.device("cpu"))  # rows admitted while idle: the draft read nothing
         policy = make_policy("heuristic")
         policy.reset(3)
         if acceptance is not None:
@@ -220,6 +228,9 @@ def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tok
     assert len(probes) * 50.0 <= EXPLORATION_SHARE * 300 * 50.0 + 1e-9, "probes spend at most the exploration share"
     reading, _, _, _ = budgets(10.0, {1: 50.0, 2: 90.0, 3: 130.0}, rounds=2 * every, catch_up=50.0)
     assert [i + 1 for i, b in enumerate(reading) if int(b.tokens.sum())] == [2 * every], "a probe pays the draft's catch-up"
+    unseen, _, _, _ = budgets(10.0, {1: 50.0, 2: 90.0, 3: 130.0}, rounds=2 * every, catch_up=None)
+    first = round((50.0 + 10.0 * 130.0 / 50.0) / (EXPLORATION_SHARE * 50.0))  # a draft step over 3 tokens: 2.6x one
+    assert [i + 1 for i, b in enumerate(unseen) if int(b.tokens.sum())] == [first], "an unseen catch-up is priced too"
     costs.record_draft(3, 0.0)
     for width in (1, 2, 3):
         costs.record_verify(3, width, 50.0)  # now verification is as cheap at any width: drafting pays

@@ -145,7 +145,7 @@ def test_re_reading_accepted_tokens_is_a_drafting_step_not_a_catch_up(target, tr
         return forward(model, cache, chunks, *args, **kwargs)
 
     engine.forward = timed
-    engine.costs.observe_catch_up = lambda batch, ms: catch_ups.append(ms)
+    engine.costs.observe_catch_up = lambda batch, width, ms: catch_ups.append(ms)
     out = engine.generate(prompts, make_policy("static:3"), GenerationConfig(max_new_tokens=MAX_NEW))
     assert sum(s.accepted for s in out.sequences) > 0 and max(widths) > 1, "some rounds re-read accepted tokens"
     assert catch_ups == []

@@ -134,6 +134,11 @@ class BatchState:
         feature-level draft, the accepted ones it re-reads with the target's states."""
         return any(len(chunk) > seq.last_commit for chunk, seq in zip(chunks, self.active))
 
+    def draft_lag(self) -> int:
+        """The most tokens a row holds that the draft has not read: how wide its next read is (a steady row's:
+        what the last round appended; a row admitted while the batch did not draft: its whole prompt)."""
+        return max((len(s.tokens) - n for s, n in zip(self.active, self.dcache.lengths.tolist())), default=0)
+
     def draft_states(self, rows: torch.Tensor) -> list[torch.Tensor] | None:
         """The target states behind `draft_chunks(rows)`, token for token; None when the draft reads none."""
         if self.target_states is None:

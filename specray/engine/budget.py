@@ -64,7 +64,8 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     if gate.worth_drafting(acceptance, free=ngram):
         state.idle_rounds = 0
         return RoundBudget(tokens, ngram, lookups, gate)
-    probe_ms = gate.round_ms(1, 2) - gate.plain_ms + costs.catch_up_ms(batch)  # what a probe costs beyond a plain round
+    catch_up_ms = costs.catch_up_ms(batch, state.draft_lag()) if policy.draft_source != "ngram" else 0.0
+    probe_ms = gate.round_ms(1, 2) - gate.plain_ms + catch_up_ms  # what a probe costs beyond a plain round
     state.idle_rounds += 1
     state.exploration_ms += EXPLORATION_SHARE * gate.plain_ms
     if state.idle_rounds < PROBE_EVERY or state.exploration_ms < probe_ms:

@@ -206,7 +206,7 @@ class SpeculativeEngine:
         if not catch_up:
             self.costs.observe_draft(len(chunks), ms)
             return logits, hidden[:, -1], 0.0
-        self.costs.observe_catch_up(len(chunks), ms)
+        self.costs.observe_catch_up(len(chunks), max(map(len, chunks)), ms)
         return logits, hidden[:, -1], ms
 
     def verify(self, state: BatchState, proposals: Proposals, sampling: Sampling, generator) -> Verdicts:

@@ -42,7 +42,7 @@ class BatchCosts:
     draft_ms: float | None = None
     verify_ms: dict[int, float] = field(default_factory=dict)  # tokens verified per row -> ms, as calibrated
     load: float = 1.0  # live verifications over the calibrated curve (machine load, longer contexts)
-    catch_up_ms: float | None = None  # a draft forward reading the tokens rows skipped while the batch did not draft
+    catch_up_load: float | None = None  # live catch-up reads over their estimate (`CostModel.catch_up_ms`); None: none seen
     residual_ms: dict[bool, float] = field(default_factory=dict)  # drafted? -> a round's wall time beyond its forwards
 
 
@@ -88,14 +88,26 @@ class CostModel:
             calibrated = float(_verify_curve(costs.verify_ms, np.array([width]))[0])
             costs.load = ema(costs.load, ms / calibrated, 1 - self.smoothing)
 
-    def observe_catch_up(self, batch_size: int, ms: float) -> None:
-        if self.measured(batch_size):
+    def observe_catch_up(self, batch_size: int, width: int, ms: float) -> None:
+        """A draft forward took `ms` to read up to `width` tokens a row that the rows skipped (against a draft
+        step priced at nothing, there is nothing to scale)."""
+        estimate = _catch_up_estimate(self.batches[batch_size], width) if self.measured(batch_size) else 0.0
+        if estimate > 0:
             costs = self.batches[batch_size]
-            costs.catch_up_ms = ema(costs.catch_up_ms, ms, 1 - self.smoothing)
+            costs.catch_up_load = ema(costs.catch_up_load, ms / estimate, 1 - self.smoothing)
 
-    def catch_up_ms(self, batch_size: int) -> float:
-        """What the draft's catch-up read has cost at this batch size (0 until one is seen)."""
-        return self._between_batches(batch_size, lambda costs: costs.catch_up_ms or 0.0)
+    def catch_up_ms(self, batch_size: int, width: int) -> float:
+        """What the draft's read of up to `width` skipped tokens a row costs at this batch size: a draft step,
+        grown with width as the target's calibrated verification grows (both are a decoder's forward over that
+        many new tokens), scaled by what live catch-ups took over that estimate. Before one is seen, the
+        estimate alone: priced at 0 until seen, the first probe at batch 32 read whole prompts the draft had
+        skipped while the batch idled (140-220 ms, ~2x a plain round) and spent the exploration share of the
+        run several times over."""
+        def priced(costs: BatchCosts) -> float:
+            load = 1.0 if costs.catch_up_load is None else costs.catch_up_load
+            return _catch_up_estimate(costs, width) * load
+
+        return self._between_batches(batch_size, priced)
 
     def observe_round(self, batch_size: int, drafted: int, steps: int, ms: float) -> None:
         """A whole round took `ms` (beyond any catch-up read, which `observe_catch_up` keeps apart: it is paid
@@ -143,6 +155,12 @@ class CostModel:
         verify = self.verify_ms(batch_size, drafted.numpy() + 1)
         steps = drafted if steps is None else steps
         return steps.double() * self.draft_ms(batch_size) + torch.from_numpy(np.asarray(verify, dtype=np.float64))
+
+
+def _catch_up_estimate(costs: BatchCosts, width: int) -> float:
+    """A draft step over `width` tokens a row: its one-token time, grown as the target's verification grows."""
+    curve = _verify_curve(costs.verify_ms, np.array([1, max(width, 1)]))
+    return costs.draft_ms * float(curve[1] / curve[0])
 
 
 def _verify_curve(measured: dict[int, float], widths: np.ndarray) -> np.ndarray:
