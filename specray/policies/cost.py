@@ -101,8 +101,8 @@ class CostModel:
         grown with width as the target's calibrated verification grows (both are a decoder's forward over that
         many new tokens), scaled by what live catch-ups took over that estimate. Before one is seen, the
         estimate alone: priced at 0 until seen, the first probe at batch 32 read whole prompts the draft had
-        skipped while the batch idled (140-220 ms, ~2x a plain round) and spent the exploration share of the
-        run several times over."""
+        skipped while the batch idled (140-220 ms, ~2x a plain round): about twice the exploration share of a
+        64-prompt run."""
         def priced(costs: BatchCosts) -> float:
             load = 1.0 if costs.catch_up_load is None else costs.catch_up_load
             return _catch_up_estimate(costs, width) * load
