@@ -64,16 +64,24 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     if gate.worth_drafting(acceptance, free=ngram):
         state.idle_rounds = 0
         return RoundBudget(tokens, ngram, lookups, gate)
-    catch_up_ms = costs.catch_up_ms(batch, state.draft_lag()) if policy.draft_source != "ngram" else 0.0
-    probe_ms = gate.round_ms(1, 2) - gate.plain_ms + catch_up_ms  # what a probe costs beyond a plain round
     state.idle_rounds += 1
     state.exploration_ms += EXPLORATION_SHARE * gate.plain_ms
-    if state.idle_rounds < PROBE_EVERY or state.exploration_ms < probe_ms:
+    if state.idle_rounds < PROBE_EVERY:
+        return RoundBudget.nothing(batch)
+    probe_ms = _probe_ms(state, policy, gate, costs)
+    if state.exploration_ms < probe_ms:
         return RoundBudget.nothing(batch)
     # a probe round: one token per row, kept whatever the gate says, paid from the exploration credit
     state.idle_rounds, state.exploration_ms = 0, state.exploration_ms - probe_ms
     tokens = tokens.clamp(max=1)
     return RoundBudget(tokens, ngram, {b: found[:1] for b, found in lookups.items()}, None)
+
+
+def _probe_ms(state: BatchState, policy: StopPolicy, gate: CostGate, costs: CostModel) -> float:
+    """What a probe costs beyond a plain round: a one-token drafting round and, for a draft model, its read of
+    the tokens rows skipped (priced only once a probe may be due: it walks every row and the cost table)."""
+    catch_up_ms = costs.catch_up_ms(len(state), state.draft_lag()) if policy.draft_source != "ngram" else 0.0
+    return gate.round_ms(1, 2) - gate.plain_ms + catch_up_ms
 
 
 def _lookups(state: BatchState, tokens: torch.Tensor, policy: StopPolicy) -> dict[int, list[int]]:

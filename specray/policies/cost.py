@@ -91,9 +91,11 @@ class CostModel:
     def observe_catch_up(self, batch_size: int, width: int, ms: float) -> None:
         """A draft forward took `ms` to read up to `width` tokens a row that the rows skipped (against a draft
         step priced at nothing, there is nothing to scale)."""
-        estimate = _catch_up_estimate(self.batches[batch_size], width) if self.measured(batch_size) else 0.0
+        if not self.measured(batch_size):
+            return
+        costs = self.batches[batch_size]
+        estimate = _catch_up_estimate(costs, width)
         if estimate > 0:
-            costs = self.batches[batch_size]
             costs.catch_up_load = ema(costs.catch_up_load, ms / estimate, 1 - self.smoothing)
 
     def catch_up_ms(self, batch_size: int, width: int) -> float:
