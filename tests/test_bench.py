@@ -262,10 +262,9 @@ def test_policies_take_turns_round_by_round(pair_dirs, prompts_file, tmp_path, m
         "--turns", turns,
     ])
     assert code == 0 and json.loads((tmp_path / "b.json").read_text())["settings"]["turns"] == turns
-    timed = order
-    first_oracle = timed.index("oracle")
-    in_turns = timed[:first_oracle]
-    assert set(timed[first_oracle:]) == {"oracle"}
+    first_oracle = order.index("oracle")
+    in_turns = order[:first_oracle]
+    assert set(order[first_oracle:]) == {"oracle"}
     if turns == "calls":
         assert in_turns == sorted(in_turns, key=["target", "static:2"].index), in_turns
     else:
