@@ -36,7 +36,8 @@ def test_lookup_may_overlap_its_own_tail():
 @pytest.mark.parametrize(
     "spec, key",
     [("static:4,draft=eagle", "draft"), ("static:4,draft=ngram,ngram=0", "ngram"), ("heuristic,ngram=9", "ngram must be"),
-     ("confidence,ngram=x", "ngram=.x. is not")],
+     ("confidence,ngram=x", "ngram=.x. is not"), ("static:2,ngram_min=0", "ngram_min must be"),
+     ("static:2,ngram=2,ngram_min=3", "ngram_min=3 exceeds ngram=2"), ("static:2,ngram_min=4", "ngram_min=4 exceeds ngram=3")],
 )
 def test_bad_draft_source_options_name_the_key(spec, key):
     with pytest.raises(ValueError, match=key):
@@ -47,6 +48,33 @@ def test_policies_carry_their_draft_source():
     policy = make_policy("confidence:0.3,draft=ngram+model,ngram=2")
     assert (policy.draft_source, policy.ngram_max, policy.threshold) == ("ngram+model", 2, 0.3)
     assert make_policy("static:2").draft_source == "model"
+
+
+@pytest.mark.parametrize("spec, shortest", [("static:2,draft=ngram", 1), ("static:2,draft=ngram+model", 2),
+                                            ("static:2,draft=ngram+model,ngram=1", 1), ("static:2,draft=ngram+model,ngram_min=1", 1)])
+def test_lookup_backed_by_the_model_skips_one_token_matches(spec, shortest):
+    """Beside the draft model a one-token match is the worse guess (`shortest_ngram`), never past `ngram=`."""
+    assert make_policy(spec).ngram_min == shortest
+
+
+def test_the_budget_looks_up_only_matches_the_policy_takes(target, draft, tokenizer):
+    """A row whose tail matches one earlier token only drafts by lookup when lookup alone drafts; backed by the
+    model it drafts with the model, and a two-token match is looked up by both."""
+    from specray.engine.batch_state import BatchState, Sequence
+    from specray.engine.budget import plan_round
+
+    def planned(spec: str, tokens: list[int]):
+        state = BatchState([Sequence(0, "0", tokens, len(tokens))], 1, target, draft, {2}, tokenizer)
+        state.active, state.waiting = list(state.waiting), []
+        policy = make_policy(spec)  # static: no cost gate
+        policy.reset(1)
+        budget = plan_round(state, policy, CostModel(), max_new_tokens=100)
+        return budget.ngram.tolist(), budget.lookups, budget.tokens.tolist()
+
+    one, two = [5, 9, 7, 3, 5], [5, 9, 7, 5, 9]  # "5" matches at 0 (-> 9); "5 9" matches at 0 (-> 7 5 9)
+    assert planned("static:3,draft=ngram", one) == ([True], {0: [9, 7, 3]}, [3])
+    assert planned("static:3,draft=ngram+model", one) == ([False], {}, [3])
+    assert planned("static:3,draft=ngram+model", two) == ([True], {0: [7, 5, 9]}, [3])
 
 
 def repetitive_prompts():

@@ -89,7 +89,7 @@ def _lookups(state: BatchState, tokens: torch.Tensor, policy: StopPolicy) -> dic
     if policy.draft_source == "model":
         return {}
     found = {
-        b: ngram_lookup(s.tokens, policy.ngram_max, k=int(tokens[b]))
+        b: ngram_lookup(s.tokens, policy.ngram_max, policy.ngram_min, k=int(tokens[b]))
         for b, s in enumerate(state.active) if tokens[b] > 0
     }
     return {b: proposal for b, proposal in found.items() if proposal}

@@ -14,6 +14,7 @@ from enum import IntEnum
 import torch
 
 from specray.averages import ema
+from specray.policies.spec import NGRAM_MAX
 
 
 class Decision(IntEnum):
@@ -63,7 +64,8 @@ class StopPolicy:
     version = "builtin"
     cost_aware = False  # whether the engine's cost gate may cut this policy's drafts
     draft_source = "model"
-    ngram_max = 3  # longest n-gram matched when drafting by lookup
+    ngram_max = NGRAM_MAX  # longest n-gram matched when drafting by lookup
+    ngram_min = 1  # shortest (`shortest_ngram`)
     prior_acceptance = 0.6  # per-token acceptance assumed before any verification
     prior_ngram_acceptance = 0.5
     ema_decay = 0.9

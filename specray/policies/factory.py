@@ -18,7 +18,7 @@ from specray.policies.base import StopPolicy
 from specray.policies.kinds import declared_in, get_kind, require_kind
 from specray.policies.registry import artifact_stem
 from specray.policies.resolved import PinnedArtifact, ResolvedPolicy
-from specray.policies.spec import SOURCE_KNOBS, parse_spec
+from specray.policies.spec import SOURCE_KNOBS, parse_spec, shortest_ngram
 
 
 def resolve_spec(spec: str, domain: str = "global", registry: str | None = None, parsed: tuple[str, dict] | None = None) -> ResolvedPolicy:
@@ -59,6 +59,7 @@ def build_policy(resolved: ResolvedPolicy, references: list[list[int]] | None = 
     if policy is not None:
         policy.draft_source = source.get("draft", policy.draft_source)
         policy.ngram_max = source.get("ngram", policy.ngram_max)
+        policy.ngram_min = source.get("ngram_min", shortest_ngram(policy.draft_source, policy.ngram_max))
     return policy
 
 

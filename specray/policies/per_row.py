@@ -6,7 +6,7 @@ each with its own policy (budgets, learned artifact, version, running acceptance
 one `PerRowPolicy`; sequences `join` it on their rows with their own policy, and every call's rows are
 handed to the policies that own them, their answers put back in row order. A policy starts only the
 rows that join with it and only ever sees its own. What the engine decides for the batch as a whole
-(what drafts, whether the cost gate may cut drafts, how long an n-gram it looks up) is one setting, so
+(what drafts, whether the cost gate may cut drafts, which n-gram lengths it looks up) is one setting, so
 the policies must agree on it; kinds, knobs, artifacts and versions may differ.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from specray.policies.base import DraftStep, Outcome, StopPolicy, grown
 
-BATCH_SETTINGS = ("draft_source", "cost_aware", "ngram_max")
+BATCH_SETTINGS = ("draft_source", "cost_aware", "ngram_max", "ngram_min")
 
 
 def batch_settings(policy: StopPolicy | None) -> tuple | None:
