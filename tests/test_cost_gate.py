@@ -271,6 +271,38 @@ def test_the_gate_believes_estimates_as_far_as_rounds_bore_them_out():
     trusting = table(8, draft_ms=5.0, verify=VERIFY)
     doubting = CostGate(trusting.costs, 8, trust=calibration.factor)
     acceptance = torch.full((8,), 0.4)
-    assert trusting.worth_drafting(acceptance) and not doubting.worth_drafting(acceptance)
+    assert trusting.worth_drafting(acceptance) and not trusting.worth_drafting(calibration.believed(acceptance))
     assert doubting.believed(torch.tensor([0.5, 1.0])).tolist() == pytest.approx([0.23, 0.46])
     assert CostGate(trusting.costs, 8, trust=3.0).believed(torch.tensor([0.5])).item() == 1.0, "a probability stays one"
+
+
+def test_whether_to_draft_believes_running_rates_by_their_own_record(target, draft, tokenizer):
+    """The opening test asks rows' running rates (0.6 here: 3 rows must expect > 1.2 first tokens to pay for a
+    10 ms step and a 60 ms check against a 50 ms plain round), believed by how many first tokens such rates
+    won, not by the record of the policy's estimates of drafted tokens (a classifier's, for a learned policy)."""
+    from specray.engine.batch_state import BatchState, Sequence
+    from specray.engine.budget import RoundBudget, plan_round
+    from specray.policies.cost import GainCalibration
+    from specray.policies.factory import make_policy
+
+    def drafts(calibration: float, opening: float) -> bool:
+        costs = CostModel(smoothing=0.0)
+        costs.record_draft(3, 10.0)
+        for width, ms in {1: 50.0, 2: 60.0, 3: 70.0}.items():
+            costs.record_verify(3, width, ms)
+        state = BatchState([Sequence(i, str(i), [5, 6, 7], 3) for i in range(3)], 3, target, draft, {2}, tokenizer)
+        state.active, state.waiting = list(state.waiting), []
+        state.calibration, state.opening = GainCalibration(prior=1.0), GainCalibration(prior=1.0)
+        state.calibration.accepted, state.opening.accepted = calibration, opening
+        policy = make_policy("heuristic")
+        policy.reset(3)
+        return plan_round(state, policy, costs, max_new_tokens=1000).gate is not None
+
+    assert drafts(calibration=1.0, opening=1.0)
+    assert drafts(calibration=0.5, opening=1.0), "the estimates of drafted tokens disappointed, the rates did not"
+    assert not drafts(calibration=1.0, opening=0.5), "rates that won half their first tokens do not pay"
+
+    budget = RoundBudget(torch.tensor([2, 2, 1]), torch.zeros(3, dtype=torch.bool), {}, None, torch.tensor([0.6, 0.5, 0.4]))
+    record = budget.first_tokens(num_draft=torch.tensor([2, 0, 1]), num_accepted=torch.tensor([1, 0, 0]))
+    assert record == pytest.approx((1.0, 1.0)), "rows that drafted: 0.6 + 0.4 first tokens expected, one accepted"
+    assert RoundBudget.nothing(3).first_tokens(torch.tensor([1, 1, 1]), torch.tensor([1, 1, 1])) == (0.0, 0.0)

@@ -75,7 +75,8 @@ class BatchState:
         self.tcache, self.dcache = SlotCache.for_model(target, 0), SlotCache.for_model(draft, 0)
         self.idle_rounds = 0  # rounds since the budget last let the batch draft
         self.exploration_ms = 0.0  # the budget's credit for probes, in predicted round milliseconds
-        self.calibration = GainCalibration()  # how far the gate trusts the policy's acceptance estimates
+        self.calibration = GainCalibration()  # how far the gate trusts the policy's estimates of drafted tokens
+        self.opening = GainCalibration()  # how far it trusts rows' running acceptance rates, asked before drafting
         # per row, the target's states behind the tokens the draft has not read ((len(tokens) - dcache length, L*H)
         # in all), in the pieces they came in: joined only when the draft reads them, so rows that do not draft
         # for a while append a piece per round instead of copying all of them every round

@@ -1,9 +1,9 @@
 """What the batch pays for this round: how many tokens each row may draft, from which source, under which gate.
 
 Row policies stop their own rows; the budget decides for the batch as a whole, because the batch pays a
-round as one (`specray.policies.cost.CostGate`): it drafts at all only when the rows' summed acceptance
-estimates beat the measured price of a draft step and a wider verification, and the gate then rules on
-every depth. When nothing pays the round is plain target decoding, except for probes: one token per
+round as one (`specray.policies.cost.CostGate`): it drafts at all only when the rows' running acceptance
+rates, summed and believed by how many first tokens such rates won (`BatchState.opening`), beat the
+measured price of a draft step and a wider verification, and the gate then rules on every depth. When nothing pays the round is plain target decoding, except for probes: one token per
 row, ungated, so acceptance estimates keep learning. Exploring is a cost the batch pays for nothing
 when drafting does not pay, and a probe is dear in a wide batch (a feature-level draft first catches
 up on every token since it last drafted, and every row's verification widens: measured at batch 8 on
@@ -36,10 +36,19 @@ class RoundBudget:
     ngram: torch.Tensor  # [B] bool: the row's tokens come from n-gram lookup
     lookups: dict[int, list[int]]  # row -> its n-gram proposal, cut to its budget
     gate: CostGate | None  # rules on each depth; None: the row policies alone decide
+    opening: torch.Tensor | None = None  # [B] the running acceptance rate each row opened the round with (cost-aware)
 
     @staticmethod
     def nothing(batch: int) -> "RoundBudget":
         return RoundBudget(torch.zeros(batch, dtype=torch.long), torch.zeros(batch, dtype=torch.bool), {}, None)
+
+    def first_tokens(self, num_draft: torch.Tensor, num_accepted: torch.Tensor) -> tuple[float, float]:
+        """(first tokens the opening rates expected, first tokens accepted) over the rows that drafted: the
+        opening record (`BatchState.opening`); (0, 0) for a round with no opening rates."""
+        if self.opening is None:
+            return 0.0, 0.0
+        drafted = num_draft > 0
+        return float(self.opening[drafted].sum()), float((num_accepted[drafted] > 0).sum())
 
 
 def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, max_new_tokens: int) -> RoundBudget:
@@ -60,10 +69,10 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     if not policy.cost_aware or not bool((tokens > 0).any()):
         return RoundBudget(tokens, ngram, lookups, None)
     gate = CostGate(costs, batch, state.calibration.factor)
-    acceptance = torch.where(ngram, policy.ngram_acceptance[seqs], policy.acceptance[seqs]) * (tokens > 0)
-    if gate.worth_drafting(acceptance, free=ngram):
+    rates = torch.where(ngram, policy.ngram_acceptance[seqs], policy.acceptance[seqs]) * (tokens > 0)
+    if gate.worth_drafting(state.opening.believed(rates), free=ngram):
         state.idle_rounds = 0
-        return RoundBudget(tokens, ngram, lookups, gate)
+        return RoundBudget(tokens, ngram, lookups, gate, rates)
     state.idle_rounds += 1
     state.exploration_ms += EXPLORATION_SHARE * gate.plain_ms
     if state.idle_rounds < PROBE_EVERY:
@@ -74,7 +83,7 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     # a probe round: one token per row, kept whatever the gate says, paid from the exploration credit
     state.idle_rounds, state.exploration_ms = 0, state.exploration_ms - probe_ms
     tokens = tokens.clamp(max=1)
-    return RoundBudget(tokens, ngram, {b: found[:1] for b, found in lookups.items()}, None)
+    return RoundBudget(tokens, ngram, {b: found[:1] for b, found in lookups.items()}, None, rates)
 
 
 def _probe_ms(state: BatchState, policy: StopPolicy, gate: CostGate, costs: CostModel) -> float:

@@ -111,6 +111,7 @@ class Decoding:
         if policy is not None:
             policy.observe(Outcome(state.seqs, proposals.num_draft, verdicts.num_accepted, proposals.from_ngram))
             state.calibration.observe(proposals.expected_accepted(), float(verdicts.num_accepted.sum()))
+            state.opening.observe(*budget.first_tokens(proposals.num_draft, verdicts.num_accepted))
         state.commit(proposals, verdicts, time.perf_counter(), config.max_new_tokens, config.stop_strings)  # 6. the only state change
         state.retire()                                                                # 7. finished rows leave
         engine.costs.observe_round(batch, int(proposals.num_draft.max()), proposals.draft_forwards,  # 8. what it cost
