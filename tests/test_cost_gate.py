@@ -62,9 +62,10 @@ def test_what_drafting_rounds_cost_beyond_their_forwards_is_learned_and_charged(
 
 
 def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, draft, tokenizer):
-    """The draft reads prompts when they are admitted, so a batch that drafts from its first round catches up
-    on nothing. After idle rounds it reads every skipped token once: that read is not what a drafting round
-    costs (so it does not deter steady drafting), but a probe pays it (so probes wait for more credit)."""
+    """The draft reads a batch's first prompts in its first drafting round (read at admission, they cost the
+    same and a batch that never drafts paid for them), and prompts admitted beside drafting rows when they
+    are admitted. After idle rounds it reads every skipped token once: such a read is not what a drafting
+    round costs (so it does not deter steady drafting), but a probe pays it (so probes wait for more credit)."""
     from specray.engine.speculative import GenerationConfig, SpeculativeEngine
     from specray.policies.factory import make_policy
     from specray.policies.static import StaticPolicy
@@ -87,12 +88,26 @@ def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, dra
     costs.observe_round = lambda batch, drafted, steps, ms: seen.setdefault("rounds", []).append((drafted, ms))
     costs.observe_catch_up = lambda batch, width, ms: seen.setdefault("catch_up", []).append(ms)
     engine = SpeculativeEngine(target, draft, tokenizer, cost_model=costs)
+    draft_reads = []
+    forward = engine.forward
+    engine.forward = lambda model, cache, chunks, *a, **k: (
+        draft_reads.append(max(map(len, chunks))) if model is draft else None, forward(model, cache, chunks, *a, **k))[1]
     prompts, config = [[5, 6, 7, 8, 9, 10, 11, 12]] * 2, GenerationConfig(max_new_tokens=6)
     out = engine.generate(prompts, make_policy("static:2"), config)
-    assert "catch_up" not in seen, "the draft read the prompts at admission"
+    assert draft_reads[0] == 8, "the first drafting round reads the prompts whole, pending token included"
+    assert len(seen["catch_up"]) == 1 and max(draft_reads[1:]) <= 3, "after that the draft reads only new tokens"
     assert len(seen["rounds"]) == out.time.rounds
     engine.generate(prompts, IdleFirst(k=2), config)
-    assert len(seen["catch_up"]) == 1, "the draft reads the two idle rounds' tokens once, in its first drafting round"
+    assert len(seen["catch_up"]) == 2, "the draft reads the two idle rounds' tokens once, in its first drafting round"
+    run, _ = engine.open(prompts, make_policy("static:2"), config, max_batch=1)
+    assert not run.draft_reads_newcomers(), "no row runs yet: the first drafting round reads the prompts"
+    run.step()
+    assert run.draft_reads_newcomers(), "beside a drafting row, a prompt is read as it is admitted"
+    run.state.idle_rounds = 1
+    assert not run.draft_reads_newcomers(), "an idle batch does not pay for the draft"
+    lookup, _ = engine.open(prompts, make_policy("static:2,draft=ngram"), config, max_batch=1)
+    lookup.step()
+    assert not lookup.draft_reads_newcomers(), "n-gram drafting never runs the draft model"
 
     costs.observe_round, costs.observe_catch_up = observe_round, observe_catch_up
     assert costs.catch_up_ms(1, 8) == pytest.approx(1.0), "before one is seen: a draft step, grown as verification grows"

@@ -3,7 +3,7 @@
 Continuous batching: up to `max_batch` sequences decode together; when some finish, waiting prompts
 take their slots, so a batch never drains to a few long stragglers. Newcomers are prefilled apart from
 the running rows (every token of each prompt but the last, in the target's cache and, while the batch
-drafts with the draft model, in the draft's) and then join the next round with their last prompt token pending,
+drafts with the draft model beside running rows, in the draft's) and then join the next round with their last prompt token pending,
 like every running row — prefilling inside the running rows' verification would pad all of them to the
 prompt's width. A prefill has a fixed cost, so newcomers are not admitted one by one as rows finish
 (drafting scatters the rounds rows finish in): free slots wait until the slots left empty since the last

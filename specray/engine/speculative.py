@@ -173,9 +173,9 @@ class SpeculativeEngine:
 
     def prefill(self, seqs: list[Sequence], drafts: bool, reads_states: bool) -> tuple[SlotCache, SlotCache, list[torch.Tensor] | None]:
         """Fresh caches for newcomers: the target's holds every token of each prompt but its last, and so does
-        the draft's when `drafts` (the batch drafts with the draft model; else it stays empty and the draft
-        reads the prompts if the batch drafts again, as a catch-up: a batch the budget keeps plain does not
-        pay for the draft). Read here, the newcomers alone are read: as a catch-up, a prompt was padded to the
+        the draft's when `drafts` (`Decoding.draft_reads_newcomers`; else it stays empty and the draft
+        reads the prompts if the batch drafts, as a catch-up: a batch the budget keeps plain does not pay
+        for the draft). Read here, the newcomers alone are read: as a catch-up, a prompt was padded to the
         widest prompt across every row of the batch (on the embedded pair at batch 16 in bf16, ~2.5 ms a
         drafting round, against ~1 ms a round for reading at admission). For a draft that reads target
         states (`reads_states`), the states behind the tokens it has not read: a zero state before a
