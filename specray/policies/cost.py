@@ -31,8 +31,8 @@ how many first tokens such rates won (`BatchState.opening`); each depth is ruled
 estimate of the token drafted, believed by how many tokens those won (`BatchState.calibration`). A
 learned policy's estimates are not its running rates: measured at batch 1 (12 held-out prompts, bf16,
 in turns), DISCO's classifier promised ~1.3x what was accepted, and believing the running rates by that
-record too kept a third of its rounds plain (`disco` 1.177x target-only, 1.252x with the opening test on
-the rates as they stood; `specdecpp` 1.127x and 1.194x).
+record too kept a third of its rounds plain (`disco` 1.212x target-only, 1.245x with the rates believed by
+their own record; `specdecpp` 1.036x and 1.224x).
 """
 
 from dataclasses import dataclass, field
