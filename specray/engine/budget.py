@@ -65,7 +65,7 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     ngram = torch.zeros(batch, dtype=torch.bool)
     for b, found in lookups.items():
         ngram[b], tokens[b] = True, len(found)
-    if policy.draft_source == "ngram":
+    if not policy.drafts_by_model:
         tokens[~ngram] = 0
     if not policy.cost_aware or not bool((tokens > 0).any()):
         return RoundBudget(tokens, ngram, lookups, None)
@@ -90,13 +90,13 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
 def _probe_ms(state: BatchState, policy: StopPolicy, gate: CostGate, costs: CostModel) -> float:
     """What a probe costs beyond a plain round: a one-token drafting round and, for a draft model, its read of
     the tokens rows skipped (priced only once a probe may be due: it walks every row and the cost table)."""
-    catch_up_ms = costs.catch_up_ms(len(state), state.draft_lag()) if policy.draft_source != "ngram" else 0.0
+    catch_up_ms = costs.catch_up_ms(len(state), state.draft_lag()) if policy.drafts_by_model else 0.0
     return gate.round_ms(1, 2) - gate.plain_ms + catch_up_ms
 
 
 def _lookups(state: BatchState, tokens: torch.Tensor, policy: StopPolicy) -> dict[int, list[int]]:
     """N-gram proposals (up to each row's budget) for the rows whose source looks them up."""
-    if policy.draft_source == "model":
+    if not policy.drafts_by_lookup:
         return {}
     found = {
         b: ngram_lookup(s.tokens, policy.ngram_max, policy.ngram_min, k=int(tokens[b]))

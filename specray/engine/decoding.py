@@ -49,7 +49,7 @@ class Decoding:
         """An empty loop on `engine` for policies that agree with `first` (None: target-only decoding)."""
         self.engine, self.config, self.max_batch, self.record_hidden = engine, config, max_batch, record_hidden
         self.policy = PerRowPolicy(first) if first is not None else None
-        self.uses_draft = first is not None and first.draft_source != "ngram"
+        self.uses_draft = first is not None and first.drafts_by_model
         self.state = BatchState([], max_batch, engine.target, engine.draft, engine.eos, engine.tokenizer,
                                 draft_reads_states=self.uses_draft and reads_target_hidden(engine.draft))
         self.trace = TraceBuffer(run_id, origin, record_hidden)

@@ -82,6 +82,16 @@ class StopPolicy:
         self.typical = {"model": self.prior_acceptance, "ngram": self.prior_ngram_acceptance}
         self.observed = {source: torch.zeros(0, dtype=torch.bool) for source in self.typical}
 
+    @property
+    def drafts_by_model(self) -> bool:
+        """Whether the draft model proposes some of this policy's tokens (`model`, `ngram+model`)."""
+        return "model" in self.draft_source.split("+")
+
+    @property
+    def drafts_by_lookup(self) -> bool:
+        """Whether n-gram lookup proposes some of them (`ngram`, `ngram+model`)."""
+        return "ngram" in self.draft_source.split("+")
+
     def reset(self, batch_size: int) -> None:
         """A new batch of `batch_size` sequences begins, on rows 0..batch_size-1."""
         self.acceptance, self.ngram_acceptance = torch.zeros(0), torch.zeros(0)
