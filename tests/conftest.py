@@ -106,3 +106,13 @@ def reference_greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]
         eos_token_id=EOS, pad_token_id=0, attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
     )
     return out[0, len(prompt):].tolist()
+
+
+def in_flight(prompts: list[list[int]], target, draft, tokenizer):
+    """A `BatchState` whose prompts are all in flight (nothing prefilled), for deciding a round's budget."""
+    from specray.engine.batch_state import BatchState, Sequence
+
+    state = BatchState([Sequence(i, str(i), list(p), len(p)) for i, p in enumerate(prompts)], len(prompts),
+                       target, draft, {EOS}, tokenizer)
+    state.active, state.waiting = list(state.waiting), []
+    return state

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import in_flight
 from specray.engine.kv_cache import SlotCache
 from specray.policies.base import Decision
 from specray.policies.cost import CostGate, CostModel, monotone
@@ -88,10 +89,14 @@ def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, dra
     costs.observe_round = lambda batch, drafted, steps, ms: seen.setdefault("rounds", []).append((drafted, ms))
     costs.observe_catch_up = lambda batch, width, ms: seen.setdefault("catch_up", []).append(ms)
     engine = SpeculativeEngine(target, draft, tokenizer, cost_model=costs)
-    draft_reads = []
-    forward = engine.forward
-    engine.forward = lambda model, cache, chunks, *a, **k: (
-        draft_reads.append(max(map(len, chunks))) if model is draft else None, forward(model, cache, chunks, *a, **k))[1]
+    draft_reads, forward = [], engine.forward
+
+    def reading(model, cache, chunks, *args, **kwargs):
+        if model is draft:
+            draft_reads.append(max(map(len, chunks)))
+        return forward(model, cache, chunks, *args, **kwargs)
+
+    engine.forward = reading
     prompts, config = [[5, 6, 7, 8, 9, 10, 11, 12]] * 2, GenerationConfig(max_new_tokens=6)
     out = engine.generate(prompts, make_policy("static:2"), config)
     assert draft_reads[0] == 8, "the first drafting round reads the prompts whole, pending token included"
@@ -211,20 +216,15 @@ def test_calibration_times_the_widths_in_turns(target, monkeypatch):
 def test_the_round_budget_idles_then_probes_one_token_per_row(target, draft, tokenizer):
     """When nothing pays the round is target decoding; probes of one token per row spend at most
     EXPLORATION_SHARE of the rounds' time, and come no closer than PROBE_EVERY rounds when they are cheap."""
-    from specray.engine.batch_state import BatchState, Sequence
     from specray.engine.budget import EXPLORATION_SHARE, PROBE_EVERY, plan_round
     from specray.policies.factory import make_policy
 
     def budgets(draft_ms: float, verify: dict[int, float], rounds: int, acceptance: float | None = None,
                 catch_up: float | None = 0.0):
-        costs = CostModel(smoothing=0.0)
-        costs.record_draft(3, draft_ms)
-        for width, ms in verify.items():
-            costs.record_verify(3, width, ms)
+        costs = table(3, draft_ms, verify).costs
         if catch_up is not None:
             costs.observe_catch_up(3, 3, catch_up)  # the draft has read nothing of the rows' 3 tokens
-        state = BatchState([Sequence(i, str(i), [5, 6, 7], 3) for i in range(3)], 3, target, draft, {2}, tokenizer)
-        state.active, state.waiting = list(state.waiting), []
+        state = in_flight([[5, 6, 7]] * 3, target, draft, tokenizer)
         state.dcache = SlotCache(3, torch.float32, torch.device("cpu"))  # rows admitted while idle: the draft read nothing
         policy = make_policy("heuristic")
         policy.reset(3)
@@ -295,18 +295,13 @@ def test_whether_to_draft_believes_running_rates_by_their_own_record(target, dra
     """The opening test asks rows' running rates (0.6 here: 3 rows must expect > 1.2 first tokens to pay for a
     10 ms step and a 60 ms check against a 50 ms plain round), believed by how many first tokens such rates
     won, not by the record of the policy's estimates of drafted tokens (a classifier's, for a learned policy)."""
-    from specray.engine.batch_state import BatchState, Sequence
     from specray.engine.budget import RoundBudget, plan_round
     from specray.policies.cost import GainCalibration
     from specray.policies.factory import make_policy
 
     def drafts(calibration: float, opening: float) -> bool:
-        costs = CostModel(smoothing=0.0)
-        costs.record_draft(3, 10.0)
-        for width, ms in {1: 50.0, 2: 60.0, 3: 70.0}.items():
-            costs.record_verify(3, width, ms)
-        state = BatchState([Sequence(i, str(i), [5, 6, 7], 3) for i in range(3)], 3, target, draft, {2}, tokenizer)
-        state.active, state.waiting = list(state.waiting), []
+        costs = table(3, 10.0, {1: 50.0, 2: 60.0, 3: 70.0}).costs
+        state = in_flight([[5, 6, 7]] * 3, target, draft, tokenizer)
         state.calibration, state.opening = GainCalibration(prior=1.0), GainCalibration(prior=1.0)
         state.calibration.accepted, state.opening.accepted = calibration, opening
         policy = make_policy("heuristic")

@@ -3,7 +3,7 @@ test_engine_greedy, the sampling distribution in test_engine_sampling)."""
 
 import pytest
 
-from conftest import random_prompts, reference_greedy
+from conftest import in_flight, random_prompts, reference_greedy
 from specray.engine.budget import PROBE_EVERY
 from specray.engine.ngram import ngram_lookup
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
@@ -60,15 +60,12 @@ def test_lookup_backed_by_the_model_skips_one_token_matches(spec, shortest):
 def test_the_budget_looks_up_only_matches_the_policy_takes(target, draft, tokenizer):
     """A row whose tail matches one earlier token only drafts by lookup when lookup alone drafts; backed by the
     model it drafts with the model, and a two-token match is looked up by both."""
-    from specray.engine.batch_state import BatchState, Sequence
     from specray.engine.budget import plan_round
 
     def planned(spec: str, tokens: list[int]):
-        state = BatchState([Sequence(0, "0", tokens, len(tokens))], 1, target, draft, {2}, tokenizer)
-        state.active, state.waiting = list(state.waiting), []
         policy = make_policy(spec)  # static: no cost gate
         policy.reset(1)
-        budget = plan_round(state, policy, CostModel(), max_new_tokens=100)
+        budget = plan_round(in_flight([tokens], target, draft, tokenizer), policy, CostModel(), max_new_tokens=100)
         return budget.ngram.tolist(), budget.lookups, budget.tokens.tolist()
 
     one, two = [5, 9, 7, 3, 5], [5, 9, 7, 5, 9]  # "5" matches at 0 (-> 9); "5 9" matches at 0 (-> 7 5 9)

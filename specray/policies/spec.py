@@ -83,7 +83,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
             raise ValueError(f"policy '{spec}': unknown option '{key}'; {name} takes {', '.join(knobs) or 'none'}")
         options[key] = _convert(spec, key, value, knobs[key].type)
         _check_range(spec, knobs[key], options[key])
-    if options.get("ngram_min", 1) > options.get("ngram", NGRAM_MAX):
-        raise ValueError(f"policy '{spec}': ngram_min={options['ngram_min']} exceeds ngram={options.get('ngram', NGRAM_MAX)}, "
-                         "the longest match looked up")
+    longest = options.get("ngram", NGRAM_MAX)
+    if options.get("ngram_min", 1) > longest:
+        raise ValueError(f"policy '{spec}': ngram_min={options['ngram_min']} exceeds ngram={longest}, the longest match looked up")
     return name, options
