@@ -110,6 +110,10 @@ def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, dra
     assert run.draft_reads_newcomers(), "beside a drafting row, a prompt is read as it is admitted"
     run.state.idle_rounds = 1
     assert not run.draft_reads_newcomers(), "an idle batch does not pay for the draft"
+    run.state.idle_rounds, run.max_batch = 0, 3
+    assert run.draft_reads_newcomers(), "one prompt joins one drafting row"
+    run.add(prompts, ["2", "3"], ["unknown"] * 2, [make_policy("static:2")] * 2)
+    assert not run.draft_reads_newcomers(), "two prompts would join one row: a new batch, which the gate decides on"
     lookup, _ = engine.open(prompts, make_policy("static:2,draft=ngram"), config, max_batch=1)
     lookup.step()
     assert not lookup.draft_reads_newcomers(), "n-gram drafting never runs the draft model"
@@ -123,6 +127,29 @@ def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, dra
     assert costs.catch_up_ms(2, 3) == pytest.approx(40.0) and 5 not in costs.batches
     assert costs.catch_up_ms(1, 6) == pytest.approx(2.0), "another batch size keeps its own"
     assert costs.drafting_overhead_ms(2) == 0.0
+
+
+def test_a_catch_up_read_is_charged_to_drafting_spread_over_the_rounds_left(target, draft, tokenizer):
+    """The draft's read of 40 unread tokens a row (~25 ms by the table) is paid once and serves every round the
+    rows have left: spread over the few rounds of 6 new tokens it outweighs what drafting gains, over those of
+    200 it does not."""
+    from specray.engine.budget import plan_round
+    from specray.policies.base import StopPolicy
+
+    gate = table(4, draft_ms=5.0, verify={1: 50.0, 2: 52.0, 3: 60.0, 5: 70.0, 9: 90.0})
+    costs, rates = gate.costs, torch.full((4,), 0.2)
+    assert gate.worth_drafting(rates) and not gate.worth_drafting(rates, owed_ms=5.0)
+    assert gate.worth_drafting(rates, free=torch.tensor([True] * 4), owed_ms=5.0), "n-gram rows read nothing"
+    policy = StopPolicy(k_max=2, cost_aware=True)
+    policy.expect(0.2)
+    policy.start(torch.arange(4))
+    state = in_flight([[5] * 40] * 4, target, draft, tokenizer)
+    state.dcache = SlotCache.for_model(draft, 4)  # admitted, not yet read by the draft
+    assert state.draft_lag() == 40 and costs.catch_up_ms(4, 40) == pytest.approx(5.0 * 245.0 / 50.0)
+    assert plan_round(state, policy, costs, max_new_tokens=6).gate is None, "a read of ~25 ms over 5 rounds"
+    assert plan_round(state, policy, costs, max_new_tokens=200).gate is not None, "the same read over 167 rounds"
+    state.dcache.valid = torch.ones(4, 39, dtype=torch.bool)  # read up to the pending token: a steady row
+    assert state.draft_lag() == 0 and plan_round(state, policy, costs, max_new_tokens=6).gate is not None
 
 
 def test_a_depth_is_kept_and_continued_only_while_the_batch_gains():

@@ -193,6 +193,28 @@ def test_saved_feature_draft_round_trips_ships_only_its_own_weights_and_pairs(tm
     assert bf16.fc.weight.dtype == torch.bfloat16 and pair.target.model.embed_tokens.weight.dtype == torch.float32
 
 
+def test_a_loaded_draft_carries_its_recorded_held_out_acceptance_and_a_bad_record_names_the_key(tmp_path):
+    from specray.config import ModelsConfig
+    from specray.distributed.draft_artifacts import draft_problem
+    from specray.models.draft import write_draft_metadata
+
+    model, tokenizer = tiny_llama(seed=0, dtype=torch.float32), tiny_tokenizer()
+    model.save_pretrained(tmp_path / "target")
+    tokenizer.save_pretrained(tmp_path / "target")
+    save_feature_draft(build_feature_draft(model), model, str(tmp_path / "target"), tmp_path / "d",
+                       {"heldout": {"by_domain": {"code": {"agreement": 0.4}, "all": {"agreement": 0.5}}}})
+    pair = load_pair(str(tmp_path / "target"), str(tmp_path / "d"), dtype="float32")
+    assert SpeculativeEngine(pair.target, pair.draft, tokenizer).expected_acceptance("math") == 0.5
+    assert pair.draft.measured_acceptance == {"code": 0.4, "all": 0.5}
+    meta = read_draft_metadata(tmp_path / "d")
+    meta["heldout"]["by_domain"]["code"]["agreement"] = 1.7
+    write_draft_metadata(tmp_path / "d", meta)
+    with pytest.raises(ValueError, match=r"specray_draft.json: heldout.by_domain.code.agreement must be a number in \[0, 1\], got 1.7"):
+        load_pair(str(tmp_path / "target"), str(tmp_path / "d"), dtype="float32")
+    problem = draft_problem(ModelsConfig(target=str(tmp_path / "target"), draft=str(tmp_path / "d")))
+    assert "heldout.by_domain.code.agreement" in problem and str(tmp_path / "d") in problem
+
+
 def test_a_draft_reading_several_target_layers_ships_its_fusion_and_refuses_what_does_not_fit(tmp_path):
     model = tiny_llama(seed=0, dtype=torch.float32)
     draft = build_feature_draft(model, target_layers=(1, 2))

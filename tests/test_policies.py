@@ -213,6 +213,27 @@ def test_rows_not_yet_verified_start_from_what_the_policy_has_seen():
     assert policy.acceptance.max() < 0.05, "the next batch starts where this one left off"
 
 
+def test_rows_start_from_what_the_draft_was_measured_to_accept_in_their_domain(target, tokenizer):
+    """A distilled draft carries its held-out agreement per domain; a policy that has verified nothing yet
+    starts its rows there (a domain the draft was not measured on: the overall figure), not at the generic
+    prior, and once it has verified tokens of its own the record no longer moves it."""
+    from conftest import perturbed
+
+    draft = perturbed(target, noise=0.05)
+    draft.measured_acceptance = {"code": 0.3, "all": 0.45}
+    engine = SpeculativeEngine(target, draft, tokenizer)
+    code, chat, lookup = make_policy("heuristic"), make_policy("heuristic"), make_policy("heuristic,draft=ngram")
+    engine.open([[5, 6, 7], [8, 9, 10]], [code, chat], GenerationConfig(max_new_tokens=4), domain=["code", "chat"])
+    assert code.acceptance[0].item() == pytest.approx(0.3) and chat.acceptance[1].item() == pytest.approx(0.45)
+    engine.open([[5, 6, 7]], lookup, GenerationConfig(max_new_tokens=4), domain="code")
+    assert lookup.typical["model"] == lookup.prior_acceptance, "a policy that never runs the draft model keeps its prior"
+    code.observe(Outcome(torch.tensor([0]), torch.tensor([2]), torch.tensor([2])))
+    learned = code.typical["model"]
+    code.expect(0.1)
+    assert code.typical["model"] == learned != 0.1
+    assert SpeculativeEngine(target, perturbed(target, noise=0.05), tokenizer).expected_acceptance("code") is None
+
+
 def test_a_resolved_policy_pins_its_artifact_and_a_changed_file_is_refused(tmp_path):
     """The driver resolves once (knobs, version, checksum); a worker reading different bytes refuses to build."""
     from specray.policies.factory import build_policy, resolve_spec

@@ -2,9 +2,10 @@
 
 N-gram lookup needs nothing. The `model` and `ngram+model` sources need the draft model: a distilled
 draft directory (`specray_draft.json` + its safetensors) is read here, metadata and weight headers only,
-so a missing or corrupt file is an error naming the file, and a draft distilled for another target is an
-error naming the domain and the draft, instead of every worker failing on load. A plain model ref (a hub
-id, or a model directory) is checked where it can be without loading: a local path must exist.
+so a missing or corrupt file (or a recorded held-out acceptance that is no probability) is an error
+naming the file, and a draft distilled for another target is an error naming the domain and the draft,
+instead of every worker failing on load. A plain model ref (a hub id, or a model directory) is checked
+where it can be without loading: a local path must exist.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 
 from specray.config import ConfigError, ModelsConfig
 from specray.distributed.policy_actor import DomainPolicy
-from specray.models.distilled import unknown_format
+from specray.models.distilled import measured_acceptance, unknown_format
 from specray.models.refs import DRAFT_METADATA, canonical_ref, draft_dir
 from specray.policies.sources import spec_source
 
@@ -50,6 +51,10 @@ def draft_problem(models: ModelsConfig) -> str | None:
         return f"{meta_path}: unreadable draft metadata ({type(exc).__name__}: {exc})"
     if unknown_format(directory, meta):
         return unknown_format(directory, meta)
+    try:
+        measured_acceptance(directory, meta)
+    except ValueError as exc:
+        return str(exc)
     try:
         with safe_open(str(weights), "np") as f:
             f.keys()

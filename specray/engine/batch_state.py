@@ -123,22 +123,28 @@ class BatchState:
         lengths, offsets, tokens = self.tcache.lengths.tolist(), proposals.offsets.tolist(), proposals.token_ids.tolist()
         return [s.tokens[n:] + tokens[offsets[b] : offsets[b + 1]] for b, (s, n) in enumerate(zip(self.active, lengths))]
 
+    def draft_unread(self) -> list[int]:
+        """[B] how many of each row's tokens the draft has not read: a steady row's, what the last round appended
+        (its pending token and, for a feature-level draft, the accepted ones it re-reads with the target's
+        states); a row that skipped rounds (the batch did not draft, or the row drafted by n-gram), more; a row
+        admitted while the batch did not draft, its whole prompt."""
+        return [len(s.tokens) - n for s, n in zip(self.active, self.dcache.lengths.tolist())]
+
     def draft_chunks(self, rows: torch.Tensor) -> list[list[int]]:
         """What the draft must read before its next token, for the marked rows (those behind catch up)."""
-        lengths = self.dcache.lengths.tolist()
-        return [s.tokens[n:] if on else [] for s, n, on in zip(self.active, lengths, rows.tolist())]
+        return [s.tokens[len(s.tokens) - n :] if on else [] for s, n, on in zip(self.active, self.draft_unread(), rows.tolist())]
 
     def draft_behind(self, chunks: list[list[int]]) -> bool:
-        """Whether some row's `draft_chunks` reach back beyond what the last round appended to it: the row skipped
-        the draft in rounds before (the batch did not draft, or the row drafted by n-gram), and the step reading
-        those tokens is a catch-up. A steady row reads only the last round's tokens: its pending one and, for a
-        feature-level draft, the accepted ones it re-reads with the target's states."""
+        """Whether some row's `draft_chunks` reach back beyond what the last round appended to it: the step
+        reading them is a catch-up."""
         return any(len(chunk) > seq.last_commit for chunk, seq in zip(chunks, self.active))
 
     def draft_lag(self) -> int:
-        """The most tokens a row holds that the draft has not read: how wide its next read is (a steady row's:
-        what the last round appended; a row admitted while the batch did not draft: its whole prompt)."""
-        return max((len(s.tokens) - n for s, n in zip(self.active, self.dcache.lengths.tolist())), default=0)
+        """How wide a catch-up the draft's next read would be: the most tokens a row holds unread, when some row
+        holds more than the last round appended to it; 0 when every row is steady."""
+        unread = self.draft_unread()
+        behind = any(n > seq.last_commit for n, seq in zip(unread, self.active))
+        return max(unread) if behind else 0
 
     def draft_states(self, rows: torch.Tensor) -> list[torch.Tensor] | None:
         """The target states behind `draft_chunks(rows)`, token for token; None when the draft reads none."""

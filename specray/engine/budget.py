@@ -71,7 +71,8 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
         return RoundBudget(tokens, ngram, lookups, None)
     gate = CostGate(costs, batch, state.calibration.factor)
     rates = torch.where(ngram, policy.ngram_acceptance[seqs], policy.acceptance[seqs]) * (tokens > 0)
-    if gate.worth_drafting(state.opening.believed(rates), free=ngram):
+    believed = state.opening.believed(rates)
+    if gate.worth_drafting(believed, free=ngram, owed_ms=_catch_up_share(state, policy, costs, remaining, believed)):
         state.idle_rounds = 0
         return RoundBudget(tokens, ngram, lookups, gate, rates)
     state.idle_rounds += 1
@@ -88,10 +89,26 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
 
 
 def _probe_ms(state: BatchState, policy: StopPolicy, gate: CostGate, costs: CostModel) -> float:
-    """What a probe costs beyond a plain round: a one-token drafting round and, for a draft model, its read of
-    the tokens rows skipped (priced only once a probe may be due: it walks every row and the cost table)."""
-    catch_up_ms = costs.catch_up_ms(len(state), state.draft_lag()) if policy.drafts_by_model else 0.0
-    return gate.round_ms(1, 2) - gate.plain_ms + catch_up_ms
+    """What a probe costs beyond a plain round: a one-token drafting round and the draft's catch-up read."""
+    return gate.round_ms(1, 2) - gate.plain_ms + _catch_up_ms(state, policy, costs)
+
+
+def _catch_up_ms(state: BatchState, policy: StopPolicy, costs: CostModel) -> float:
+    """What the draft model's read of the tokens rows skipped costs, if this round drafts (0: none is owed)."""
+    lag = state.draft_lag() if policy.drafts_by_model else 0
+    return costs.catch_up_ms(len(state), lag) if lag else 0.0
+
+
+def _catch_up_share(state: BatchState, policy: StopPolicy, costs: CostModel, remaining: torch.Tensor,
+                    believed: torch.Tensor) -> float:
+    """The part of the draft's catch-up read that a drafting round must pay for: the read is paid once and serves
+    every round the rows have left, so it is spread over them (their mean remaining tokens over the tokens a
+    drafting round is believed to make). Drafting is then chosen when those rounds' gains repay the read."""
+    owed_ms = _catch_up_ms(state, policy, costs)
+    if not owed_ms:
+        return 0.0
+    rounds = float(remaining.double().mean() + 1) / (1 + float(believed.mean()))
+    return owed_ms / max(rounds, 1.0)
 
 
 def _lookups(state: BatchState, tokens: torch.Tensor, policy: StopPolicy) -> dict[int, list[int]]:

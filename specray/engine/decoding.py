@@ -74,6 +74,8 @@ class Decoding:
             if (policy is None) != (self.policy is None):
                 raise ValueError("target-only rows and drafting rows cannot share a batch")
             if policy is not None:
+                if self.uses_draft and (expected := self.engine.expected_acceptance(domain)) is not None:
+                    policy.expect(expected)
                 self.policy.join(torch.tensor([seq.index]), policy)
             self.trace.assign(seq.index, domain, policy.stopped_by(seq.index) if policy else ("target", ""))
             seq.error = self.engine.unfit(seq.tokens, self.config.max_new_tokens)
@@ -120,12 +122,16 @@ class Decoding:
 
     def draft_reads_newcomers(self) -> bool:
         """Whether the draft model reads prompts as they are admitted: while the batch drafts with it beside
-        running rows. A batch that idles reads them if it drafts again, as a catch-up (`SpeculativeEngine.prefill`);
+        running rows, and the newcomers do not outnumber them. A batch that idles reads them if it drafts again,
+        as a catch-up (`SpeculativeEngine.prefill`), which the cost gate prices before it lets the batch draft;
         so does a batch that runs no row yet, where that read costs what reading at admission does (the same
-        prompts, padded alike) and is paid only if the batch drafts at all: a batch of 32 on the embedded pair
-        read its first prompts at admission for ~160 ms (bf16, AVX-512 without AMX), ~1% of a 64-prompt run,
-        and then never drafted."""
-        return self.uses_draft and bool(self.state.active) and not self.state.idle_rounds
+        prompts, padded alike), and one that more than doubles: a new batch at a size where drafting may not pay.
+        Measured on the embedded pair (bf16, AVX-512 without AMX): a batch of 32 read its first prompts at
+        admission for ~160 ms, ~1% of a 64-prompt run, and then never drafted; a batch down to its last 2 rows
+        drafted, so the 30 prompts that refilled it were read at admission (~290 ms), and it drafted at 32 rows."""
+        state = self.state
+        joining = min(self.max_batch - len(state.active), len(state.waiting))
+        return self.uses_draft and bool(state.active) and not state.idle_rounds and joining <= len(state.active)
 
     def _row(self) -> int:
         if self.free:

@@ -64,6 +64,7 @@ class SpeculativeEngine:
         self.vocab_size = output_vocab_size(target)
         self.draft_support = output_support(draft)  # [S] the tokens the draft can propose (None: all)
         self.read_layers = getattr(draft, "target_layers", None)  # the target layers a feature-level draft reads
+        self.measured_acceptance = getattr(draft, "measured_acceptance", {})  # domain -> held-out agreement (distilled drafts)
         eos = getattr(target.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         self.forward_ms = 0.0  # time in model forwards so far, every Decoding's: each takes its own share
@@ -115,6 +116,11 @@ class SpeculativeEngine:
         output = seq.tokens[seq.prompt_len :]
         text = self.tokenizer.decode(output, skip_special_tokens=True)
         return SequenceResult(output, text, seq.iterations, seq.drafted, seq.accepted, seq.wall_ms, seq.stop_reason, seq.error)
+
+    def expected_acceptance(self, domain: str) -> float | None:
+        """What the draft model was measured to accept in `domain` (its held-out record, the overall figure for a
+        domain it was not measured on); None when nothing was recorded."""
+        return self.measured_acceptance.get(domain, self.measured_acceptance.get("all"))
 
     @staticmethod
     def dtype_of(model) -> torch.dtype:

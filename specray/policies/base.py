@@ -80,6 +80,7 @@ class StopPolicy:
         self.ngram_acceptance = torch.zeros(0)
         # what this policy has seen so far, per source: where rows start before their own first verification
         self.typical = {"model": self.prior_acceptance, "ngram": self.prior_ngram_acceptance}
+        self.verified = False  # whether any of its drafted tokens was verified yet
         self.observed = {source: torch.zeros(0, dtype=torch.bool) for source in self.typical}
 
     @property
@@ -111,6 +112,15 @@ class StopPolicy:
         self.ngram_acceptance[rows] = self.typical["ngram"]
         for seen in self.observed.values():
             seen[rows] = False
+
+    def expect(self, acceptance: float) -> None:
+        """Rows start from `acceptance`, what the draft model was measured to accept in their domain, instead
+        of the generic prior, until this policy has verified tokens of its own. The cost gate asks before a
+        batch's first round whether drafting pays, and at batch 32 on the embedded pair (bf16, AVX-512 without
+        AMX) a drafting round cost 1.6x a plain one: the prior 0.6 drafted every policy's first round, and the
+        feature-level draft's recorded held-out agreement (0.39-0.56 by domain, 0.45 overall) does not."""
+        if not self.verified:
+            self.typical["model"] = acceptance
 
     def stopped_by(self, seq: int) -> tuple[str, str]:
         """Name and version of the policy that stops sequence `seq`: this one (see `PerRowPolicy`)."""
@@ -147,6 +157,7 @@ class StopPolicy:
             estimate[seqs] = ema(estimate[seqs], rate[has], self.ema_decay)
             self.typical[source] = ema(self.typical[source], float(rate[has].mean()), self.ema_decay)
             self.observed[source][seqs] = True
+            self.verified = True
             estimate[~self.observed[source]] = self.typical[source]
 
 

@@ -270,17 +270,19 @@ class CostGate:
         draft_ms, overhead_ms = self.step_prices
         return steps * draft_ms + float(self.verify_prices[width - 1]) + (overhead_ms if width > 1 else 0.0)
 
-    def worth_drafting(self, acceptance: torch.Tensor, free: torch.Tensor | None = None) -> bool:
+    def worth_drafting(self, acceptance: torch.Tensor, free: torch.Tensor | None = None, owed_ms: float = 0.0) -> bool:
         """Before a round: do the rows' first tokens, accepted with these probabilities, beat not drafting?
 
         `acceptance` (n,) covers every row in the batch (0 for a row that may not draft), as believed
         (`GainCalibration.believed` of the opening record); `free` marks rows whose tokens cost no draft
-        forward (n-gram lookup), so the step is paid only if some other row drafts.
+        forward (n-gram lookup), so the step is paid only if some other row drafts, and with it `owed_ms`
+        (the draft's share of a catch-up read, which only a paid step makes).
         """
         drafting = acceptance > 0
         paid = bool((drafting & ~free).any()) if free is not None else bool(drafting.any())
         rows = len(acceptance)
-        return (rows + float(acceptance.sum())) / self.round_ms(int(paid), 2) > rows / self.plain_ms
+        round_ms = self.round_ms(int(paid), 2) + (owed_ms if paid else 0.0)
+        return (rows + float(acceptance.sum())) / round_ms > rows / self.plain_ms
 
     def decide(
         self,
