@@ -72,7 +72,8 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     gate = CostGate(costs, batch, state.calibration.factor)
     rates = torch.where(ngram, policy.ngram_acceptance[seqs], policy.acceptance[seqs]) * (tokens > 0)
     believed = state.opening.believed(rates)
-    if gate.worth_drafting(believed, free=ngram, owed_ms=_catch_up_share(state, policy, costs, remaining, believed)):
+    pays = gate.worth_drafting(believed, free=ngram)  # before the catch-up share, which walks every row and the table
+    if pays and gate.worth_drafting(believed, free=ngram, owed_ms=_catch_up_share(state, policy, costs, remaining, believed)):
         state.idle_rounds = 0
         return RoundBudget(tokens, ngram, lookups, gate, rates)
     state.idle_rounds += 1

@@ -110,7 +110,7 @@ class Decoding:
         verdicts = engine.verify(state, proposals, config.sampling, self.generator)   # 4. one target forward, accept
         t2 = time.perf_counter()
         self.trace.add_round(state, proposals, verdicts, (t1 - t0) * 1e3, (t2 - t1) * 1e3)  # 5. observers
-        if policy is not None:
+        if policy is not None and len(proposals.token_ids):  # a round that drafted nothing tells them nothing
             policy.observe(Outcome(state.seqs, proposals.num_draft, verdicts.num_accepted, proposals.from_ngram))
             state.calibration.observe(proposals.expected_accepted(), float(verdicts.num_accepted.sum()))
             state.opening.observe(*budget.first_tokens(proposals.num_draft, verdicts.num_accepted))

@@ -52,6 +52,15 @@ class BatchCosts:
     load: float = 1.0  # live verifications over the calibrated curve (machine load, longer contexts)
     catch_up_load: float | None = None  # live catch-up reads over their estimate (`CostModel.catch_up_ms`); None: none seen
     residual_ms: dict[bool, float] = field(default_factory=dict)  # drafted? -> a round's wall time beyond its forwards
+    fit: tuple[np.ndarray, np.ndarray] | None = None  # verify_ms as (widths, their non-decreasing fit), once per record
+
+    def verify_curve(self, widths: np.ndarray) -> np.ndarray:
+        """The calibrated verification times at `widths` (`_verify_curve`), the table fitted once per recording
+        (the gate reads it several times a round)."""
+        if self.fit is None:
+            known = sorted(self.verify_ms)
+            self.fit = np.array(known, dtype=np.float64), monotone(np.array([self.verify_ms[w] for w in known], dtype=np.float64))
+        return _verify_curve(*self.fit, widths)
 
 
 class CostModel:
@@ -75,7 +84,8 @@ class CostModel:
         self.batches.setdefault(batch_size, BatchCosts()).draft_ms = ms
 
     def record_verify(self, batch_size: int, width: int, ms: float) -> None:
-        self.batches.setdefault(batch_size, BatchCosts()).verify_ms[width] = ms
+        costs = self.batches.setdefault(batch_size, BatchCosts())
+        costs.verify_ms[width], costs.fit = ms, None
 
     def measured(self, batch_size: int) -> bool:
         costs = self.batches.get(batch_size)
@@ -93,7 +103,7 @@ class CostModel:
     def observe_verify(self, batch_size: int, width: int, ms: float) -> None:
         if self.measured(batch_size):
             costs = self.batches[batch_size]
-            calibrated = float(_verify_curve(costs.verify_ms, np.array([width]))[0])
+            calibrated = float(costs.verify_curve(np.array([width]))[0])
             costs.load = ema(costs.load, ms / calibrated, 1 - self.smoothing)
 
     def observe_catch_up(self, batch_size: int, width: int, ms: float) -> None:
@@ -142,7 +152,7 @@ class CostModel:
 
     def verify_ms(self, batch_size: int, widths: np.ndarray) -> np.ndarray:
         """Verifying `widths` tokens per row at this batch size."""
-        return self._between_batches(batch_size, lambda costs: costs.load * _verify_curve(costs.verify_ms, widths))
+        return self._between_batches(batch_size, lambda costs: costs.load * costs.verify_curve(widths))
 
     def _between_batches(self, batch_size: int, value):
         """`value` of the measured table at `batch_size`, linear between the nearest measured sizes."""
@@ -169,17 +179,15 @@ class CostModel:
 
 def _catch_up_estimate(costs: BatchCosts, width: int) -> float:
     """A draft step over `width` tokens a row: its one-token time, grown as the target's verification grows."""
-    curve = _verify_curve(costs.verify_ms, np.array([1, max(width, 1)]))
+    curve = costs.verify_curve(np.array([1, max(width, 1)]))
     return costs.draft_ms * float(curve[1] / curve[0])
 
 
-def _verify_curve(measured: dict[int, float], widths: np.ndarray) -> np.ndarray:
-    """Measured verification times interpolated over width; beyond the widest, the line through the two widest.
-    A wider verification never costs less than a narrower one, so the times are read through their nearest
-    non-decreasing fit (`monotone`): one slow sample moves its neighbours a little, where a running maximum
-    raised every wider width to it."""
-    known = sorted(measured)
-    times = monotone(np.array([measured[w] for w in known], dtype=np.float64))
+def _verify_curve(known: np.ndarray, times: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Verification times measured at widths `known`, read through their nearest non-decreasing fit `times`
+    (`monotone`: a wider verification never costs less than a narrower one, and one slow sample moves its
+    neighbours a little, where a running maximum raised every wider width to it), interpolated over
+    `widths`; beyond the widest, the line through the two widest."""
     verify = np.interp(widths, known, times)
     slope = (times[-1] - times[-2]) / (known[-1] - known[-2])
     beyond = widths > known[-1]
