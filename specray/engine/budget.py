@@ -3,12 +3,13 @@
 Row policies stop their own rows; the budget decides for the batch as a whole, because the batch pays a
 round as one (`specray.policies.cost.CostGate`): it drafts at all only when the rows' running acceptance
 rates, summed and believed by how many first tokens such rates won (`BatchState.opening`), beat the
-measured price of a draft step and a wider verification, and the gate then rules on every depth. When
-nothing pays the round is plain target decoding, except for probes: one token per row, ungated, so
-acceptance estimates keep learning. Exploring is a cost the batch pays for nothing
-when drafting does not pay, and a probe is dear in a wide batch (a feature-level draft first catches
-up on every token since it last drafted, and every row's verification widens: measured at batch 8 on
-an AVX-512 CPU without AMX, a probe round took 2.2x a plain round). So probes spend at most
+measured price of a draft step and a wider verification (and, when the draft model must first read tokens
+rows skipped, that read spread over the rounds the rows have left: it is paid once and serves them all),
+and the gate then rules on every depth. When nothing pays the round is plain target decoding, except for
+probes: one token per row, ungated, so acceptance estimates keep learning. Exploring is a cost the batch
+pays for nothing when drafting does not pay, and a probe is dear in a wide batch (a feature-level draft
+first catches up on every token since it last drafted, and every row's verification widens: measured at
+batch 8 on an AVX-512 CPU without AMX, a probe round took 2.2x a plain round). So probes spend at most
 `EXPLORATION_SHARE` of the time: every idle round earns that share of its predicted time, and a probe
 runs, at least `PROBE_EVERY` idle rounds after the last, once the credit covers its predicted cost
 beyond a plain round: a drafting round's forwards and measured overhead, and the draft's catch-up

@@ -127,8 +127,8 @@ class Decoding:
         so does a batch that runs no row yet, where that read costs what reading at admission does (the same
         prompts, padded alike), and one that more than doubles: a new batch at a size where drafting may not pay.
         Measured on the embedded pair (bf16, AVX-512 without AMX): a batch of 32 read its first prompts at
-        admission for ~160 ms, ~1% of a 64-prompt run, and then never drafted; a batch down to its last 2 rows
-        drafted, so the 30 prompts that refilled it were read at admission (~290 ms), and it drafted at 32 rows."""
+        admission for ~160 ms, ~1% of a 64-prompt run, and then never drafted; one down to its last 2 rows drafted,
+        and the 30 prompts that refilled it were read at admission (~290 ms, ~2% of the run)."""
         state = self.state
         joining = min(self.max_batch - len(state.active), len(state.waiting))
         return self.uses_draft and bool(state.active) and not state.idle_rounds and joining <= len(state.active)
