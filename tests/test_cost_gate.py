@@ -7,7 +7,7 @@ import torch
 from conftest import in_flight
 from specray.engine.kv_cache import SlotCache
 from specray.policies.base import Decision
-from specray.policies.cost import CostGate, CostModel, monotone
+from specray.policies.cost import CostGate, CostModel, believed, monotone
 
 CONTINUE, STOP, DROP = Decision.CONTINUE, Decision.STOP, Decision.DROP
 
@@ -310,12 +310,11 @@ def test_the_gate_believes_estimates_as_far_as_rounds_bore_them_out():
     for _ in range(9):
         calibration.observe(expected=2.0, accepted=0.8)
     assert calibration.factor == pytest.approx((2.0 + 7.2) / (2.0 + 18.0))
-    trusting = table(8, draft_ms=5.0, verify=VERIFY)
-    doubting = CostGate(trusting.costs, 8, trust=calibration.factor)
+    gate = table(8, draft_ms=5.0, verify=VERIFY)
     acceptance = torch.full((8,), 0.4)
-    assert trusting.worth_drafting(acceptance) and not trusting.worth_drafting(calibration.believed(acceptance))
-    assert doubting.believed(torch.tensor([0.5, 1.0])).tolist() == pytest.approx([0.23, 0.46])
-    assert CostGate(trusting.costs, 8, trust=3.0).believed(torch.tensor([0.5])).item() == 1.0, "a probability stays one"
+    assert gate.worth_drafting(acceptance) and not gate.worth_drafting(calibration.believed(acceptance))
+    assert calibration.believed(torch.tensor([0.5, 1.0])).tolist() == pytest.approx([0.23, 0.46])
+    assert believed(torch.tensor([0.5]), 3.0).item() == 1.0, "a probability stays one"
 
 
 def test_whether_to_draft_believes_running_rates_by_their_own_record(target, draft, tokenizer):

@@ -70,7 +70,7 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
         tokens[~ngram] = 0
     if not policy.cost_aware or not bool((tokens > 0).any()):
         return RoundBudget(tokens, ngram, lookups, None)
-    gate = CostGate(costs, batch, state.calibration.factor)
+    gate = CostGate(costs, batch)
     rates = torch.where(ngram, policy.ngram_acceptance[seqs], policy.acceptance[seqs]) * (tokens > 0)
     believed = state.opening.believed(rates)
     pays = gate.worth_drafting(believed, free=ngram)  # before the catch-up share, which walks every row and the table

@@ -97,7 +97,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         accept_prob = acceptance_estimates(policy, step)
         draws.accept_prob[idx] = accept_prob
         wanted = policy.decide(step, accept_prob)
-        believed = accept_prob if gate is None else gate.believed(accept_prob)
+        believed = accept_prob if gate is None else state.calibration.believed(accept_prob)
         decision = wanted if gate is None else gate.decide(
             wanted, depth, steps, believed, survival[idx], float(expected.sum()), free=ngram[idx])
         survival[idx] *= believed

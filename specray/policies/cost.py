@@ -24,7 +24,7 @@ the difference (`drafting_overhead_ms`).
 Nor are a policy's acceptance estimates to be taken on trust: measured on an AVX-512 CPU at batch 4,
 `confidence` rounds the gate let draft expected 0.62 accepted tokens and got 0.36, and drafted at
 0.85x target-only. So each batch keeps a `GainCalibration` (accepted tokens over the tokens the
-estimates expected, over its drafting rounds) and the gate believes the estimates scaled by it. Two kinds
+estimates expected, over its drafting rounds) and the gate is handed the estimates scaled by it. Two kinds
 of estimate meet the gate, and each is believed as far as its own record bears it out: whether to draft
 at all is asked before any draft token exists, of each row's running acceptance rate, and is believed by
 how many first tokens such rates won (`BatchState.opening`); each depth is ruled on with the policy's own
@@ -247,16 +247,12 @@ class CostGate:
     wider verification; keep a depth only while the rows' expected gains from it, summed, beat what it
     costs; stop every row when another step (each token as likely as its last) would lower the rate.
     Rows' own policies still stop their own rows earlier. At batch size 1 this is the per-row rule.
-    The policy's estimates of drafted tokens are believed scaled by `trust` (a `GainCalibration` factor).
+    The gate prices; what it is asked about comes believed by the record of its kind (`GainCalibration`).
     """
 
-    def __init__(self, costs: CostModel, batch_size: int, trust: float = 1.0):
-        self.costs, self.batch_size, self.trust = costs, batch_size, trust
+    def __init__(self, costs: CostModel, batch_size: int):
+        self.costs, self.batch_size = costs, batch_size
         self.verify_prices = np.zeros(0)  # [W] verifying 1..W tokens per row, read from the table as needed
-
-    def believed(self, acceptance: torch.Tensor) -> torch.Tensor:
-        """What the gate takes the policy's estimates of drafted tokens to be worth."""
-        return believed(acceptance, self.trust)
 
     @cached_property
     def plain_ms(self) -> float:
@@ -304,7 +300,7 @@ class CostGate:
     ) -> torch.Tensor:
         """Gate this depth's tokens for the rows still drafting, all together.
 
-        `accept_prob` is what the gate believes of the rows' estimates (`believed`); `steps` draft forwards
+        `accept_prob`: the rows' estimates as believed (`BatchState.calibration`); `steps` draft forwards
         were paid this round so far (this depth's included); `survival` is each drafting row's P(all its
         tokens so far accepted) before this one; `expected` the whole batch's
         expected tokens before this depth; `free` marks n-gram rows (the next step costs nothing if all are).
