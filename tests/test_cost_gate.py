@@ -7,7 +7,7 @@ import torch
 from conftest import in_flight
 from specray.engine.kv_cache import SlotCache
 from specray.policies.base import Decision
-from specray.policies.cost import CostGate, CostModel, believed, monotone
+from specray.policies.cost import CostGate, CostModel, monotone
 
 CONTINUE, STOP, DROP = Decision.CONTINUE, Decision.STOP, Decision.DROP
 
@@ -314,7 +314,9 @@ def test_the_gate_believes_estimates_as_far_as_rounds_bore_them_out():
     acceptance = torch.full((8,), 0.4)
     assert gate.worth_drafting(acceptance) and not gate.worth_drafting(calibration.believed(acceptance))
     assert calibration.believed(torch.tensor([0.5, 1.0])).tolist() == pytest.approx([0.23, 0.46])
-    assert believed(torch.tensor([0.5]), 3.0).item() == 1.0, "a probability stays one"
+    outdone = GainCalibration(decay=1.0, prior=1.0)
+    outdone.observe(expected=1.0, accepted=5.0)  # factor 3
+    assert outdone.believed(torch.tensor([0.5])).item() == 1.0, "a probability stays one"
 
 
 def test_whether_to_draft_believes_running_rates_by_their_own_record(target, draft, tokenizer):

@@ -134,17 +134,14 @@ class BatchState:
         """What the draft must read before its next token, for the marked rows (those behind catch up)."""
         return [s.tokens[len(s.tokens) - n :] if on else [] for s, n, on in zip(self.active, self.draft_unread(), rows.tolist())]
 
-    def draft_behind(self, chunks: list[list[int]]) -> bool:
-        """Whether some row's `draft_chunks` reach back beyond what the last round appended to it: the step
-        reading them is a catch-up."""
-        return any(len(chunk) > seq.last_commit for chunk, seq in zip(chunks, self.active))
-
-    def draft_lag(self) -> int:
-        """How wide a catch-up the draft's next read would be: the most tokens a row holds unread, when some row
-        holds more than the last round appended to it; 0 when every row is steady."""
-        unread = self.draft_unread()
-        behind = any(n > seq.last_commit for n, seq in zip(unread, self.active))
-        return max(unread) if behind else 0
+    def draft_lag(self, rows: torch.Tensor | None = None) -> int:
+        """How wide a catch-up the draft's next read of `rows` (a [B] mask; default: every row) would be: the
+        most tokens such a row holds unread, when some such row holds more than the last round appended to it
+        (it skipped rounds, and the step reading them is a catch-up); 0 when every such row is steady."""
+        marked = rows.tolist() if rows is not None else [True] * len(self)
+        read = [(n, seq) for n, seq, on in zip(self.draft_unread(), self.active, marked) if on]
+        behind = any(n > seq.last_commit for n, seq in read)
+        return max(n for n, _ in read) if behind else 0
 
     def draft_states(self, rows: torch.Tensor) -> list[torch.Tensor] | None:
         """The target states behind `draft_chunks(rows)`, token for token; None when the draft reads none."""

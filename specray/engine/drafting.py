@@ -77,7 +77,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
     chunks = state.draft_chunks(drafting & ~ngram)  # rows that skipped rounds catch up
     features = state.draft_states(drafting & ~ngram)  # what a feature-level draft reads beside them
     steps, catch_up_ms = 0, 0.0  # draft forwards paid this round; the time of those that read skipped tokens
-    catch_up = state.draft_behind(chunks)
+    catch_up = state.draft_lag(drafting & ~ngram) > 0
     while drafting.any():
         depth = len(depths) + 1
         draws = Draws.empty(batch, engine.vocab_size, engine.draft.config.hidden_size, not sampling.greedy)

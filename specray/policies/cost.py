@@ -228,13 +228,9 @@ class GainCalibration:
         return self.accepted / self.expected
 
     def believed(self, estimates: torch.Tensor) -> torch.Tensor:
-        """What `estimates` of the kind this record keeps are taken to be worth."""
-        return believed(estimates, self.factor)
-
-
-def believed(estimates: torch.Tensor, trust: float) -> torch.Tensor:
-    """Acceptance estimates scaled by how far their kind's record bore them out, still probabilities."""
-    return (estimates * trust).clamp(max=1.0)
+        """What `estimates` of the kind this record keeps are taken to be worth: scaled by how far the record
+        bore them out, still probabilities."""
+        return (estimates * self.factor).clamp(max=1.0)
 
 
 class CostGate:
