@@ -6,7 +6,7 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from conftest import tiny_llama
-from specray.engine.attention import PACKED_SDPA, packed_gqa_attention, repeated_mask, use_packed_gqa
+from specray.engine.attention import PACKED_SDPA, packed_gqa_attention, packs, repeated_mask, use_packed_gqa
 from specray.engine.forward import cache_keyword, model_forward
 from specray.engine.kv_cache import SlotCache
 
@@ -52,21 +52,41 @@ def test_engine_models_attend_folded_and_compute_the_same_logits():
     reference = copy.deepcopy(model)
     chunks = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]  # ragged rows: a (B, 1, q, kv) mask with holes
     caches = [SlotCache.for_model(m, len(chunks)) for m in (model, reference)]
-    logits = model_forward(model, caches[0], chunks, keep=4)[0]
-    assert model.config._attn_implementation == PACKED_SDPA
-    expected = reference(**_plain_inputs(reference, caches[1], chunks)).logits[:, -4:].float()
+    logits = model_forward(model, caches[0], chunks, keep=4)[0]  # ragged: packed
+    assert model.config._attn_implementation == PACKED_SDPA and packs(model)
+    inputs, valid = _plain_inputs(reference, caches[1], chunks)
+    expected = reference(**inputs).logits[valid].float()  # every token of every row, row after row
     torch.testing.assert_close(logits, expected, rtol=1e-9, atol=1e-9)
+    for mine, theirs in zip(caches[0].kv.layers, caches[1].kv.layers):  # each packed token's keys in its row's slot
+        for name in ("keys", "values"):
+            torch.testing.assert_close(getattr(mine, name)[valid[:, None, :].expand(-1, 2, -1)],
+                                       getattr(theirs, name)[valid[:, None, :].expand(-1, 2, -1)], rtol=1e-9, atol=1e-9)
+            assert not getattr(mine, name)[~valid[:, None, :].expand(-1, 2, -1)].any(), "holes hold zeros"
 
 
-def _plain_inputs(model, cache: SlotCache, chunks: list[list[int]]) -> dict:
-    """The same forward through transformers' own SDPA attention (the reference is never routed)."""
+def test_a_model_that_cannot_be_packed_runs_padded_with_the_same_outputs():
+    packed, padded = tiny_llama(seed=3), tiny_llama(seed=3)
+    padded.set_attn_implementation("eager")
+    chunks = [[5, 6, 7, 8], [9, 10], [11, 12, 13], [14]]
+    outputs = [model_forward(m, SlotCache.for_model(m, len(chunks)), chunks, keep=2, hidden=3) for m in (packed, padded)]
+    assert packs(packed) and not packs(padded)
+    (logits, states), (expected_logits, expected_states) = outputs
+    assert logits.shape == (7, 64) and states.shape == (9, 32), "each row's last 2 logits and last 3 states, row after row"
+    # eager and SDPA attention round differently: float64 inside, float32 out
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(states, expected_states, rtol=1e-5, atol=1e-5)
+
+
+def _plain_inputs(model, cache: SlotCache, chunks: list[list[int]]) -> tuple[dict, torch.Tensor]:
+    """The same forward through transformers' own SDPA attention (the reference is never routed), padded; and
+    its [B, width] mask of real slots."""
     width = max(map(len, chunks))
     ids = torch.zeros(len(chunks), width, dtype=torch.long)
     valid = torch.zeros(len(chunks), width, dtype=torch.bool)
     for i, chunk in enumerate(chunks):
         ids[i, width - len(chunk) :], valid[i, width - len(chunk) :] = torch.tensor(chunk), True
     mask, positions = cache.extend(valid)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, cache_keyword(model): cache.kv}
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, cache_keyword(model): cache.kv}, valid
 
 
 def test_other_attention_kinds_are_left_as_chosen():

@@ -5,8 +5,7 @@ import torch
 
 from conftest import EOS, GREEDY_MAX_NEW
 from specray.engine.budget import PROBE_EVERY
-from specray.engine.proposals import token_rows
-from specray.engine.speculative import GenerationConfig, SpeculativeEngine, target_argmax
+from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.policies.cost import CostModel
 from specray.policies.factory import make_policy
 from specray.schema import LABEL_TRACE_SCHEMA, TRACE_SCHEMA
@@ -270,13 +269,12 @@ def test_a_batch_whose_every_prefill_fails_ends_with_errors(target, draft, token
 
 @pytest.mark.parametrize("chunks", [[[3, 4, 5], [6, 7]], [[3, 4, 5]]])
 def test_the_lm_head_reads_a_row_major_input_when_fewer_slots_are_kept_than_fed(target, chunks):
-    """`logits_to_keep` hands the head a strided slice, which bf16 products on CPU take a slow path for;
+    """An int `logits_to_keep` hands the head a strided slice, which bf16 products on CPU take a slow path for;
     a one-row slice counts as contiguous while keeping its source's strides, so strides are what is checked."""
     from specray.engine.forward import model_forward
     from specray.engine.kv_cache import SlotCache
 
     seen = []
-    model_forward(target, SlotCache.for_model(target, len(chunks)), chunks, keep=1)  # installs the copy
     handle = target.get_output_embeddings().register_forward_pre_hook(
         lambda m, args: seen.append(args[0].stride() == torch.empty(args[0].shape).stride()))
     try:
@@ -285,7 +283,7 @@ def test_the_lm_head_reads_a_row_major_input_when_fewer_slots_are_kept_than_fed(
         handle.remove()
     assert seen == [True]
     full = target(input_ids=torch.tensor([[3, 4, 5]])).logits[0, -1].float()
-    torch.testing.assert_close(logits[0, -1], full)
+    torch.testing.assert_close(logits[0], full)
 
 
 def test_decoding_steps_write_the_cache_in_place_and_hold_what_a_concatenating_cache_holds(target):
@@ -306,8 +304,10 @@ def test_decoding_steps_write_the_cache_in_place_and_hold_what_a_concatenating_c
         buffers.append(cache.kv.layers[0].keys.data_ptr())
         chunks = [[8 + step % 5], [9 + step % 7]]
     assert len(set(buffers)) == 2, "one buffer until its room runs out, then one twice as large"
-    for mine, theirs in zip(cache.kv.layers, plain.kv.layers):
-        assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)
+    real = cache.valid[:, None, :, None].expand_as(cache.kv.layers[0].keys)  # the first forward was ragged: packed, so
+    for mine, theirs in zip(cache.kv.layers, plain.kv.layers):  # its holes hold zeros, not what a padded forward wrote
+        for name in ("keys", "values"):
+            torch.testing.assert_close(getattr(mine, name)[real], getattr(theirs, name)[real], rtol=1e-12, atol=1e-12)
     cache.truncate(cache.lengths - 1)  # a hole in every row
     cache.select_rows(torch.tensor([1]))
     cache.compact()
@@ -353,19 +353,6 @@ def test_hidden_states_are_read_by_hooks_and_equal_transformers_own(target, laye
     every = target(input_ids=torch.tensor([[3, 4, 5, 6]]), output_hidden_states=True).hidden_states
     hooks = [dict(m._forward_hooks) for m in (target.model.layers[0], target.model.norm)]  # transformers adds its own
     _, states = model_forward(target, SlotCache.for_model(target, 1), [[3, 4, 5, 6]], keep=1, hidden=3, layers=layers)
-    reference = torch.cat([every[i][:, -3:] for i in (layers or (-1,))], dim=-1)
+    reference = torch.cat([every[i][0, -3:] for i in (layers or (-1,))], dim=-1)
     torch.testing.assert_close(states, reference.float())
     assert [dict(m._forward_hooks) for m in (target.model.layers[0], target.model.norm)] == hooks, "ours live for one forward"
-
-
-@pytest.mark.parametrize("counts", [[3, 3, 3, 3], [5, 1, 1, 1]], ids=["few-holes", "mostly-holes"])
-def test_the_targets_argmax_is_read_at_the_verified_slots_whether_or_not_holes_are_reduced(counts):
-    """Both ways of taking the argmax (over every slot, or over the verified rows copied out) agree; rows are
-    right-aligned, so a row's verified slots are its last ones, and a hole's (random) logits never count."""
-    counts = torch.tensor(counts)
-    width, offsets = int(counts.max()), torch.nn.functional.pad(counts.cumsum(0), (1, 0))
-    rows = token_rows(offsets)
-    slots = width - counts[rows] + torch.arange(len(rows)) - offsets[:-1][rows]
-    logits = torch.randn(len(counts), width, 50, generator=torch.Generator().manual_seed(0))
-    expected = torch.stack([logits[b, width - counts[b] + i].argmax() for b in range(len(counts)) for i in range(counts[b])])
-    assert torch.equal(target_argmax(logits, rows, slots), expected)

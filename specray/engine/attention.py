@@ -15,6 +15,10 @@ the query axis (n_rep * q queries over the group's key/value head), the row's ma
 Each query meets the same keys, values and mask as before, so the arithmetic per head is unchanged;
 for one token per row it is exactly transformers' own folding. Models that do not share key/value
 heads, masks that differ per head and attention kinds other than SDPA run transformers' code.
+
+A packed forward (`specray.engine.packing`) reaches attention with every row's queries side by side in
+one sequence; they are spread over their rows first and packed again after, so what each query attends
+to is the same in both layouts. Only models whose attention all runs here can be packed (`packs`).
 """
 
 import torch
@@ -22,12 +26,24 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from specray.engine import packing
+
 PACKED_SDPA = "specray_packed_sdpa"
 
 
 def packed_gqa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
     """transformers' attention-function contract: query (B, H, q, d), key and value (B, G, kv, d), an additive or
-    boolean mask (B, 1, q, kv) shared by every head; returns ((B, q, H, d), None)."""
+    boolean mask (B, 1, q, kv) shared by every head; returns ((B, q, H, d), None). In a packed forward the
+    query comes packed (1, H, T, d) and so does the result (1, T, H, d)."""
+    layout = packing.current()
+    if layout is None:
+        return row_attention(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    out, _ = row_attention(module, layout.to_rows(query), key, value, attention_mask, dropout, scaling, **kwargs)
+    return layout.to_tokens(out), None
+
+
+def row_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
+    """`packed_gqa_attention` over rows: query (B, H, q, d) -> ((B, q, H, d), None)."""
     groups = getattr(module, "num_key_value_groups", 1)
     batch, heads, q_length, dim = query.shape
     shared_mask = attention_mask is not None and attention_mask.shape[1:3] == (1, q_length)  # (B, 1, q, kv)
@@ -56,10 +72,19 @@ AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)  # masks transformers bu
 
 def use_packed_gqa(model: torch.nn.Module) -> None:
     """Route the SDPA attention of `model` (or of the transformers models inside it, such as a feature-level
-    draft's decoder) through `packed_gqa_attention`; other attention kinds are left as chosen. Once per model."""
+    draft's decoder) through `packed_gqa_attention`; other attention kinds are left as chosen. Once per model;
+    it also settles whether the model's forwards can be packed (`packs`)."""
     if getattr(model, "_packed_gqa", False):
         return
-    model._packed_gqa = True
-    for module in model.modules():
-        if isinstance(module, PreTrainedModel) and module.config._attn_implementation == "sdpa":
+    inner = [module for module in model.modules() if isinstance(module, PreTrainedModel)]
+    for module in inner:
+        if module.config._attn_implementation == "sdpa":
             module.set_attn_implementation(PACKED_SDPA)
+    model._packed_gqa = True
+    model._packs = bool(inner) and all(module.config._attn_implementation == PACKED_SDPA for module in inner)
+
+
+def packs(model: torch.nn.Module) -> bool:
+    """Whether a forward of `model` can be packed: every transformers model in it attends through
+    `packed_gqa_attention` (settled by `use_packed_gqa`)."""
+    return getattr(model, "_packs", False)

@@ -1,19 +1,23 @@
 """One forward of a model over ragged per-row chunks appended to its `SlotCache`.
 
 Every role (verification, drafting, calibration, the numerics check) feeds a model the same way: each
-row's new tokens, left-padded with masked holes to the widest row, with positions and an attention
-mask from the row's own valid slots. Only the last `keep` slots' logits are computed where the model
-allows it, since verification needs k+1 positions and drafting one. A feature-level draft also reads,
-for every token it is fed, the target's hidden state before it (`features`), padded the same way.
+row's new tokens, laid out right-aligned in its row with masked holes on the left up to the widest row,
+with positions and an attention mask from the row's own valid slots. When rows feed different numbers
+of tokens the forward runs packed (`specray.engine.packing`): the model's matrix products see only the
+real tokens. Only the logits that are needed are computed where the model allows it (verification needs
+k+1 positions of a row, drafting one), and they come back flat, row after row. A feature-level draft also
+reads, for every token it is fed, the target's hidden state before it (`features`), laid out the same way.
 """
 
+import contextlib
 import functools
 import inspect
 
 import torch
 
-from specray.engine.attention import use_packed_gqa
+from specray.engine.attention import packs, use_packed_gqa
 from specray.engine.kv_cache import SlotCache
+from specray.engine.packing import Packing, packed
 
 
 @functools.cache
@@ -31,32 +35,41 @@ def cache_keyword(model) -> str:
 
 def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, hidden: int = 0,
                   features: list[torch.Tensor] | None = None, layers: tuple[int, ...] | None = None):
-    """Append ragged per-row chunks (left-padded with holes); logits (B, keep, V) of the last `keep` slots
-    and, with `hidden`, the hidden states of the last `hidden` slots: the last ones (B, hidden, H), or
-    those after each of `layers` side by side (B, hidden, len(layers) * H). `features`: per row, the
-    state behind each token of its chunk, for a feature-level draft: the target's, as captured at the
-    layers it reads (len(chunk), L*H), or its own predicted one (len(chunk), H)."""
+    """Append ragged per-row chunks to `cache`; the logits of each row's last `keep` tokens (a shorter chunk: all
+    of its tokens), row after row [K, V], and with `hidden` the hidden states of each row's last `hidden` tokens,
+    laid out alike: the last ones [K', H], or those after each of `layers` side by side [K', len(layers) * H].
+    A row with an empty chunk contributes nothing. `features`: per row, the state behind each token of its chunk,
+    for a feature-level draft: the target's, as captured at the layers it reads (len(chunk), L*H), or its own
+    predicted one (len(chunk), H). Ragged chunks run packed (`specray.engine.packing`) when the model allows it."""
     width = max(len(c) for c in chunks)
-    ids = torch.zeros(len(chunks), width, dtype=torch.long)
-    valid = torch.zeros(len(chunks), width, dtype=torch.bool)
-    for i, chunk in enumerate(chunks):
-        if chunk:
-            ids[i, width - len(chunk) :] = torch.tensor(chunk)
-            valid[i, width - len(chunk) :] = True
+    slot = torch.arange(width)
+    valid = slot[None, :] >= width - torch.tensor([len(c) for c in chunks])[:, None]  # [B, width] real slots, right-aligned
+    tokens = torch.tensor([token for chunk in chunks for token in chunk], dtype=torch.long)  # [T] row after row
     device = cache.valid.device
-    contiguous_head_input(model)
     use_packed_gqa(model)
     mask, positions = cache.extend(valid.to(device))
     keeps_logits, cache_name = forward_keywords(type(model))
-    extra = {"logits_to_keep": keep} if keeps_logits else {}
-    if features is not None:
-        extra["target_hidden"] = left_padded(features, width).to(device)
-    inputs = dict(input_ids=ids.to(device), attention_mask=mask, position_ids=positions, use_cache=True,
-                  **{cache_name: cache.kv}, **extra)
-    if not hidden:
-        return model(**inputs).logits[:, -keep:].float().cpu(), None
-    out, states = forward_with_states(model, layers, **inputs)
-    return out.logits[:, -keep:].float().cpu(), states[:, -hidden:].float().cpu()
+    logit_at, state_at = (valid & (slot >= width - n) for n in (keep, hidden))  # the slots whose outputs come back
+    layout = Packing.of(valid) if packs(model) and cache.takes_packed and not bool(valid.all()) else None
+    if layout is None:  # [B, width], holes included
+        ids = torch.zeros(valid.shape, dtype=torch.long).masked_scatter_(valid, tokens)
+        fed = left_padded(features, width) if features is not None else None
+    else:  # [1, T], the real tokens only
+        ids, positions, logit_at, state_at = tokens[None], positions[valid.to(device)][None], logit_at[valid][None], state_at[valid][None]
+        fed = torch.cat(features)[None] if features is not None else None
+    logit_at, state_at = logit_at.to(device), state_at.to(device)
+    inputs = dict(input_ids=ids.to(device), attention_mask=mask, position_ids=positions, use_cache=True, **{cache_name: cache.kv})
+    if keeps_logits:  # a boolean mask: only those slots' logits are computed, flattened row after row. The
+        # head then reads a row-major copy of those slots: an int here hands it a strided slice, which bf16
+        # products on this CPU take a slow path for (53 ms instead of 0.3 for 8 rows through an 8k head; a
+        # one-row slice, contiguous with its source's strides, made the product copy the whole 49k-row weight)
+        inputs["logits_to_keep"] = logit_at
+    if fed is not None:
+        inputs["target_hidden"] = fed.to(device)
+    with packed(layout) if layout is not None else contextlib.nullcontext():
+        out, states = forward_with_states(model, layers, **inputs) if hidden else (model(**inputs), None)
+    logits = out.logits if keeps_logits else out.logits[logit_at]
+    return logits.float().cpu(), None if states is None else states[state_at].float().cpu()
 
 
 def forward_with_states(model, layers: tuple[int, ...] | None = None, **inputs):
@@ -97,21 +110,6 @@ def state_modules(model, layers: tuple[int, ...] | None) -> list[torch.nn.Module
     if not isinstance(norm, torch.nn.Module) or not isinstance(blocks, torch.nn.ModuleList):
         return None
     return [norm if i in (-1, len(blocks)) else blocks[i - 1] for i in (layers or (-1,))]
-
-
-def contiguous_head_input(model) -> None:
-    """Hand `model`'s LM head a contiguous input. `logits_to_keep` slices the last slots out of the hidden
-    states, a strided view when a chunk is wider than what is kept (prefills, catch-up draft steps), and
-    on this CPU a bf16 matrix product takes a slow path for a strided input (53 ms instead of 0.3 ms for
-    8 rows through an 8k head); copying the few kept rows first costs nothing. The copy must have
-    row-major strides: a one-row slice already counts as contiguous, so `.contiguous()` hands it back with
-    the strides of its source, and the product then copies the whole weight (73 ms instead of 2.4 ms for
-    one row through the embedded target's 49k head). Installed once per model."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is None or getattr(head, "_contiguous_input", False):
-        return
-    head.register_forward_pre_hook(lambda module, args: (args[0].clone(memory_format=torch.contiguous_format), *args[1:]))
-    head._contiguous_input = True
 
 
 def left_padded(rows: list[torch.Tensor], width: int) -> torch.Tensor:

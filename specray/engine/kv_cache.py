@@ -15,6 +15,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from specray.engine import packing
+
 GROWTH = 2  # a full buffer is reallocated to GROWTH times what it must hold (amortised O(1) per slot)
 MIN_ROOM = 64  # slots of room at least
 
@@ -30,6 +32,9 @@ class RoomyLayer(DynamicLayer):
         self.buffers: dict[str, torch.Tensor] = {}  # "keys" / "values" -> [B, H, room, D]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        layout = packing.current()
+        if layout is not None:  # a packed forward's [1, H, T, D]: each token to its row's slot
+            key_states, value_states = layout.to_rows(key_states), layout.to_rows(value_states)
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         self.keys = self._append("keys", self.keys, key_states)
@@ -92,6 +97,12 @@ class SlotCache:
         """An empty cache in `model`'s own dtype and on its device (each model runs in its own precision)."""
         param = next(model.parameters())
         return cls(batch_size, param.dtype, param.device)
+
+    @property
+    def takes_packed(self) -> bool:
+        """Whether its layers write a packed forward's tokens to their rows (`RoomyLayer`s do; a plain
+        transformers cache put in its place does not)."""
+        return getattr(self.kv, "layer_class_to_replicate", None) is RoomyLayer and all(isinstance(layer, RoomyLayer) for layer in self.kv.layers)
 
     @property
     def lengths(self) -> torch.Tensor:

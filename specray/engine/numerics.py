@@ -29,12 +29,12 @@ def logits_fed_by(model, prompts: list[list[int]], continuations: list[list[int]
     """Logits at every continuation position (B, L, V), feeding the continuations `width` tokens per forward."""
     cache = SlotCache.for_model(model, len(prompts))
     first, _ = model_forward(model, cache, prompts, keep=1)
-    out = [first]
+    out = [first[:, None]]
     length = len(continuations[0])
     for start in range(0, length - 1, width):
         chunk = [c[start : min(start + width, length - 1)] for c in continuations]
         logits, _ = model_forward(model, cache, chunk, keep=len(chunk[0]))
-        out.append(logits)
+        out.append(logits.view(len(chunk), len(chunk[0]), -1))
     return torch.cat(out, dim=1)
 
 
@@ -66,6 +66,6 @@ def classify_difference(model, prompt: list[int], reference: list[int], other: l
         return None if len(reference) == len(other) else Difference(min(len(reference), len(other)), float("inf"), False)
     cache = SlotCache.for_model(model, 1)
     logits, _ = model_forward(model, cache, [prompt + reference[:position]], keep=1)
-    row = logits[0, -1]
+    row = logits[0]
     gap = float(row[reference[position]] - row[other[position]])
     return Difference(position, gap, gap <= 2 * noise)

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
 
 from specray.file_modes import save_safetensors
 from specray.models.draft import SubsetHead, draft_config, read_draft_metadata, target_fingerprint, write_draft_metadata
@@ -101,9 +102,9 @@ class FeatureDraft(torch.nn.Module):
         return out.last_hidden_state
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, target_hidden=None,
-                use_cache: bool = False, output_hidden_states: bool = False, logits_to_keep: int = 0):
+                use_cache: bool = False, output_hidden_states: bool = False, logits_to_keep: int | torch.Tensor = 0):
         hidden = self.predict_hidden(input_ids, target_hidden, attention_mask, position_ids, cache, use_cache)
-        kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        kept = slice_logits_to_keep(hidden, logits_to_keep)  # the last n positions, or these positions
         logits = self.lm_head(kept.to(self.lm_head.weight.dtype))
         return CausalLMOutputWithPast(logits=logits, hidden_states=(hidden,) if output_hidden_states else None)
 
