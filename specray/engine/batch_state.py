@@ -74,6 +74,8 @@ class BatchState:
         self.empty_slot_rounds = 0  # free slots summed over the rounds waiting prompts were held back
         self.tcache, self.dcache = SlotCache.for_model(target, 0), SlotCache.for_model(draft, 0)
         self.idle_rounds = 0  # rounds since the budget last let the batch draft
+        self.drafting_rounds = 0  # rounds drafted since the batch last idled
+        self.rounds_per_read: float | None = None  # drafting rounds a run of them lasted, on average (None: none ended)
         self.exploration_ms = 0.0  # the budget's credit for probes, in predicted round milliseconds
         self.calibration = GainCalibration()  # how far the gate trusts the policy's estimates of drafted tokens
         self.opening = GainCalibration()  # how far it trusts rows' running acceptance rates, asked before drafting
