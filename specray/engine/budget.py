@@ -114,8 +114,8 @@ def _catch_up_share(state: BatchState, policy: StopPolicy, costs: CostModel, rem
     runs have lasted (`BatchState.rounds_per_read`), and never over more than the rows have left (their mean
     remaining tokens over the tokens a drafting round is believed to make). Drafting is then chosen when those
     rounds' gains repay the read. Spread over every round left, a read looked cheap while runs were short:
-    measured on the embedded pair at batch 16 (bf16, AVX-512 without AMX), `heuristic` paid 8 reads of whole
-    prompts (1.8 s, 9% of the run) for 29 drafting rounds, which gained ~0.1 s over plain ones."""
+    measured on the embedded pair at batch 16 (bf16, AVX-512 without AMX), `heuristic` paid 8 catch-up rounds
+    (1.8 s in all, 8% of the run) for 29 drafting rounds, which gained ~0.1 s over plain ones."""
     owed_ms = _catch_up_ms(state, policy, costs)
     if not owed_ms:
         return 0.0
