@@ -192,9 +192,10 @@ def test_live_timings_scale_the_whole_curve_of_their_batch_size():
         costs.record_verify(2, width, ms)
     for _ in range(12):
         for width in (1, 2):
-            costs.observe_verify(2, width, 2 * VERIFY[width])
+            costs.observe_verify(2, torch.full((2,), width), 2 * VERIFY[width])
         costs.observe_draft(2, 2 * 5.0)
-        costs.observe_verify(3, 1, 1000.0)  # between measured batch sizes: interpolated, refines nothing
+        costs.observe_verify(3, torch.ones(3), 1000.0)  # between measured batch sizes: interpolated, refines nothing
+        costs.observe_verify(2, torch.tensor([1, 3]), 1000.0)  # rows of different widths, packed: not what was calibrated
     assert costs.verify_ms(2, np.array([1, 2, 5])).tolist() == pytest.approx([100.0, 110.0, 140.0], rel=1e-3)
     assert costs.draft_ms(2) == pytest.approx(10.0, rel=1e-3)
     assert CostGate(costs, 2).round_ms(1, 2) == pytest.approx(10.0 + 110.0, rel=1e-3)
@@ -209,7 +210,7 @@ def test_a_wider_verification_never_looks_cheaper_than_a_narrower_one():
         costs.record_verify(4, width, ms)
     assert costs.verify_ms(4, np.array([2, 3, 4])).tolist() == pytest.approx([44.5, 44.5, 50.25]), "2 and 3 pooled"
     for _ in range(20):
-        costs.observe_verify(4, 1, 54.0)  # longer contexts than the calibration's
+        costs.observe_verify(4, torch.ones(4), 54.0)  # longer contexts than the calibration's
     verify = costs.verify_ms(4, np.array([1, 2, 3]))
     assert verify[0] == pytest.approx(54.0, rel=1e-3) and verify[1] > verify[0] and verify[2] >= verify[1]
 

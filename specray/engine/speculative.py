@@ -225,7 +225,7 @@ class SpeculativeEngine:
         # [N+B, V] logits and, for a draft that reads them, [N+B, L*H] states, at the verified positions
         logits, states = self.forward(self.target, state.tcache, chunks, keep=width, hidden=width if reads_states else 0,
                                       layers=self.read_layers)
-        self.costs.observe_verify(len(state), width, (time.perf_counter() - t0) * 1e3)
+        self.costs.observe_verify(len(state), proposals.num_draft + 1, (time.perf_counter() - t0) * 1e3)
         at_token = torch.arange(len(proposals.token_ids)) + proposals.row_of_token()  # [N] in verified positions
         tokens = proposals.token_ids[:, None]
         if sampling.greedy:

@@ -100,8 +100,15 @@ class CostModel:
             costs = self.batches[batch_size]
             costs.draft_ms = ema(costs.draft_ms, ms, 1 - self.smoothing)
 
-    def observe_verify(self, batch_size: int, width: int, ms: float) -> None:
-        if self.measured(batch_size):
+    def observe_verify(self, batch_size: int, widths: torch.Tensor, ms: float) -> None:
+        """A verification of `widths` [B] tokens a row took `ms`. Only one as wide in every row scales the curve:
+        that is what the calibration timed. Rows of different widths run packed (`specray.engine.packing`),
+        cheaper than their widest row, as which the gate prices them; taken as load, such a verification
+        lowers the price of plain rounds as well, and plain rounds' residual then rises by as much, which the
+        drafting overhead is measured against (`drafting_overhead_ms`). What packing saves a drafting round
+        is left to that round's own residual."""
+        width = int(widths[0])
+        if self.measured(batch_size) and bool((widths == width).all()):
             costs = self.batches[batch_size]
             calibrated = float(costs.verify_curve(np.array([width]))[0])
             costs.load = ema(costs.load, ms / calibrated, 1 - self.smoothing)
