@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from specray.models import draft, feature_draft
+from specray.policies.kinds import is_probability
 
 LOADERS = {draft.FORMAT: draft.load_draft, feature_draft.FORMAT: feature_draft.load_feature_draft}
 
@@ -40,7 +41,7 @@ def measured_acceptance(draft_dir: str | Path, meta: dict) -> dict[str, float]:
     measured = {}
     for domain, stats in recorded.items():
         value = stats.get("agreement") if isinstance(stats, dict) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        if not is_probability(value):
             raise ValueError(f"{Path(draft_dir) / draft.DRAFT_METADATA}: heldout.by_domain.{domain}.agreement must be "
                              f"a number in [0, 1], got {value!r}")
         measured[domain] = float(value)

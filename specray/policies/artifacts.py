@@ -10,7 +10,6 @@ and the tuned knobs in the JSON (threshold, `k_max`) of the right type and range
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from specray.file_modes import save_safetensors
-from specray.policies.kinds import MAX_LOOKAHEAD
+from specray.policies.kinds import MAX_LOOKAHEAD, is_probability
 from specray.storage import StorageError, is_remote, read_bytes, write_bytes
 
 
@@ -103,8 +102,7 @@ def tuned_knobs(stem: str | Path, meta: dict, threshold: str) -> dict:
     """The threshold (a probability) and k_max chosen at training time, checked; explicit options override them."""
     knobs = {key: meta[key] for key in (threshold, "k_max") if key in meta}
     value = knobs.get(threshold)
-    if threshold in knobs and (isinstance(value, bool) or not isinstance(value, (int, float))
-                               or not math.isfinite(value) or not 0.0 <= value <= 1.0):
+    if threshold in knobs and not is_probability(value):
         raise ArtifactError(f"{stem}.json: {threshold} must be a number in [0, 1], got {value!r}")
     value = knobs.get("k_max")
     if "k_max" in knobs and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LOOKAHEAD):

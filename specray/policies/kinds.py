@@ -27,6 +27,11 @@ UNIT = (0, 1)  # a probability knob's range
 COUNT = (1, MAX_LOOKAHEAD)  # a lookahead knob's range
 
 
+def is_probability(value: Any) -> bool:
+    """Whether a value read from a JSON artifact is a probability: a number (not a bool) in [0, 1] (NaN is not)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and UNIT[0] <= value <= UNIT[1]
+
+
 @dataclass(frozen=True)
 class Knob:
     """One option of a spec: `name=value` of `type`, within [low, high] when a range is given."""
