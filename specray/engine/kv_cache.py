@@ -100,9 +100,9 @@ class SlotCache:
 
     @property
     def takes_packed(self) -> bool:
-        """Whether its layers write a packed forward's tokens to their rows (`RoomyLayer`s do; a plain
-        transformers cache put in its place does not)."""
-        return getattr(self.kv, "layer_class_to_replicate", None) is RoomyLayer and all(isinstance(layer, RoomyLayer) for layer in self.kv.layers)
+        """Whether its layers write a packed forward's tokens to their rows: they are `RoomyLayer`s, the only layers
+        it makes (a plain transformers cache put in its place makes `DynamicLayer`s)."""
+        return getattr(self.kv, "layer_class_to_replicate", None) is RoomyLayer
 
     @property
     def lengths(self) -> torch.Tensor:

@@ -204,9 +204,9 @@ class SpeculativeEngine:
 
     def draft_step(self, cache: SlotCache, chunks: list[list[int]], features: list[torch.Tensor] | None, catch_up: bool):
         """One draft-model forward: (logits [n, V], its last hidden state [n, H], catch-up ms), for the n rows whose
-        chunk is not empty, in row order. A `catch_up`
-        step, which reads tokens rows skipped while they did not draft (`BatchState.draft_lag`), is timed
-        apart: its time is returned and kept by the cost model apart from drafting steps."""
+        chunk is not empty, in row order. A `catch_up` step, which reads tokens rows skipped while they did not
+        draft (`BatchState.draft_lag`), is timed apart: its time is returned and kept by the cost model apart
+        from drafting steps."""
         t0 = time.perf_counter()
         logits, hidden = self.forward(self.draft, cache, chunks, keep=1, hidden=1, features=features)
         ms = (time.perf_counter() - t0) * 1e3
