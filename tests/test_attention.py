@@ -57,11 +57,13 @@ def test_engine_models_attend_folded_and_compute_the_same_logits():
     inputs, valid = _plain_inputs(reference, caches[1], chunks)
     expected = reference(**inputs).logits[valid].float()  # every token of every row, row after row
     torch.testing.assert_close(logits, expected, rtol=1e-9, atol=1e-9)
+    held = torch.arange(4)[None, :] < torch.tensor([4, 2, 3])[:, None]  # [B, slots]: row b's tokens sit in its first slots
+    assert torch.equal(caches[0].lengths, held.sum(-1)) and torch.equal(caches[1].lengths, held.sum(-1))
     for mine, theirs in zip(caches[0].kv.layers, caches[1].kv.layers):  # each packed token's keys in its row's slot
         for name in ("keys", "values"):
-            torch.testing.assert_close(getattr(mine, name)[valid[:, None, :].expand(-1, 2, -1)],
-                                       getattr(theirs, name)[valid[:, None, :].expand(-1, 2, -1)], rtol=1e-9, atol=1e-9)
-            assert not getattr(mine, name)[~valid[:, None, :].expand(-1, 2, -1)].any(), "holes hold zeros"
+            torch.testing.assert_close(getattr(mine, name)[held[:, None, :].expand(-1, 2, -1)],
+                                       getattr(theirs, name)[held[:, None, :].expand(-1, 2, -1)], rtol=1e-9, atol=1e-9)
+            assert not getattr(mine, name)[~held[:, None, :].expand(-1, 2, -1)].any(), "slots no token took hold zeros"
 
 
 def test_a_model_that_cannot_be_packed_runs_padded_with_the_same_outputs():

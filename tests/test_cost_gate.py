@@ -152,7 +152,7 @@ def test_a_catch_up_read_is_charged_to_drafting_spread_over_the_rounds_left(targ
     state.rounds_per_read = 2.0  # runs of drafting rounds have lasted 2 rounds: a read serves 2 rounds, not 167
     assert plan_round(state, policy, costs, max_new_tokens=200).gate is None
     assert state.drafting_rounds == 0 and state.rounds_per_read == pytest.approx(1.5), "the run of 1 round ended"
-    state.dcache.valid = torch.ones(4, 39, dtype=torch.bool)  # read up to the pending token: a steady row
+    state.dcache.lengths = torch.full((4,), 39)  # read up to the pending token: a steady row
     assert state.draft_lag() == 0 and plan_round(state, policy, costs, max_new_tokens=6).gate is not None
 
 

@@ -286,33 +286,38 @@ def test_the_lm_head_reads_a_row_major_input_when_fewer_slots_are_kept_than_fed(
     torch.testing.assert_close(logits[0], full)
 
 
-def test_decoding_steps_write_the_cache_in_place_and_hold_what_a_concatenating_cache_holds(target):
+def test_decoding_steps_write_the_cache_in_place_and_compute_what_a_forward_over_the_whole_sequence_does(target):
     """Each layer keeps room after its slots: steps write into the same buffer (no copy of the whole cache),
-    reallocating only when it is full, and the keys and values equal transformers' concatenating cache's."""
-    from transformers import DynamicCache
-
+    reallocating only when it is full. Each row holds its tokens in slots 0..length-1 whatever the other rows
+    feed, so every step's logits are those of one forward over the row's whole sequence, also after a row is
+    rolled back (its rejected slots are written over) and after rows leave."""
     from specray.engine.forward import model_forward
     from specray.engine.kv_cache import MIN_ROOM, SlotCache
 
-    cache, plain = SlotCache.for_model(target, 2), SlotCache.for_model(target, 2)
-    plain.kv = DynamicCache()
-    chunks = [[3, 4, 5], [6, 7]]
-    buffers = []
+    def alone(sequence: list[int]) -> torch.Tensor:
+        return target(input_ids=torch.tensor([sequence])).logits[0, -1].float()
+
+    cache = SlotCache.for_model(target, 2)
+    rows, chunks, buffers = [[], []], [[3, 4, 5], [6, 7]], []
     for step in range(MIN_ROOM + 8):
-        for c in (cache, plain):
-            model_forward(target, c, chunks, keep=1)
+        rows = [r + c for r, c in zip(rows, chunks)]
+        logits, _ = model_forward(target, cache, chunks, keep=1)
         buffers.append(cache.kv.layers[0].keys.data_ptr())
-        chunks = [[8 + step % 5], [9 + step % 7]]
+        chunks = [[8 + step % 5], [9 + step % 7]] if step % 3 else [[8 + step % 5, 10], [9]]  # ragged now and then
     assert len(set(buffers)) == 2, "one buffer until its room runs out, then one twice as large"
-    real = cache.valid[:, None, :, None].expand_as(cache.kv.layers[0].keys)  # the first forward was ragged: packed, so
-    for mine, theirs in zip(cache.kv.layers, plain.kv.layers):  # its holes hold zeros, not what a padded forward wrote
-        for name in ("keys", "values"):
-            torch.testing.assert_close(getattr(mine, name)[real], getattr(theirs, name)[real], rtol=1e-12, atol=1e-12)
-    cache.truncate(cache.lengths - 1)  # a hole in every row
+    assert cache.lengths.tolist() == [len(r) for r in rows]
+    for b in range(2):
+        torch.testing.assert_close(logits[b], alone(rows[b]), rtol=1e-5, atol=1e-5)
+    cache.truncate(torch.tensor([len(rows[0]) - 3, len(rows[1])]))  # the first row's last 3 tokens were rejected
+    rows[0] = rows[0][:-3]
+    logits, _ = model_forward(target, cache, [[11, 12], [13]], keep=1)
+    rows = [rows[0] + [11, 12], rows[1] + [13]]
+    for b in range(2):
+        torch.testing.assert_close(logits[b], alone(rows[b]), rtol=1e-5, atol=1e-5)
     cache.select_rows(torch.tensor([1]))
-    cache.compact()
-    model_forward(target, cache, [[4]], keep=1)
-    assert cache.kv.layers[0].keys.data_ptr() == buffers[-1], "rows that leave and compaction keep the buffer's room"
+    logits, _ = model_forward(target, cache, [[4]], keep=1)
+    torch.testing.assert_close(logits[0], alone(rows[1] + [4]), rtol=1e-5, atol=1e-5)
+    assert cache.kv.layers[0].keys.data_ptr() == buffers[-1], "rows that leave keep the buffer's room"
 
 
 def test_rows_kept_are_held_in_the_given_order_in_place(target):
@@ -322,10 +327,10 @@ def test_rows_kept_are_held_in_the_given_order_in_place(target):
     cache = SlotCache.for_model(target, 4)
     model_forward(target, cache, [[3, 4, 5], [6, 7], [8, 9, 10], [11]], keep=1)
     layer = cache.kv.layers[0]
-    keys, values, valid, start = layer.keys.clone(), layer.values.clone(), cache.valid.clone(), layer.keys.data_ptr()
+    keys, values, lengths, start = layer.keys.clone(), layer.values.clone(), cache.lengths.clone(), layer.keys.data_ptr()
     cache.select_rows(torch.tensor([0, 2, 3]))  # the second row leaves
     assert torch.equal(layer.keys, keys[[0, 2, 3]]) and torch.equal(layer.values, values[[0, 2, 3]])
-    assert torch.equal(cache.valid, valid[[0, 2, 3]])
+    assert torch.equal(cache.lengths, lengths[[0, 2, 3]])
     assert layer.keys.data_ptr() == start, "kept in the same buffer"
     cache.select_rows(torch.tensor([2, 1]))  # the first row leaves and the last takes its place
     assert torch.equal(layer.keys, keys[[3, 2]]) and layer.keys.data_ptr() == start

@@ -35,10 +35,6 @@ from specray.engine.proposals import Proposals, Verdicts
 from specray.policies.cost import GainCalibration
 
 
-# Every forward attends over all slots, holes included, so holes cost each round what compacting them costs
-# once (one pass over the cache): reclaim them once they are a quarter of what the widest row needs.
-HOLE_SHARE = 0.25
-MIN_HOLES = 8
 # A row's unread target states are joined once they come in more pieces than this: counting a piece per
 # round a row did not draft cost ~1 ms a round (under a profiler) at batch 16 once rows had idled for a
 # hundred rounds.
@@ -205,8 +201,7 @@ class BatchState:
 
     def retire(self) -> None:
         """Finished sequences leave the batch so they cost nothing, their places taken by the last rows
-        (`fill_order`); holes are reclaimed when they pile up (not each time a row leaves: at batch 32 that
-        compacted the target's cache every few rounds)."""
+        (`fill_order`)."""
         keep = [i for i, s in enumerate(self.active) if s.stop_reason is None]
         if len(keep) < len(self.active):
             order = fill_order(keep)
@@ -216,11 +211,6 @@ class BatchState:
             self.active = [self.active[i] for i in order]
             if self.target_states is not None:
                 self.target_states = [self.target_states[i] for i in order]
-        if not self.active:
-            return
-        for cache in (self.tcache, self.dcache):
-            if cache.holes() > max(MIN_HOLES, HOLE_SHARE * int(cache.lengths.max())):
-                cache.compact()
 
 
 def fill_order(keep: list[int]) -> list[int]:

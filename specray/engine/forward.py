@@ -45,12 +45,12 @@ def model_forward(model, cache: SlotCache, chunks: list[list[int]], keep: int, h
     slot = torch.arange(width)
     valid = slot[None, :] >= width - torch.tensor([len(c) for c in chunks])[:, None]  # [B, width] real slots, right-aligned
     tokens = torch.tensor([token for chunk in chunks for token in chunk], dtype=torch.long)  # [T] row after row
-    device = cache.valid.device
+    device = cache.lengths.device
     use_packed_gqa(model)
     mask, positions = cache.extend(valid.to(device))
     keeps_logits, cache_name = forward_keywords(type(model))
     logit_at, state_at = (valid & (slot >= width - n) for n in (keep, hidden))  # the slots whose outputs come back
-    layout = Packing.of(valid) if packs(model) and cache.takes_packed and not bool(valid.all()) else None
+    layout = Packing.of(valid) if packs(model) and not bool(valid.all()) else None
     if layout is None:  # [B, width], holes included
         ids = torch.zeros(valid.shape, dtype=torch.long).masked_scatter_(valid, tokens)
         fed = left_padded(features, width) if features is not None else None

@@ -14,8 +14,8 @@ which are per row, see the rows again. Measured on the embedded target (bf16, AV
 `Packing` says where each packed token sits in the padded [B, width] layout (rows right-aligned, holes on
 the left, as `SlotCache.extend` lays out a chunk). While a packed forward runs (`packed`), the engine's
 attention (`specray.engine.attention`) spreads the queries back over the rows, attends, and packs the
-result again, and the cache layers (`specray.engine.kv_cache.RoomyLayer`) write each token's keys and
-values into its row's slot; holes get zeros, which their mask never lets a real token read.
+result again, and the cache layers (`specray.engine.kv_cache.SlotLayer`) write each token's keys and
+values into its row's next slot.
 """
 
 import contextlib
@@ -37,7 +37,7 @@ class Packing:
         return Packing(valid.flatten().nonzero().squeeze(-1), valid.shape[0], valid.shape[1])
 
     def to_rows(self, packed: torch.Tensor) -> torch.Tensor:
-        """[B, heads, width, d] from a packed [1, heads, T, d] (attention's and the cache's layout); zeros in holes.
+        """[B, heads, width, d] from a packed [1, heads, T, d] (attention's layout); zeros in holes.
         One indexed copy along the flattened slots (a scatter over rows and slots took twice as long: 26 against
         13 us for a layer's queries at batch 16, in bf16)."""
         heads, dim = packed.shape[1], packed.shape[3]
