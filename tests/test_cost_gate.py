@@ -45,9 +45,9 @@ def test_what_drafting_rounds_cost_beyond_their_forwards_is_learned_and_charged(
     gate = table(8, draft_ms=5.0, verify=VERIFY)
     costs, acceptance = gate.costs, torch.full((8,), 0.3)
     assert gate.worth_drafting(acceptance), "on forwards alone, 2.4 more tokens pay for a 10 ms step and wider check"
-    for _ in range(3):
-        costs.observe_round(8, drafted=1, steps=1, ms=5.0 + 55.0 + 14.0)
-        assert costs.drafting_overhead_ms(8) == 0.0, "no plain round seen yet: nothing to compare with"
+    costs.observe_round(8, drafted=1, steps=1, ms=5.0 + 55.0 + 14.0)
+    assert costs.drafting_overhead_ms(8) == pytest.approx(14.0), "no plain round seen yet: it is taken to cost its forwards"
+    assert not CostGate(costs, 8).worth_drafting(acceptance)
     costs.observe_round(8, drafted=0, steps=0, ms=50.0 + 2.0)
     assert costs.drafting_overhead_ms(8) == pytest.approx(12.0)
     assert float(costs.round_ms(8, torch.tensor([2]))[0]) == pytest.approx(2 * 5.0 + 60.0 + 12.0)
