@@ -74,7 +74,8 @@ def plan_round(state: BatchState, policy: StopPolicy | None, costs: CostModel, m
     if not policy.cost_aware or not bool((tokens > 0).any()):
         return RoundBudget(tokens, ngram, lookups, None)
     gate = CostGate(costs, batch)
-    rates = torch.where(ngram, policy.ngram_acceptance[seqs], policy.acceptance[seqs]) * (tokens > 0)
+    rates = policy.acceptance[seqs] if not lookups else torch.where(ngram, policy.ngram_acceptance[seqs], policy.acceptance[seqs])
+    rates = rates * (tokens > 0)
     believed = state.opening.believed(rates)
     pays = gate.worth_drafting(believed, free=ngram)  # before the catch-up share, which walks every row and the table
     if pays and gate.worth_drafting(believed, free=ngram, owed_ms=_catch_up_share(state, policy, costs, remaining, believed)):

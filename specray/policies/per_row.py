@@ -34,7 +34,8 @@ class PerRowPolicy(StopPolicy):
         self.policies: list[StopPolicy] = [first]  # each distinct policy once
         self.owner = torch.zeros(0, dtype=torch.long)  # [rows] index into `policies` of each row's policy
         self.members: list[tuple[StopPolicy, torch.Tensor]] | None = None  # each policy's rows (None: list them again)
-        self.last_cut: tuple[object, list] | None = None  # the record `cut` was last asked about, and its cut
+        self.last_cut: tuple[object, list] | None = None  # the step or outcome `cut` was last asked about, and its cut
+        self.last_rows: tuple[torch.Tensor, list] | None = None  # the rows `cut` was last asked about, and their cut
 
     def join(self, rows: torch.Tensor, policy: StopPolicy) -> None:
         """Sequences stopped by `policy` take `rows` (fresh ones, or ones finished sequences left)."""
@@ -49,7 +50,7 @@ class PerRowPolicy(StopPolicy):
             self.policies.append(policy)
         self.owner = grown(self.owner, int(rows.max()) + 1 if len(rows) else 0)
         self.owner[rows] = index
-        self.members, self.last_cut = None, None
+        self.members, self.last_cut, self.last_rows = None, None, None
         policy.start(rows)
 
     def stopped_by(self, seq: int) -> tuple[str, str]:
@@ -81,18 +82,24 @@ class PerRowPolicy(StopPolicy):
 
     def cut(self, record) -> list[tuple[StopPolicy, object, torch.Tensor | slice]]:
         """`record` (a [n] tensor of rows, a `DraftStep` or an `Outcome`) cut into each policy's part:
-        (policy, its part of the record, where that part sits in the record), for the policies it has rows of."""
+        (policy, its part of the record, where that part sits in the record), for the policies it has rows of.
+        The last step or outcome is cut once, and so are the last rows (the batch's, asked for every round)."""
         if len(self.policies) == 1:
             return [(self.policies[0], record, slice(None))]
-        if self.last_cut is not None and self.last_cut[0] is record:
-            return self.last_cut[1]
-        owners = self.owner[record if isinstance(record, torch.Tensor) else record.seqs]
+        rows = isinstance(record, torch.Tensor)
+        last = self.last_rows if rows else self.last_cut
+        if last is not None and (torch.equal(last[0], record) if rows else last[0] is record):
+            return last[1]
+        owners = self.owner[record if rows else record.seqs]
         parts = []
         for index, policy in enumerate(self.policies):
             where = (owners == index).nonzero().squeeze(-1)
             if len(where):
                 parts.append((policy, _rows(record, where), where))
-        self.last_cut = (record, parts)
+        if rows:
+            self.last_rows = (record.clone(), parts)
+        else:
+            self.last_cut = (record, parts)
         return parts
 
     def _by_owner(self, record, answer, dtype: torch.dtype) -> torch.Tensor:
