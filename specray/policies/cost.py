@@ -150,8 +150,9 @@ class CostModel:
         is seen). Until a plain round is seen, plain rounds are taken to cost their forwards alone, which charges
         drafting a plain round's small residual too much (~2 ms of ~60 at batch 32): waiting for one instead let a
         batch that drafted from its first round never learn its drafting rounds' overhead. Measured on the
-        embedded pair at batch 32 (bf16, AMX): `confidence` drafted 98 of 104 rounds at 92 ms a round against
-        62 for plain ones, the gate pricing them as 87 against 69, and ran at 0.88x target-only."""
+        embedded pair at batch 32 (bf16, AMX; in process, a policy per prompt): `confidence` drafted 98 of 104 rounds
+        at 92 ms a round against 62 for target-only's, the gate pricing them as 87 against 69; in `specray bench` it ran
+        at 0.88x target-only."""
         def overhead(costs: BatchCosts) -> float:
             seen = costs.residual_ms
             return max(0.0, seen[True] - seen.get(False, 0.0)) if True in seen else 0.0
