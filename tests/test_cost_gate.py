@@ -40,15 +40,15 @@ def test_free_ngram_rows_need_no_draft_step():
 
 
 def test_what_drafting_rounds_cost_beyond_their_forwards_is_learned_and_charged():
-    """Rounds are timed whole: the residual over the predicted forwards, drafting minus plain, is charged to
+    """Rounds are timed whole: their time beyond their timed forwards, drafting minus plain, is charged to
     every drafting round, and a batch that drafted on forwards alone stops drafting once it is known."""
     gate = table(8, draft_ms=5.0, verify=VERIFY)
     costs, acceptance = gate.costs, torch.full((8,), 0.3)
     assert gate.worth_drafting(acceptance), "on forwards alone, 2.4 more tokens pay for a 10 ms step and wider check"
-    costs.observe_round(8, drafted=1, steps=1, ms=5.0 + 55.0 + 14.0)
+    costs.observe_round(8, drafted=True, ms=5.0 + 55.0 + 14.0, forward_ms=5.0 + 55.0)
     assert costs.drafting_overhead_ms(8) == pytest.approx(14.0), "no plain round seen yet: it is taken to cost its forwards"
     assert not CostGate(costs, 8).worth_drafting(acceptance)
-    costs.observe_round(8, drafted=0, steps=0, ms=50.0 + 2.0)
+    costs.observe_round(8, drafted=False, ms=50.0 + 2.0, forward_ms=50.0)
     assert costs.drafting_overhead_ms(8) == pytest.approx(12.0)
     assert float(costs.round_ms(8, torch.tensor([2]))[0]) == pytest.approx(2 * 5.0 + 60.0 + 12.0)
     assert float(costs.round_ms(8, torch.tensor([0]))[0]) == pytest.approx(50.0), "plain rounds pay no overhead"
@@ -58,7 +58,7 @@ def test_what_drafting_rounds_cost_beyond_their_forwards_is_learned_and_charged(
     for steps, width in [(0, 1), (1, 2), (2, 3), (3, 7), (1, 12)]:
         assert fresh.round_ms(steps, width) == pytest.approx(
             float(costs.round_ms(8, torch.tensor([width - 1]), torch.tensor([steps]))[0])), "the gate prices as the model does"
-    costs.observe_round(3, drafted=1, steps=1, ms=500.0)
+    costs.observe_round(3, drafted=True, ms=500.0, forward_ms=60.0)
     assert 3 not in costs.batches, "an unmeasured batch size learns nothing"
 
 
@@ -86,7 +86,7 @@ def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, dra
             costs.record_verify(batch, width, 10.0)
     seen = {}
     observe_round, observe_catch_up = costs.observe_round, costs.observe_catch_up
-    costs.observe_round = lambda batch, drafted, steps, ms: seen.setdefault("rounds", []).append((drafted, ms))
+    costs.observe_round = lambda batch, drafted, ms, forward_ms: seen.setdefault("rounds", []).append((drafted, ms, forward_ms))
     costs.observe_catch_up = lambda batch, width, ms: seen.setdefault("catch_up", []).append(ms)
     engine = SpeculativeEngine(target, draft, tokenizer, cost_model=costs)
     draft_reads, forward = [], engine.forward
@@ -102,6 +102,7 @@ def test_the_drafts_catch_up_read_is_kept_apart_from_drafting_rounds(target, dra
     assert draft_reads[0] == 8, "the first drafting round reads the prompts whole, pending token included"
     assert len(seen["catch_up"]) == 1 and max(draft_reads[1:]) <= 3, "after that the draft reads only new tokens"
     assert len(seen["rounds"]) == out.time.rounds
+    assert all(0 < forward_ms < ms for _, ms, forward_ms in seen["rounds"]), "each round's own forwards, as timed, within it"
     engine.generate(prompts, IdleFirst(k=2), config)
     assert len(seen["catch_up"]) == 2, "the draft reads the two idle rounds' tokens once, in its first drafting round"
     run, _ = engine.open(prompts, make_policy("static:2"), config, max_batch=1)
@@ -301,7 +302,7 @@ def test_the_round_expects_each_rows_running_products_of_acceptance():
     proposals = Proposals(torch.tensor([4, 5, 6]), torch.tensor([0, 2, 2, 3]), None, empty, empty, torch.zeros(n, 4),
                           torch.tensor([0.5, 0.5, 0.8]), None, torch.zeros(3, dtype=torch.bool), ["none"] * 3)
     assert proposals.expected_accepted() == pytest.approx(1.55)
-    nothing = flatten([], 3, torch.zeros(3, dtype=torch.bool), ["none"] * 3, False, None, 0, 0.0)
+    nothing = flatten([], 3, torch.zeros(3, dtype=torch.bool), ["none"] * 3, False, None, 0.0)
     assert nothing.expected_accepted() == 0.0
 
 

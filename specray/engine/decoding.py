@@ -102,7 +102,7 @@ class Decoding:
         engine.admit(state, self.draft_reads_newcomers())                            # 1. refill free slots
         if not state.active:  # every newcomer failed its prefill
             return False
-        round_start, batch = time.perf_counter(), len(state)
+        round_start, batch, model_ms = time.perf_counter(), len(state), engine.forward_ms
         budget = plan_round(state, policy, engine.costs, config.max_new_tokens)       # 2. what the batch pays for
         t0 = time.perf_counter()
         proposals = propose(engine, state, policy, budget, config.sampling, self.generator, self.record_hidden)  # 3. draft
@@ -116,8 +116,9 @@ class Decoding:
             state.opening.observe(*budget.first_tokens(proposals.num_draft, verdicts.num_accepted))
         state.commit(proposals, verdicts, time.perf_counter(), config.max_new_tokens, config.stop_strings)  # 6. the only state change
         state.retire()                                                                # 7. finished rows leave
-        engine.costs.observe_round(batch, int(proposals.num_draft.max()), proposals.draft_forwards,  # 8. what it cost
-                                   (time.perf_counter() - round_start) * 1e3 - proposals.catch_up_ms)
+        engine.costs.observe_round(batch, bool(len(proposals.token_ids)),                          # 8. what it cost
+                                   (time.perf_counter() - round_start) * 1e3 - proposals.catch_up_ms,
+                                   engine.forward_ms - model_ms - proposals.catch_up_ms)
         return True
 
     def draft_reads_newcomers(self) -> bool:

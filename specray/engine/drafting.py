@@ -68,7 +68,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
     stop_reason = ["none"] * batch
     sampled_vocab = engine.vocab_size if not sampling.greedy else None
     if not drafting.any():  # a plain round: nothing to draft, and nothing for the draft to read
-        return flatten([], batch, ngram, stop_reason, record_hidden, sampled_vocab, 0, 0.0)
+        return flatten([], batch, ngram, stop_reason, record_hidden, sampled_vocab, 0.0)
     limits = budget.tokens.tolist()
     seqs, generated = state.seqs, torch.tensor([s.generated for s in state.active])
     survival, expected = torch.ones(batch), torch.ones(batch)
@@ -113,7 +113,7 @@ def propose(engine, state: BatchState, policy: StopPolicy | None, budget: RoundB
         chunks = [[tokens[b]] if on else [] for b, on in enumerate(reading)]
         if features is not None:  # deeper tokens are read with the draft's own predicted state
             features = [draws.hidden[b : b + 1] if on else draws.hidden[b:b] for b, on in enumerate(reading)]
-    return flatten(depths, batch, ngram, stop_reason, record_hidden, sampled_vocab, steps, catch_up_ms)
+    return flatten(depths, batch, ngram, stop_reason, record_hidden, sampled_vocab, catch_up_ms)
 
 
 def acceptance_estimates(policy: StopPolicy, step: DraftStep) -> torch.Tensor:
@@ -142,14 +142,14 @@ def stop_reason_of(wanted: int, decision: int, eos: bool, drafted: int, budget: 
 
 
 def flatten(depths: list[tuple[Draws, torch.Tensor]], batch: int, ngram: torch.Tensor, stop_reason: list[str],
-            record_hidden: bool, sampled_vocab: int | None, draft_forwards: int, catch_up_ms: float) -> Proposals:
+            record_hidden: bool, sampled_vocab: int | None, catch_up_ms: float) -> Proposals:
     """Depth-major draws into the flat, row-major layout verification reads (kept tokens only);
     `sampled_vocab` is the vocabulary size when sampling (draft distributions travel), None when greedy."""
     if not depths:
         empty = torch.zeros(0)
         return Proposals(torch.zeros(0, dtype=torch.long), torch.zeros(batch + 1, dtype=torch.long),
                          None if sampled_vocab is None else torch.zeros(0, sampled_vocab), empty, empty,
-                         torch.zeros(0, TOPK), empty, None, ngram & False, stop_reason, draft_forwards, catch_up_ms)
+                         torch.zeros(0, TOPK), empty, None, ngram & False, stop_reason, catch_up_ms)
     kept = torch.stack([k for _, k in depths], dim=1)  # [B, D]; a row's kept tokens are a prefix
 
     def flat(get) -> torch.Tensor:
@@ -168,6 +168,5 @@ def flatten(depths: list[tuple[Draws, torch.Tensor]], batch: int, ngram: torch.T
         hidden=flat(lambda d: d.hidden) if record_hidden else None,
         from_ngram=ngram & (offsets.diff() > 0),
         stop_reason=stop_reason,
-        draft_forwards=draft_forwards,
         catch_up_ms=catch_up_ms,
     )

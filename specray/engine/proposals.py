@@ -29,7 +29,6 @@ class Proposals:
     hidden: torch.Tensor | None  # [N, H] the draft's hidden state behind each token, when recorded
     from_ngram: torch.Tensor  # [B] bool: the row's tokens came from n-gram lookup, not the draft model
     stop_reason: list[str]  # [B] why each row stopped drafting (none | policy | cost | eos | k_max)
-    draft_forwards: int = 0  # draft-model forwards the round paid (n-gram depths need none)
     catch_up_ms: float = 0.0  # of the round's time, the draft forward that read tokens rows skipped while idle
 
     @property

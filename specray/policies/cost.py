@@ -17,9 +17,12 @@ Forwards are not all a round costs. A round that drafts also pays the engine's o
 read, compacting the holes rejected tokens leave), and a gate blind to it drafts where drafting loses:
 measured on the embedded pair at batch 16 in bf16, a drafting round took 34 ms beyond its predicted
 forwards and a plain round 4 ms (plain rounds take ~50 ms), and cost-aware policies ran at 0.76-0.80x
-target-only. So every round's wall time is compared with what the table predicts for its forwards,
-the residual is learned apart for drafting and plain rounds, and `round_ms` charges a drafting round
-the difference (`drafting_overhead_ms`).
+target-only. So every round's time outside its model forwards (as timed) is learned apart for drafting
+and plain rounds, and `round_ms` charges a drafting round the difference (`drafting_overhead_ms`). The
+time is taken as measured, not against what the table predicts for the forwards: a ragged verification
+runs packed (`specray.engine.packing`), cheaper than the widest row the table prices it at, and the
+saving, left in such rounds' residual, made every drafting round look cheap, the narrow one that decides
+whether to draft at all included (at batch 32, `heuristic` then drafted most rounds at 0.92x target-only).
 
 Nor are a policy's acceptance estimates to be taken on trust: measured on an AVX-512 CPU at batch 4,
 `confidence` rounds the gate let draft expected 0.62 accepted tokens and got 0.36, and drafted at
@@ -104,9 +107,7 @@ class CostModel:
         """A verification of `widths` [B] tokens a row took `ms`. Only one as wide in every row scales the curve:
         that is what the calibration timed. Rows of different widths run packed (`specray.engine.packing`),
         cheaper than their widest row, as which the gate prices them; taken as load, such a verification
-        lowers the price of plain rounds as well, and plain rounds' residual then rises by as much, which the
-        drafting overhead is measured against (`drafting_overhead_ms`). What packing saves a drafting round
-        is left to that round's own residual."""
+        would lower the price of plain rounds as well."""
         width = int(widths[0])
         if self.measured(batch_size) and bool((widths == width).all()):
             costs = self.batches[batch_size]
@@ -136,14 +137,13 @@ class CostModel:
 
         return self._between_batches(batch_size, priced)
 
-    def observe_round(self, batch_size: int, drafted: int, steps: int, ms: float) -> None:
-        """A whole round took `ms` (beyond any catch-up read, which `observe_catch_up` keeps apart: it is paid
-        once after idle rounds, not by every drafting round): its widest row proposed `drafted` tokens in
-        `steps` draft forwards."""
+    def observe_round(self, batch_size: int, drafted: bool, ms: float, forward_ms: float) -> None:
+        """A whole round, drafting or plain, took `ms`, `forward_ms` of it in model forwards (both beyond any
+        catch-up read, which `observe_catch_up` keeps apart: it is paid once after idle rounds, not by every
+        drafting round)."""
         if self.measured(batch_size):
             residuals = self.batches[batch_size].residual_ms
-            predicted = float(self.forwards_ms(batch_size, torch.tensor([drafted]), torch.tensor([steps]))[0])
-            residuals[drafted > 0] = ema(residuals.get(drafted > 0), ms - predicted, 1 - self.smoothing)
+            residuals[drafted] = ema(residuals.get(drafted), ms - forward_ms, 1 - self.smoothing)
 
     def drafting_overhead_ms(self, batch_size: int) -> float:
         """What a drafting round costs beyond its forwards, over what a plain round does (0 until a drafting round
