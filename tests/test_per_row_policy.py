@@ -85,7 +85,10 @@ def test_a_row_that_finished_can_be_joined_again_by_another_policy():
     policies = two_policies("heuristic:k_start=2", "heuristic:k_start=6")
     policy = PerRowPolicy(policies["code"])
     policy.join(torch.tensor([0, 1]), policies["code"])
+    policy.join(torch.tensor([2]), policies["chat"])
+    assert policy.budget(torch.tensor([0, 1])).tolist() == [2, 2]
     policies["code"].k[:] = 9
+    assert policy.budget(torch.tensor([0, 1])).tolist() == [9, 9], "the same rows' cut is kept; their answers are asked anew"
     policy.join(torch.tensor([1]), policies["chat"])
     assert policy.budget(torch.tensor([0, 1])).tolist() == [9, 6], "row 1 starts afresh under its new policy"
     assert policy.stopped_by(1)[1] == "v-chat"
