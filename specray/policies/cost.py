@@ -14,7 +14,7 @@ n-gram lookup run no draft forward, so for those rows the draft term is zero ("f
 
 Forwards are not all a round costs. A round that drafts also pays the engine's own work around them
 (token statistics per depth, the wider verification's bookkeeping, a feature-level draft's catch-up
-read, compacting the holes rejected tokens leave), and a gate blind to it drafts where drafting loses:
+read), and a gate blind to it drafts where drafting loses:
 measured on the embedded pair at batch 16 in bf16, a drafting round took 34 ms beyond its predicted
 forwards and a plain round 4 ms (plain rounds take ~50 ms), and cost-aware policies ran at 0.76-0.80x
 target-only. So every round's time outside its model forwards (as timed) is learned apart for drafting
