@@ -118,7 +118,7 @@ class SlotKV(DynamicCache):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         while len(self.layers) <= layer_idx:
-            self.layers.append(SlotLayer())
+            self.layers.append(self.layer_class_to_replicate())
         return self.layers[layer_idx].write(key_states, value_states, self.writes)
 
 

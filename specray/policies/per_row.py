@@ -106,7 +106,7 @@ class PerRowPolicy(StopPolicy):
     def _by_owner(self, record, answer, dtype: torch.dtype) -> torch.Tensor:
         """Each policy's `answer(policy, its part of record, where)` for its own rows, in the record's row order."""
         parts = self.cut(record)
-        if len(parts) == 1 and isinstance(parts[0][2], slice):
+        if len(self.policies) == 1:  # the whole record is its one part
             return answer(*parts[0]).to(dtype)
         seqs = record if isinstance(record, torch.Tensor) else record.seqs
         out = torch.zeros(len(seqs), dtype=dtype)
