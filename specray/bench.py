@@ -268,7 +268,7 @@ def assisted_engine(pair, target: str | None, assistant: str, dtype: str, device
     """The pair the hf-* baselines run: the benchmark's own, or the target with `assistant`."""
     if assistant == pair.draft_ref:
         return SpeculativeEngine(pair.target, pair.draft, pair.tokenizer)
-    other = load_pair(target or DEFAULT_TARGET, assistant, dtype=dtype, device=device)
+    other = load_pair(target or DEFAULT_TARGET, assistant, dtype=dtype, device=device)  # batch 1, as transformers assists
     return SpeculativeEngine(other.target, other.draft, other.tokenizer)
 
 
@@ -452,7 +452,7 @@ def run_bench(
     offline = [spec for spec in policies if is_offline(spec)]
     if offline and not sampling.greedy:
         raise ValueError(f"the {parse_spec(offline[0])[0]} policy is defined for greedy decoding only")
-    pair = load_pair(target or DEFAULT_TARGET, draft or DEFAULT_DRAFT, dtype=dtype, device=device)
+    pair = load_pair(target or DEFAULT_TARGET, draft or DEFAULT_DRAFT, dtype=dtype, device=device, batch_size=batch_size)
     rows = load_bench_prompts(prompts_path, limit)
     for row in rows:
         row["tokens"] = encode_prompt(pair.tokenizer, row["prompt"])

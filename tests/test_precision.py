@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from conftest import random_prompts, reference_greedy, tiny_llama, tiny_tokenizer
+from specray.config import load_config
+from specray.distributed import runner as runner_mod
+from specray.distributed.runner import BatchRunner
 from specray.engine.speculative import GenerationConfig, SpeculativeEngine
 from specray.models import load_pair
 from specray.models import precision as precision_mod
@@ -79,6 +82,32 @@ def test_real_calibration_times_both_dtypes(distilled):
     timings = pair.precision.timings_ms
     assert set(timings) == {"target", "draft"}
     assert all(set(t) == {"float32", "bfloat16"} and min(t.values()) > 0 for t in timings.values())
+
+
+def test_auto_weighs_each_role_at_the_batch_size_the_pair_decodes_at(monkeypatch, distilled):
+    """bf16 that pays only for wide batches (as on a CPU with AMX) is chosen for a batch of 8, not for 1."""
+    timed = []
+
+    def wide_bf16_is_cheap(model, work):
+        timed.append(work)
+        return 10.0 if next(model.parameters()).dtype == torch.float32 else (1.0 if work[0][0] >= 4 else 20.0)
+
+    monkeypatch.setattr(precision_mod, "work_ms", wide_bf16_is_cheap)
+    one = load_pair(str(distilled[0]), str(distilled[1]), dtype="auto")
+    assert (one.precision.target, one.precision.draft) == (torch.float32, torch.float32)
+    assert {batch for work in timed for batch, _ in work} == {1}
+    timed.clear()
+    eight = load_pair(str(distilled[0]), str(distilled[1]), dtype="auto", batch_size=8)
+    assert (eight.precision.target, eight.precision.draft) == (torch.bfloat16, torch.bfloat16)
+    assert {batch for work in timed for batch, _ in work} == {8}
+
+
+def test_a_job_worker_chooses_precision_for_its_batch_size(monkeypatch, distilled):
+    loaded = []
+    monkeypatch.setattr(runner_mod, "load_pair", lambda *args: loaded.append(args) or load_pair(*args[:2], "float32"))
+    cfg = load_config(None, ["generation.batch_size=6", f"models.target={distilled[0]}", f"models.draft={distilled[1]}"])
+    BatchRunner(cfg, "data.jsonl")
+    assert loaded[0][-1] == 6
 
 
 def test_explicit_dtype_is_used_for_both_roles(distilled):

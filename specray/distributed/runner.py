@@ -38,9 +38,10 @@ from specray.policies.sources import spec_source
 from specray.schema import DRAFT_SOURCE_FIELD, STORED_RESULT_SCHEMA, stored_trace_schema
 
 
-def load_engine(models: ModelsConfig, device: str) -> SpeculativeEngine:
-    """The engine for `models`, on `device`; the default `make_engine` of a worker."""
-    pair = load_pair(models.target, models.draft, models.dtype, device, models.trust_remote_code)
+def load_engine(models: ModelsConfig, device: str, batch_size: int = 1) -> SpeculativeEngine:
+    """The engine for `models`, on `device`, its precision chosen for `batch_size` sequences at once; the
+    default `make_engine` of a worker."""
+    pair = load_pair(models.target, models.draft, models.dtype, device, models.trust_remote_code, batch_size)
     return SpeculativeEngine(pair.target, pair.draft, pair.tokenizer)
 
 
@@ -83,7 +84,7 @@ class BatchRunner:
             torch.set_num_threads(threads)
         self.cfg, self.dataset, self.label = cfg, dataset, label
         self.device = worker_device(cfg.models.device, cfg.cluster.gpus_per_worker)
-        self.engine = (make_engine or load_engine)(cfg.models, self.device)
+        self.engine = (make_engine or partial(load_engine, batch_size=cfg.generation.batch_size))(cfg.models, self.device)
         self.policies: dict[tuple[str, ResolvedPolicy], StopPolicy | None] = {}
         self.generation = generation_config(cfg)
         self.stream = BatchStream(self.engine, cfg.generation.batch_size, cfg.run_id, "label" if label else "generate", label,

@@ -74,11 +74,12 @@ def load_model(ref: str, dtype: str | torch.dtype = "float32", device: str | tor
 
 
 def load_pair(target_ref: str = DEFAULT_TARGET, draft_ref: str = DEFAULT_DRAFT, dtype: str = AUTO,
-              device: str = "cpu", trust_remote_code: bool = False) -> ModelPair:
+              device: str = "cpu", trust_remote_code: bool = False, batch_size: int = 1) -> ModelPair:
     """Load and check a pair; with no arguments, the embedded SmolLM2 and its shipped draft.
 
-    `dtype="auto"` picks each model's precision by measuring both on its own work
-    (`specray.models.precision`); any other dtype is used for both.
+    `dtype="auto"` picks each model's precision by measuring both on its own work at `batch_size`, the
+    number of sequences the pair will decode at once (`specray.models.precision`); any other dtype is used
+    for both.
     """
     target_ref, draft_ref = canonical_ref(target_ref), canonical_ref(draft_ref)
     if dtype != AUTO:
@@ -99,7 +100,7 @@ def load_pair(target_ref: str = DEFAULT_TARGET, draft_ref: str = DEFAULT_DRAFT, 
     check_pair(target, draft, tokenizer, draft_tokenizer)
     if dtype != AUTO:
         return ModelPair(target, draft, tokenizer, target_ref, draft_ref, Precision(torch_dtype(dtype), torch_dtype(dtype)))
-    precision = auto_precision(target, draft, device)
+    precision = auto_precision(target, draft, device, batch_size)
     target.to(precision.target)  # in place: a distilled draft's shared modules follow
     if distilled is not None and precision.draft != precision.target:
         draft = draft_in(precision.draft)[0]  # rebuilt with its own copy of the shared weights
