@@ -50,14 +50,10 @@ def test_what_drafting_rounds_cost_beyond_their_forwards_is_learned_and_charged(
     assert not CostGate(costs, 8).worth_drafting(acceptance)
     costs.observe_round(8, drafted=False, ms=50.0 + 2.0, forward_ms=50.0)
     assert costs.drafting_overhead_ms(8) == pytest.approx(12.0)
-    assert float(costs.round_ms(8, torch.tensor([2]))[0]) == pytest.approx(2 * 5.0 + 60.0 + 12.0)
-    assert float(costs.round_ms(8, torch.tensor([0]))[0]) == pytest.approx(50.0), "plain rounds pay no overhead"
+    assert CostGate(costs, 8).round_ms(2, 3) == pytest.approx(2 * 5.0 + 60.0 + 12.0)
+    assert CostGate(costs, 8).round_ms(0, 1) == pytest.approx(50.0), "plain rounds pay no overhead"
     assert gate.worth_drafting(acceptance), "a gate prices its round from the table as it stood when it was made"
     assert not CostGate(costs, 8).worth_drafting(acceptance)
-    fresh = CostGate(costs, 8)
-    for steps, width in [(0, 1), (1, 2), (2, 3), (3, 7), (1, 12)]:
-        assert fresh.round_ms(steps, width) == pytest.approx(
-            float(costs.round_ms(8, torch.tensor([width - 1]), torch.tensor([steps]))[0])), "the gate prices as the model does"
     costs.observe_round(3, drafted=True, ms=500.0, forward_ms=60.0)
     assert 3 not in costs.batches, "an unmeasured batch size learns nothing"
 
@@ -182,7 +178,7 @@ def test_costs_between_measured_batch_sizes_are_interpolated():
             costs.record_verify(batch, width, ms * scale)
     assert costs.calibrated(3) and not costs.calibrated(5), "no extrapolation past the largest measured batch"
     assert costs.draft_ms(2) == pytest.approx(4.0 * (1 + 1 / 3))
-    assert float(costs.round_ms(3, torch.tensor([1]))[0]) == pytest.approx((4.0 + 55.0) * (1 + 2 / 3))
+    assert CostGate(costs, 3).round_ms(1, 2) == pytest.approx((4.0 + 55.0) * (1 + 2 / 3))
 
 
 def test_live_timings_scale_the_whole_curve_of_their_batch_size():

@@ -18,7 +18,7 @@ read), and a gate blind to it drafts where drafting loses:
 measured on the embedded pair at batch 16 in bf16, a drafting round took 34 ms beyond its predicted
 forwards and a plain round 4 ms (plain rounds take ~50 ms), and cost-aware policies ran at 0.76-0.80x
 target-only. So every round's time outside its model forwards (as timed) is learned apart for drafting
-and plain rounds, and `round_ms` charges a drafting round the difference (`drafting_overhead_ms`). The
+and plain rounds, and the gate charges a drafting round the difference (`drafting_overhead_ms`). The
 time is taken as measured, not against what the table predicts for the forwards: a ragged verification
 runs packed (`specray.engine.packing`), cheaper than the widest row the table prices it at, and the
 saving, left in such rounds' residual, made every drafting round look cheap, the narrow one that decides
@@ -177,17 +177,6 @@ class CostModel:
         weight = (batch_size - below) / (above - below)
         return (1 - weight) * value(self.batches[below]) + weight * value(self.batches[above])
 
-    def round_ms(self, batch_size: int, drafted: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
-        """Expected wall time of a round in which `drafted` tokens are proposed in `steps` draft forwards
-        (default: one per token), then verified: its forwards, plus the drafting overhead if it drafts."""
-        overhead = self.drafting_overhead_ms(batch_size) * (drafted > 0).double()
-        return self.forwards_ms(batch_size, drafted, steps) + overhead
-
-    def forwards_ms(self, batch_size: int, drafted: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
-        """The model forwards of such a round: `steps` draft steps (default: one per token) and a verification."""
-        verify = self.verify_ms(batch_size, drafted.numpy() + 1)
-        steps = drafted if steps is None else steps
-        return steps.double() * self.draft_ms(batch_size) + torch.from_numpy(np.asarray(verify, dtype=np.float64))
 
 
 def _catch_up_estimate(costs: BatchCosts, width: int) -> float:
@@ -274,8 +263,8 @@ class CostGate:
         return self.costs.draft_ms(self.batch_size), self.costs.drafting_overhead_ms(self.batch_size)
 
     def round_ms(self, steps: int, width: int) -> float:
-        """A round of `steps` paid draft forwards and a verification `width` tokens wide: `CostModel.round_ms`,
-        priced from the table as it stood when the gate was first asked (a gate lives for one round, and is
+        """A round of `steps` paid draft forwards and a verification `width` tokens wide, plus the drafting
+        overhead if it drafts, priced from the table as it stood when the gate was first asked (a gate lives for one round, and is
         asked a few times at every depth: reading the table each time cost ~1 ms a depth at batch 16, under a
         profiler)."""
         if width > len(self.verify_prices):
