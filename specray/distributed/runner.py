@@ -84,7 +84,8 @@ class BatchRunner:
             torch.set_num_threads(threads)
         self.cfg, self.dataset, self.label = cfg, dataset, label
         self.device = worker_device(cfg.models.device, cfg.cluster.gpus_per_worker)
-        self.engine = (make_engine or partial(load_engine, batch_size=cfg.generation.batch_size))(cfg.models, self.device)
+        load = make_engine or partial(load_engine, batch_size=cfg.generation.batch_size)
+        self.engine = load(cfg.models, self.device)
         self.policies: dict[tuple[str, ResolvedPolicy], StopPolicy | None] = {}
         self.generation = generation_config(cfg)
         self.stream = BatchStream(self.engine, cfg.generation.batch_size, cfg.run_id, "label" if label else "generate", label,

@@ -5,11 +5,11 @@ batch size the run decodes at; the draft takes one-token steps. On a GPU bf16 wi
 depends on the shape: with bf16 matrix units (AMX) wide bf16 products are cheap, while narrow bf16
 products can be slower than fp32 — and no formula predicts where the line falls on a given machine.
 So `dtype="auto"` times both dtypes on each role's own work at the run's batch size, once at load, and
-keeps the faster per role. The batch size matters: on a Sapphire Rapids Xeon (AMX-BF16, 2 threads) the
-embedded target, over a 128-token cache, took 36 / 39 ms in float32 against 43 / 41 in bf16 at batch 1 (one token a row, three),
-and 54 / 76 against 43 / 44 at batch 4; its feature-level draft's step 1.9 against 2.3 ms at batch 1,
-3.6 against 2.9 at batch 8. A draft that shares weights with its target gets its own copy of them when
-the two end up in different dtypes.
+keeps the faster per role. The batch size matters: on a Sapphire Rapids Xeon (AMX-BF16, 2 threads),
+over a 128-token cache, the embedded target took 36 / 39 ms in float32 against 43 / 41 in bf16 at
+batch 1 (one token a row / three), and 54 / 76 against 43 / 44 at batch 4; its feature-level draft's
+step 1.9 against 2.3 ms at batch 1, 3.6 against 2.9 at batch 8. A draft that shares weights with its
+target gets its own copy of them when the two end up in different dtypes.
 """
 
 from __future__ import annotations

@@ -178,7 +178,6 @@ class CostModel:
         return (1 - weight) * value(self.batches[below]) + weight * value(self.batches[above])
 
 
-
 def _catch_up_estimate(costs: BatchCosts, width: int) -> float:
     """A draft step over `width` tokens a row: its one-token time, grown as the target's verification grows."""
     curve = costs.verify_curve(np.array([1, max(width, 1)]))
@@ -264,9 +263,9 @@ class CostGate:
 
     def round_ms(self, steps: int, width: int) -> float:
         """A round of `steps` paid draft forwards and a verification `width` tokens wide, plus the drafting
-        overhead if it drafts, priced from the table as it stood when the gate was first asked (a gate lives for one round, and is
-        asked a few times at every depth: reading the table each time cost ~1 ms a depth at batch 16, under a
-        profiler)."""
+        overhead if it drafts, priced from the table as it stood when the gate was first asked (a gate lives
+        for one round, and is asked a few times at every depth: reading the table each time cost ~1 ms a depth
+        at batch 16, under a profiler)."""
         if width > len(self.verify_prices):
             self.verify_prices = self.costs.verify_ms(self.batch_size, np.arange(1, 2 * width + 1))
         draft_ms, overhead_ms = self.step_prices
