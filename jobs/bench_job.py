@@ -96,7 +96,7 @@ def _ignore(_) -> None:
 
 def direct_seconds(cfg) -> float:
     """The job's batches (same sharding, policies and seeds) through the engine in this process."""
-    engine = load_engine(cfg.models, "cpu")
+    engine = load_engine(cfg.models, "cpu", cfg.generation.batch_size)
     resolved = {d: domain_policy(cfg.policy, d) for d in DOMAINS}
     policies = {d: build_policy(p.resolved[p.spec]) for d, p in resolved.items()}
     batches = list(plan(cfg.data, cfg.generation.batch_size, set(), DomainDetector.load(), _ignore, _ignore))
@@ -127,8 +127,9 @@ class TimedEngine:
         return out
 
 
-def timed_engine(log: Path, models, device) -> TimedEngine:
-    return TimedEngine(load_engine(models, device), log)
+def timed_engine(log: Path, batch_size: int, models, device) -> TimedEngine:
+    """A job worker's engine, its precision chosen for the job's batch size as the default worker's is, timed."""
+    return TimedEngine(load_engine(models, device, batch_size), log)
 
 
 def bench_overhead(args: argparse.Namespace) -> dict:
@@ -146,7 +147,7 @@ def bench_overhead(args: argparse.Namespace) -> dict:
                          f"generation.max_new_tokens={args.max_new_tokens}", f"policy.default={args.policy}",
                          "cluster.num_workers=1"]
             cfg, log = load_config(None, overrides), Path(tmp, "generate_s.txt")
-            job_s = run_job(cfg, make_engine=partial(timed_engine, log))["seconds"]
+            job_s = run_job(cfg, make_engine=partial(timed_engine, log, cfg.generation.batch_size))["seconds"]
             engine_s = sum(float(line) for line in log.read_text().split())
             runs.append({"job_s": job_s, "engine_in_job_s": round(engine_s, 3), "direct_s": round(direct_seconds(cfg), 3)})
     return {"target": args.target, "draft": args.draft, "policy": args.policy, "max_new_tokens": args.max_new_tokens,
