@@ -8,7 +8,7 @@
 reading, domain detection (with --detect), sharding, dispatch through the policy actors, result
 transfer and Parquet commits (to a temp dir, or with --output to a new run under that URI, such as a
 bucket of an S3-compatible store at --endpoint; credentials from the environment). `overhead`: the job with one worker owning every CPU, against the time
-its worker spent inside engine.generate, and against the same batches through the engine called
+its worker's engine had sequences in flight, and against the same batches through the engine called
 directly in this process with as many torch threads.
 """
 
@@ -111,7 +111,10 @@ def direct_seconds(cfg) -> float:
 
 
 class TimedEngine:
-    """The real engine, appending the wall time of each generate call to a file."""
+    """The real engine, appending to a file when each sequence it returns was in flight: from leaving the queue
+    for a slot to its last round, as `perf_counter()` seconds. A worker streams its batches through engine
+    loops (`specray.distributed.stream`) and calls `result` for every sequence that finishes, so the union
+    of those spans is the time the engine had work in flight."""
 
     def __init__(self, engine, log: Path):
         self.engine, self.log = engine, log
@@ -119,12 +122,20 @@ class TimedEngine:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def generate(self, *args, **kwargs):
-        start = time.perf_counter()
-        out = self.engine.generate(*args, **kwargs)
+    def result(self, seq):
         with open(self.log, "a") as f:
-            f.write(f"{time.perf_counter() - start}\n")
-        return out
+            f.write(f"{seq.admitted} {seq.admitted + seq.wall_ms / 1e3}\n")
+        return self.engine.result(seq)
+
+
+def busy_seconds(spans: list[tuple[float, float]]) -> float:
+    """The length of the union of `spans` (start, end)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def timed_engine(log: Path, batch_size: int, models, device) -> TimedEngine:
@@ -148,7 +159,7 @@ def bench_overhead(args: argparse.Namespace) -> dict:
                          "cluster.num_workers=1"]
             cfg, log = load_config(None, overrides), Path(tmp, "generate_s.txt")
             job_s = run_job(cfg, make_engine=partial(timed_engine, log, cfg.generation.batch_size))["seconds"]
-            engine_s = sum(float(line) for line in log.read_text().split())
+            engine_s = busy_seconds([tuple(map(float, line.split())) for line in log.read_text().splitlines()])
             runs.append({"job_s": job_s, "engine_in_job_s": round(engine_s, 3), "direct_s": round(direct_seconds(cfg), 3)})
     return {"target": args.target, "draft": args.draft, "policy": args.policy, "max_new_tokens": args.max_new_tokens,
             "threads": cpus, "runs": runs,
