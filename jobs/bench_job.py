@@ -157,7 +157,7 @@ def bench_overhead(args: argparse.Namespace) -> dict:
             overrides = [f"models.target={args.target}", f"models.draft={args.draft}", f"output.dir={tmp}/out", "data.builtin=demo",
                          f"generation.max_new_tokens={args.max_new_tokens}", f"policy.default={args.policy}",
                          "cluster.num_workers=1"]
-            cfg, log = load_config(None, overrides), Path(tmp, "generate_s.txt")
+            cfg, log = load_config(None, overrides), Path(tmp, "in_flight_spans.txt")
             job_s = run_job(cfg, make_engine=partial(timed_engine, log, cfg.generation.batch_size))["seconds"]
             engine_s = busy_seconds([tuple(map(float, line.split())) for line in log.read_text().splitlines()])
             runs.append({"job_s": job_s, "engine_in_job_s": round(engine_s, 3), "direct_s": round(direct_seconds(cfg), 3)})
